@@ -1,0 +1,14 @@
+//! RTP media: port pool, relay between two legs, per-stream counters, G.711, tones.
+//!
+//! Packets are read with `rtp-rs` (zero-copy); the relay itself only looks at the
+//! header for counters and latching, and forwards payloads untouched.
+
+pub mod g711;
+pub mod pool;
+pub mod relay;
+pub mod stats;
+pub mod tone;
+
+pub use pool::PortPool;
+pub use relay::{Relay, RelayHandle};
+pub use stats::StreamStats;

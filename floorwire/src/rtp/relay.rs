@@ -1,0 +1,176 @@
+//! An RTP relay between two call legs (the B2BUA's media anchor).
+//!
+//! Each leg is a local socket the endpoint sends to. What arrives on leg A goes out of
+//! leg B's socket to B's endpoint, and back. An endpoint's address is *latched* from
+//! the first packet it sends (symmetric RTP, so NATed turrets work); until then the
+//! address from its SDP is used. Packets from any other source are dropped and
+//! counted, so a stray sender cannot hijack the call.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::stats::StreamStats;
+
+/// Source latching for one leg (sans-IO).
+#[derive(Debug, Clone, Default)]
+pub struct Latch {
+    /// Where this leg's endpoint is: from SDP until latched, then from packets.
+    pub remote: Option<SocketAddr>,
+    latched: bool,
+}
+
+impl Latch {
+    /// Starts from the SDP address, if known.
+    pub fn new(sdp_remote: Option<SocketAddr>) -> Self {
+        Self {
+            remote: sdp_remote,
+            latched: false,
+        }
+    }
+
+    /// Whether a packet from `source` is the endpoint's; the first one latches.
+    pub fn accept(&mut self, source: SocketAddr) -> bool {
+        if !self.latched {
+            self.remote = Some(source);
+            self.latched = true;
+            return true;
+        }
+        self.remote == Some(source)
+    }
+
+    /// True once a packet has fixed the address.
+    pub fn is_latched(&self) -> bool {
+        self.latched
+    }
+}
+
+/// Counters of both directions, shared with whoever reports them.
+#[derive(Debug, Clone)]
+pub struct RelayStats {
+    /// Received on leg A (from A's endpoint), forwarded towards B.
+    pub a_to_b: StreamStats,
+    /// Received on leg B, forwarded towards A.
+    pub b_to_a: StreamStats,
+    /// Packets that arrived before the other side's address was known.
+    pub unroutable: u64,
+}
+
+/// A running relay: read counters, stop it.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    stats: Arc<Mutex<RelayStats>>,
+    stop: CancellationToken,
+}
+
+impl RelayHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RelayStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Stops the relay task.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Two legs and what is known of their endpoints.
+#[derive(Debug)]
+pub struct Relay {
+    pub leg_a: UdpSocket,
+    pub leg_b: UdpSocket,
+    pub a_remote: Option<SocketAddr>,
+    pub b_remote: Option<SocketAddr>,
+    pub clock_rate: u32,
+}
+
+impl Relay {
+    /// Spawns the relay task; it ends when the handle's `stop` (or `shutdown`) fires.
+    pub fn spawn(self, shutdown: &CancellationToken) -> RelayHandle {
+        let stats = Arc::new(Mutex::new(RelayStats {
+            a_to_b: StreamStats::new(self.clock_rate),
+            b_to_a: StreamStats::new(self.clock_rate),
+            unroutable: 0,
+        }));
+        let stop = shutdown.child_token();
+        let handle = RelayHandle {
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(self.run(stats, stop));
+        handle
+    }
+
+    async fn run(self, stats: Arc<Mutex<RelayStats>>, stop: CancellationToken) {
+        let mut latch_a = Latch::new(self.a_remote);
+        let mut latch_b = Latch::new(self.b_remote);
+        let origin = Instant::now();
+        let mut buf_a = vec![0u8; 2048];
+        let mut buf_b = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.leg_a.recv_from(&mut buf_a) => {
+                    let Ok((len, source)) = r else { continue };
+                    forward(&buf_a[..len], source, &mut latch_a, &latch_b, &self.leg_b, &stats, origin, true).await;
+                }
+                r = self.leg_b.recv_from(&mut buf_b) => {
+                    let Ok((len, source)) = r else { continue };
+                    forward(&buf_b[..len], source, &mut latch_b, &latch_a, &self.leg_a, &stats, origin, false).await;
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, the relay loop's two arms
+async fn forward(
+    packet: &[u8],
+    source: SocketAddr,
+    from: &mut Latch,
+    to: &Latch,
+    out: &UdpSocket,
+    stats: &Mutex<RelayStats>,
+    origin: Instant,
+    a_to_b: bool,
+) {
+    let accepted = from.accept(source);
+    let destination = to.remote;
+    if let Ok(mut s) = stats.lock() {
+        let stream = if a_to_b { &mut s.a_to_b } else { &mut s.b_to_a };
+        if !accepted {
+            stream.foreign_dropped += 1;
+            return;
+        }
+        stream.on_packet(origin.elapsed(), packet);
+        if destination.is_none() {
+            s.unroutable += 1;
+        }
+    }
+    if let (true, Some(destination)) = (accepted, destination) {
+        // A full socket buffer drops this packet only; the relay keeps reading.
+        let _ = out.try_send_to(packet, destination);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latch_first_source_then_refuse_others() {
+        let sdp: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        let real: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let other: SocketAddr = "127.0.0.1:5002".parse().expect("addr");
+        let mut l = Latch::new(Some(sdp));
+        assert_eq!(l.remote, Some(sdp));
+        assert!(l.accept(real));
+        assert!(l.accept(real));
+        assert!(!l.accept(other));
+        assert_eq!(l.remote, Some(real));
+    }
+}

@@ -1,0 +1,223 @@
+//! Message framing by Content-Length (RFC 3261 §18.3, §20.14).
+//!
+//! rsipstack's parser clamps a Content-Length that overruns the data and reads a
+//! negative or doubled one as 0; a telecom element must instead answer 400 over UDP and
+//! close the connection over TCP (RFC 4475 `clerr`, `ncl`, `mcl01`). So framing is
+//! decided here, before the bytes reach the parser.
+
+use std::fmt;
+
+/// Largest SIP message we accept or send in one UDP datagram (IPv4 UDP payload limit).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Largest header section accepted on a stream before the connection is closed.
+pub const MAX_STREAM_HEAD: usize = 64 * 1024;
+/// Largest body accepted on a stream.
+pub const MAX_STREAM_BODY: usize = 1024 * 1024;
+
+/// Why bytes could not be framed as one SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FramingError {
+    /// A CRLF keep-alive (RFC 5626 §3.5.1), not a message.
+    KeepAlive,
+    /// No empty line ends the header section.
+    NoHeaderEnd,
+    /// Content-Length is not one non-negative decimal number.
+    BadContentLength(String),
+    /// Content-Length promises more octets than the datagram carries.
+    Truncated { declared: usize, available: usize },
+    /// Over a stream, every message must carry Content-Length (§18.3).
+    MissingContentLength,
+    /// Header section or body larger than we are willing to buffer.
+    TooLarge(usize),
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::KeepAlive => f.write_str("keep-alive"),
+            Self::NoHeaderEnd => f.write_str("no empty line after the headers"),
+            Self::BadContentLength(v) => write!(f, "bad Content-Length {v:?}"),
+            Self::Truncated {
+                declared,
+                available,
+            } => write!(
+                f,
+                "Content-Length {declared} larger than the {available} octets received"
+            ),
+            Self::MissingContentLength => f.write_str("Content-Length missing on a stream"),
+            Self::TooLarge(n) => write!(f, "message of {n} octets too large"),
+        }
+    }
+}
+
+/// Position of the end of the header section: returns `(head_len, body_start)`.
+pub fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i + 2, i + 4))
+}
+
+/// Iterates unfolded `(name, value)` pairs of a header section (start line skipped).
+pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(head);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n").skip(1) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    fields
+}
+
+/// The message's Content-Length, strictly: one value (or repeats of the same one),
+/// decimal digits only. `Ok(None)` when absent.
+pub fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
+    let mut found: Option<usize> = None;
+    for (name, value) in header_fields(head) {
+        if !(name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l")) {
+            continue;
+        }
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(FramingError::BadContentLength(value));
+        }
+        let n: usize = value
+            .parse()
+            .map_err(|_| FramingError::BadContentLength(value.clone()))?;
+        match found {
+            Some(prev) if prev != n => {
+                return Err(FramingError::BadContentLength(format!("{prev} and {n}")));
+            }
+            _ => found = Some(n),
+        }
+    }
+    Ok(found)
+}
+
+/// Frames one UDP datagram: returns the message bytes (head + exactly Content-Length
+/// octets of body). Octets after the body are ignored (RFC 4475 `dblreq`); without
+/// Content-Length the body is the rest of the datagram (§18.3, RFC 2543 senders).
+pub fn frame_datagram(bytes: &[u8]) -> Result<&[u8], FramingError> {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(FramingError::KeepAlive)?;
+    let bytes = &bytes[start..];
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(FramingError::TooLarge(bytes.len()));
+    }
+    let (head_len, body_start) = find_head_end(bytes).ok_or(FramingError::NoHeaderEnd)?;
+    let available = bytes.len() - body_start;
+    match content_length(&bytes[..head_len])? {
+        None => Ok(bytes),
+        Some(declared) if declared > available => Err(FramingError::Truncated {
+            declared,
+            available,
+        }),
+        Some(declared) => Ok(&bytes[..body_start + declared]),
+    }
+}
+
+/// Frames messages out of a byte stream (TCP/TLS): push what the socket gave, then
+/// take messages until `Ok(None)`. An `Err` means framing is lost: close the connection.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buffer: Vec<u8>,
+}
+
+impl StreamFramer {
+    /// An empty framer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Octets buffered but not yet framed (a peer that stops here is timed out by the
+    /// driver: RFC 4475 `clerr` over a stream).
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The next complete message, if the buffer holds one.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FramingError> {
+        let skip = self
+            .buffer
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(self.buffer.len());
+        self.buffer.drain(..skip);
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let Some((head_len, body_start)) = find_head_end(&self.buffer) else {
+            if self.buffer.len() > MAX_STREAM_HEAD {
+                return Err(FramingError::TooLarge(self.buffer.len()));
+            }
+            return Ok(None);
+        };
+        let declared =
+            content_length(&self.buffer[..head_len])?.ok_or(FramingError::MissingContentLength)?;
+        if declared > MAX_STREAM_BODY {
+            return Err(FramingError::TooLarge(declared));
+        }
+        let total = body_start + declared;
+        if self.buffer.len() < total {
+            return Ok(None);
+        }
+        let message: Vec<u8> = self.buffer.drain(..total).collect();
+        Ok(Some(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
+
+    #[test]
+    fn datagram_trailing_octets_ignored() {
+        let mut d = MSG.to_vec();
+        d.extend_from_slice(b"INVITE garbage");
+        assert_eq!(frame_datagram(&d), Ok(MSG));
+    }
+
+    #[test]
+    fn stream_split_anywhere() {
+        let mut all = MSG.to_vec();
+        all.extend_from_slice(b"\r\n\r\n");
+        all.extend_from_slice(MSG);
+        for cut in 0..all.len() {
+            let mut framer = StreamFramer::new();
+            framer.push(&all[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = framer.next_message().expect("framing") {
+                got.push(m);
+            }
+            framer.push(&all[cut..]);
+            while let Some(m) = framer.next_message().expect("framing") {
+                got.push(m);
+            }
+            assert_eq!(got, vec![MSG.to_vec(), MSG.to_vec()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn stream_needs_content_length() {
+        let mut framer = StreamFramer::new();
+        framer.push(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
+        assert_eq!(
+            framer.next_message(),
+            Err(FramingError::MissingContentLength)
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! One datagram in, one verdict out: a request or response fit for the transaction
+//! layer, or a rejection naming the status to answer with (or to drop silently).
+//!
+//! The verdicts follow RFC 4475 §3 and RFC 5118: malformed requests get 400, an
+//! unknown SIP version 505, an extension method we cannot represent 501; malformed
+//! responses are dropped (§16.7 / §18.1.2: nobody to answer to).
+
+use std::borrow::Cow;
+
+use rsipstack::sip::{
+    Header, Method, Request, Response, SipMessage, headers::untyped::Allow,
+};
+
+use super::framing::{FramingError, find_head_end, frame_datagram};
+use super::ids::{MessageIds, Tag, parse_cseq};
+use super::reply::{response_to, with_header};
+use super::syntax::{check_via, is_token, parse_name_addr, split_list};
+
+/// Methods this stack implements, for `Allow` in 405/501 answers.
+pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
+
+/// A message that passed framing and validation.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Request(Request),
+    Response(Response),
+    /// CRLF keep-alive; nothing to do.
+    KeepAlive,
+}
+
+/// What to do with a message that failed: answer it with `status`, or drop it.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// `Some(code)`: answer with this status; `None`: drop silently.
+    pub status: Option<u16>,
+    /// Why, for logs and a Warning header.
+    pub detail: String,
+    /// The request's headers read leniently, to build the answer from; its start line
+    /// is not the peer's when that line was the problem.
+    pub head: Option<Request>,
+}
+
+impl Rejection {
+    fn drop(detail: impl Into<String>) -> Self {
+        Self {
+            status: None,
+            detail: detail.into(),
+            head: None,
+        }
+    }
+
+    fn reply(status: u16, detail: impl Into<String>, head: Option<Request>) -> Self {
+        let head = head.filter(has_reply_headers);
+        Self {
+            status: head.is_some().then_some(status),
+            detail: detail.into(),
+            head,
+        }
+    }
+
+    /// The response to send, when there is one: a stateless answer with a fresh To tag,
+    /// `Allow` on 501/405, and a `Warning: 399` carrying the reason.
+    pub fn response(&self) -> Option<Response> {
+        let (status, head) = (self.status?, self.head.as_ref()?);
+        let mut response = response_to(head, status, Some(&Tag::generate()));
+        if matches!(status, 405 | 501) {
+            response = with_header(response, Header::Allow(Allow::new(ALLOWED_METHODS)));
+        }
+        let warning = self.detail.replace(['"', '\\', '\r', '\n'], "'");
+        with_header(
+            response,
+            Header::Warning(format!("399 floorwire \"{warning}\"").into()),
+        )
+        .into()
+    }
+}
+
+/// A stateless answer needs at least a Via to be routed back.
+fn has_reply_headers(request: &Request) -> bool {
+    request
+        .headers
+        .iter()
+        .any(|h| matches!(h, Header::Via(_)))
+}
+
+/// Frames, parses and validates one UDP datagram.
+pub fn parse_datagram(datagram: &[u8]) -> Result<Inbound, Rejection> {
+    match frame_datagram(datagram) {
+        Ok(message) => parse_message(message),
+        Err(FramingError::KeepAlive) => Ok(Inbound::KeepAlive),
+        Err(FramingError::NoHeaderEnd) => Err(Rejection::drop("no end of headers")),
+        Err(e @ FramingError::TooLarge(_)) => {
+            Err(Rejection::reply(513, e.to_string(), lenient_head(datagram)))
+        }
+        Err(e) => {
+            let start = datagram
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(0);
+            if datagram[start..].starts_with(b"SIP/") {
+                Err(Rejection::drop(e.to_string()))
+            } else {
+                Err(Rejection::reply(400, e.to_string(), lenient_head(datagram)))
+            }
+        }
+    }
+}
+
+/// Parses and validates one framed message (from [`frame_datagram`] or a stream's
+/// `StreamFramer`).
+pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
+    let Some((head_len, _)) = find_head_end(message) else {
+        return Err(Rejection::drop("no end of headers"));
+    };
+    let start_line_end = message
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(head_len);
+    let Ok(start_line) = std::str::from_utf8(&message[..start_line_end]) else {
+        return Err(Rejection::drop("start line is not UTF-8"));
+    };
+    if start_line.starts_with("SIP/") {
+        parse_response(message, start_line)
+    } else {
+        parse_request(message, start_line)
+    }
+}
+
+fn parse_response(message: &[u8], start_line: &str) -> Result<Inbound, Rejection> {
+    let mut parts = start_line.splitn(3, ' ');
+    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Rejection::drop(format!("response version {version}")));
+    }
+    let code_ok = code.len() == 3
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && (100..=699).contains(&code.parse::<u16>().unwrap_or(0));
+    if !code_ok {
+        return Err(Rejection::drop(format!("status code {code:?} out of range")));
+    }
+    let response = match SipMessage::try_from(tolerate_ipv6(message).as_ref()) {
+        Ok(SipMessage::Response(r)) => r,
+        Ok(SipMessage::Request(_)) => return Err(Rejection::drop("not a response")),
+        Err(e) => return Err(Rejection::drop(e.to_string())),
+    };
+    let mut response = response;
+    response.body = body_of(message).to_vec();
+    check_headers(&response.headers).map_err(Rejection::drop)?;
+    Ok(Inbound::Response(response))
+}
+
+fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection> {
+    let parts: Vec<&str> = start_line.split(' ').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.contains('\t')) {
+        return Err(Rejection::reply(
+            400,
+            "Request-Line must be method SP Request-URI SP SIP-Version",
+            lenient_head(message),
+        ));
+    }
+    let (method, uri, version) = (parts[0], parts[1], parts[2]);
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        let looks_like_version = version
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+            && version[4..].split('.').count() == 2
+            && version[4..]
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let status = if looks_like_version { 505 } else { 400 };
+        return Err(Rejection::reply(
+            status,
+            format!("SIP version {version} not supported"),
+            lenient_head(message),
+        ));
+    }
+    if !is_token(method) {
+        return Err(Rejection::reply(
+            400,
+            format!("method {method:?} is not a token"),
+            lenient_head(message),
+        ));
+    }
+    check_request_uri(uri).map_err(|e| Rejection::reply(400, e, lenient_head(message)))?;
+    if method.parse::<Method>().is_err() {
+        return Err(Rejection::reply(
+            501,
+            format!("method {method} not implemented"),
+            lenient_head(message),
+        ));
+    }
+    let request = match SipMessage::try_from(tolerate_ipv6(message).as_ref()) {
+        Ok(SipMessage::Request(r)) => r,
+        Ok(SipMessage::Response(_)) => return Err(Rejection::drop("not a request")),
+        Err(e) => return Err(Rejection::reply(400, e.to_string(), lenient_head(message))),
+    };
+    let mut request = request;
+    request.body = body_of(message).to_vec();
+    if let Err(e) = check_headers(&request.headers) {
+        return Err(Rejection::reply(400, e, Some(request)));
+    }
+    let ids = MessageIds::of(&request);
+    if let Some((_, cseq_method)) = &ids.cseq {
+        if cseq_method != method {
+            return Err(Rejection::reply(
+                400,
+                format!("CSeq method {cseq_method} does not match {method}"),
+                Some(request),
+            ));
+        }
+    }
+    Ok(Inbound::Request(request))
+}
+
+/// The body of a framed message: everything after the empty line. rsipstack reads a
+/// missing Content-Length as 0, but over UDP the body is then the rest of the datagram
+/// (§18.3, RFC 4475 `inv2543`), and framing has already cut the message to size.
+fn body_of(message: &[u8]) -> &[u8] {
+    find_head_end(message).map_or(&[][..], |(_, body_start)| &message[body_start..])
+}
+
+/// Request-URI checks beyond rsipstack's parse: no `< >` (`ltgtruri`), no escaped
+/// headers in a SIP URI (`escruri`, §19.1.5), IPv6 hosts bracketed (RFC 5118 §4.2).
+fn check_request_uri(uri: &str) -> Result<(), String> {
+    if uri.starts_with('<') || uri.ends_with('>') {
+        return Err("Request-URI enclosed in <>".into());
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(format!("Request-URI {uri:?} has no scheme"));
+    };
+    if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+        if rest.contains('?') {
+            return Err("escaped headers are not allowed in a Request-URI".into());
+        }
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host_port = host_port.split(';').next().unwrap_or("");
+        if !host_port.starts_with('[') && host_port.matches(':').count() > 1 {
+            return Err(format!("IPv6 reference {host_port:?} must be in [ ]"));
+        }
+    }
+    Ok(())
+}
+
+/// Header checks (RFC 3261 §8.1.1, §20, RFC 4475 §3.1.2 and §3.3.8).
+fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
+    let mut counts = [0usize; 5]; // Via, From, To, Call-ID, CSeq
+    let mut max_forwards = 0usize;
+    for header in headers.iter() {
+        match header {
+            Header::Via(v) => {
+                counts[0] += 1;
+                check_via(v.value())?;
+            }
+            Header::From(v) => {
+                counts[1] += 1;
+                parse_name_addr(v.value()).map_err(|e| format!("From: {e}"))?;
+            }
+            Header::To(v) => {
+                counts[2] += 1;
+                parse_name_addr(v.value()).map_err(|e| format!("To: {e}"))?;
+            }
+            Header::CallId(v) => {
+                counts[3] += 1;
+                let value = v.value();
+                if value.is_empty() || value.contains([' ', '\t', ',']) {
+                    return Err(format!("Call-ID {value:?} malformed"));
+                }
+            }
+            Header::CSeq(v) => {
+                counts[4] += 1;
+                parse_cseq(v.value()).ok_or_else(|| format!("CSeq {:?} malformed", v.value()))?;
+            }
+            Header::MaxForwards(v) => {
+                max_forwards += 1;
+                let value = v.value();
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("Max-Forwards {value:?} malformed"));
+                }
+            }
+            Header::Contact(v) if v.value().trim() != "*" => {
+                for contact in split_list(v.value()) {
+                    parse_name_addr(contact).map_err(|e| format!("Contact: {e}"))?;
+                }
+            }
+            Header::Route(_) | Header::RecordRoute(_) => {
+                for route in split_list(header.value()) {
+                    parse_name_addr(route).map_err(|e| format!("{}: {e}", header.name()))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let names = ["Via", "From", "To", "Call-ID", "CSeq"];
+    for (name, count) in names.iter().zip(counts) {
+        match count {
+            0 => return Err(format!("{name} missing")),
+            1 => {}
+            _ if *name == "Via" => {}
+            _ => return Err(format!("{name} appears {count} times")),
+        }
+    }
+    if max_forwards > 1 {
+        return Err("Max-Forwards appears more than once".into());
+    }
+    Ok(())
+}
+
+/// RFC 5118 §4.10: tolerate `[2001:db8:::192.0.2.1]` (the RFC 3261 ABNF bug) by
+/// reading it as `[2001:db8::192.0.2.1]`.
+fn tolerate_ipv6(message: &[u8]) -> Cow<'_, [u8]> {
+    let Some((head_len, _)) = find_head_end(message) else {
+        return Cow::Borrowed(message);
+    };
+    let head = &message[..head_len];
+    if !head.windows(3).any(|w| w == b":::") {
+        return Cow::Borrowed(message);
+    }
+    let mut out = Vec::with_capacity(message.len());
+    let mut in_brackets = false;
+    let mut i = 0;
+    while i < head_len {
+        let b = message[i];
+        match b {
+            b'[' => in_brackets = true,
+            b']' => in_brackets = false,
+            _ => {}
+        }
+        if in_brackets && head[i..].starts_with(b":::") {
+            out.extend_from_slice(b"::");
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out.extend_from_slice(&message[head_len..]);
+    Cow::Owned(out)
+}
+
+/// The headers of a request whose start line (or framing) is bad, read with a
+/// stand-in start line so that a 400/501/505 can still be routed back to its sender.
+fn lenient_head(message: &[u8]) -> Option<Request> {
+    let start = message
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let message = &message[start..];
+    let (head_len, _) = find_head_end(message)?;
+    let line_end = message.windows(2).position(|w| w == b"\r\n")?;
+    if line_end >= head_len {
+        return None;
+    }
+    let mut text = b"OPTIONS sip:invalid.invalid SIP/2.0".to_vec();
+    text.extend_from_slice(&message[line_end..head_len]);
+    // Drop Content-Length: the body is not carried over.
+    let head = String::from_utf8_lossy(&text).into_owned();
+    let head: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| {
+            let name = l.split(':').next().unwrap_or("").trim();
+            !(name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
+        })
+        .collect();
+    let mut text = head.join("\r\n");
+    text.push_str("\r\n\r\n");
+    match SipMessage::try_from(text.as_bytes()) {
+        Ok(SipMessage::Request(r)) => Some(r),
+        _ => None,
+    }
+}

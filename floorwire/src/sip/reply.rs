@@ -1,0 +1,70 @@
+//! Building responses to requests (RFC 3261 §8.2.6).
+
+use rsipstack::sip::{
+    Header, Headers, Request, Response, StatusCode, Version,
+    headers::untyped::{ContentLength, To},
+};
+
+use super::ids::{Tag, tag_of};
+
+/// A response to `request` with `status`: Via, From, Call-ID, CSeq and To copied
+/// (§8.2.6.2), a To tag added for anything but 100 when the request had none, and
+/// `Content-Length: 0`. The reason phrase is the standard one unless `reason` is given.
+pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Response {
+    let mut headers = Headers::default();
+    for header in request.headers.iter() {
+        match header {
+            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                headers.push(header.clone());
+            }
+            Header::To(to) => {
+                let mut value = to.value().to_owned();
+                if status > 100 && tag_of(&value).is_none() {
+                    if let Some(tag) = to_tag {
+                        value.push_str(";tag=");
+                        value.push_str(tag.as_str());
+                    }
+                }
+                headers.push(Header::To(To::new(value)));
+            }
+            _ => {}
+        }
+    }
+    headers.push(Header::ContentLength(ContentLength::new("0")));
+    Response {
+        status_code: StatusCode::from(status),
+        wire_reason: None,
+        version: Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Adds a header to a response, before Content-Length.
+pub fn with_header(mut response: Response, header: Header) -> Response {
+    let len = response.headers.len();
+    let mut all: Vec<Header> = response.headers.iter().cloned().collect();
+    let at = all
+        .iter()
+        .position(|h| matches!(h, Header::ContentLength(_)))
+        .unwrap_or(len);
+    all.insert(at, header);
+    response.headers = Headers::default();
+    response.headers.extend(all);
+    response
+}
+
+/// Replaces a response's body, setting Content-Type and Content-Length.
+pub fn with_body(mut response: Response, content_type: &str, body: Vec<u8>) -> Response {
+    response
+        .headers
+        .retain(|h| !matches!(h, Header::ContentLength(_) | Header::ContentType(_)));
+    response
+        .headers
+        .push(Header::ContentType(content_type.to_owned().into()));
+    response
+        .headers
+        .push(Header::ContentLength(ContentLength::new(body.len().to_string())));
+    response.body = body;
+    response
+}

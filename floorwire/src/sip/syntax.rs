@@ -1,0 +1,230 @@
+//! Header-value syntax checks that rsipstack's lenient parser does not make.
+//!
+//! rsipstack accepts, for example, an unterminated quoted display name, spaces inside
+//! `< >`, `;;` in Via, and drops a From tag written `tag = x` (RFC 4475 `wsinv`). These
+//! helpers are small scanners over one header value, written by hand because they
+//! only decide *whether* a value is well formed (RFC 3261 §25.1) and where its header
+//! parameters start; the typed parsing stays rsipstack's.
+
+/// RFC 3261 `token` characters.
+pub fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+/// True when `s` is a non-empty RFC 3261 token.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_token_char)
+}
+
+/// Splits a header value on commas that are outside quotes and `< >`.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut in_quote, mut escaped, mut depth, mut start) = (false, false, 0usize, 0usize);
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote => escaped = true,
+            '"' => in_quote = !in_quote,
+            '<' if !in_quote => depth += 1,
+            '>' if !in_quote => depth = depth.saturating_sub(1),
+            ',' if !in_quote && depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts
+}
+
+/// A `name-addr` or `addr-spec` header value split into its parts (§20.10, §25.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name, with quotes if it was quoted.
+    pub display_name: Option<&'a str>,
+    /// The URI text, without `< >`.
+    pub uri: &'a str,
+    /// Whether the URI was enclosed in `< >`.
+    pub bracketed: bool,
+    /// Header parameters, the text after the URI (starting at `;` or empty).
+    pub params: &'a str,
+}
+
+/// Splits and checks one `name-addr` / `addr-spec` value (From, To, Contact, Route…).
+///
+/// Refuses what RFC 4475 §3.1.2 calls invalid: an unterminated quote (`quotbal`),
+/// unquoted non-token display names (`baddn`), whitespace inside `< >` (`badaspec`),
+/// an `addr-spec` holding `?` or `,` (`regbadct`), and empty parameters (`badinv01`).
+pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("empty value".into());
+    }
+    let bytes = value.as_bytes();
+    let (display_name, rest_start) = if bytes[0] == b'"' {
+        let mut escaped = false;
+        let mut end = None;
+        for (i, c) in value.char_indices().skip(1) {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                end = Some(i);
+                break;
+            }
+        }
+        let end = end.ok_or("unterminated quoted display name")?;
+        (Some(&value[..=end]), end + 1)
+    } else if let Some(lt) = value.find('<') {
+        let name = value[..lt].trim();
+        if !name.is_empty()
+            && !name
+                .split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .all(is_token)
+        {
+            return Err(format!("display name {name:?} must be quoted"));
+        }
+        ((!name.is_empty()).then_some(name), lt)
+    } else {
+        (None, 0)
+    };
+    let rest = value[rest_start..].trim_start();
+    let rest_offset = value.len() - rest.len();
+    if let Some(inner) = rest.strip_prefix('<') {
+        let close = inner.find('>').ok_or("missing '>'")?;
+        let uri = &inner[..close];
+        if uri.is_empty() || uri.contains([' ', '\t']) {
+            return Err(format!("whitespace inside <{uri}>"));
+        }
+        let params = inner[close + 1..].trim();
+        check_params(params)?;
+        Ok(NameAddr {
+            display_name,
+            uri,
+            bracketed: true,
+            params,
+        })
+    } else {
+        if display_name.is_some() {
+            return Err("display name without <URI>".into());
+        }
+        let rest = &value[rest_offset..];
+        let (uri, params) = match rest.find(';') {
+            Some(i) => (rest[..i].trim(), rest[i..].trim()),
+            None => (rest.trim(), ""),
+        };
+        if uri.is_empty() || uri.contains([' ', '\t', '<', '>']) {
+            return Err(format!("malformed URI {uri:?}"));
+        }
+        if uri.contains(['?', ',']) {
+            return Err(format!("URI {uri:?} with '?' or ',' must be enclosed in <>"));
+        }
+        check_params(params)?;
+        Ok(NameAddr {
+            display_name: None,
+            uri,
+            bracketed: false,
+            params,
+        })
+    }
+}
+
+/// Checks `;name[=value]` parameter text: no empty names, names are tokens.
+fn check_params(params: &str) -> Result<(), String> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    let Some(params) = params.strip_prefix(';') else {
+        return Err(format!("unexpected text {params:?} after the URI"));
+    };
+    for param in params.split(';') {
+        let name = param.split('=').next().unwrap_or("").trim();
+        if !is_token(name) {
+            return Err(format!("empty or malformed parameter {param:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Looks up a header parameter (`;name=value`, LWS allowed around `=`) in `params`.
+pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .find_map(|p| {
+            let (n, v) = p.split_once('=').unwrap_or((p, ""));
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+/// Checks one Via header (possibly several comma-separated values): every value is
+/// `SIP/2.0/transport sent-by` followed by non-empty `;params` (`badinv01`).
+pub fn check_via(value: &str) -> Result<(), String> {
+    for part in split_list(value) {
+        if part.is_empty() {
+            return Err("empty Via value".into());
+        }
+        let (head, params) = match part.find(';') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        let compact: String = head.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut fields = compact.splitn(3, '/');
+        let (Some(proto), Some(version), Some(rest)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("Via {part:?}: expected SIP/2.0/transport"));
+        };
+        if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return Err(format!("Via {part:?}: unknown protocol {proto}/{version}"));
+        }
+        // `rest` is transport immediately followed by sent-by once whitespace is gone;
+        // the original text must have had whitespace between them.
+        let after_slashes = head.rsplit('/').next().unwrap_or("").trim();
+        let mut words = after_slashes.split_whitespace();
+        let (Some(transport), Some(sent_by)) = (words.next(), words.next()) else {
+            return Err(format!("Via {part:?}: missing sent-by"));
+        };
+        if !is_token(transport) || sent_by.is_empty() || words.next().is_some() || rest.is_empty()
+        {
+            return Err(format!("Via {part:?}: malformed transport or sent-by"));
+        }
+        check_params(params.trim())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_addr_forms() {
+        let n = parse_name_addr("\"A, B\" <sip:a@b>;tag=1").expect("valid");
+        assert_eq!(n.uri, "sip:a@b");
+        assert_eq!(header_param(n.params, "tag"), Some("1"));
+        let n = parse_name_addr("sip:a@b;tag = x").expect("valid");
+        assert_eq!(n.uri, "sip:a@b");
+        assert_eq!(header_param(n.params, "TAG"), Some("x"));
+        assert!(parse_name_addr("\"open <sip:a@b>").is_err());
+        assert!(parse_name_addr("Bell, Alexander <sip:a@b>").is_err());
+        assert!(parse_name_addr("< sip:a@b >").is_err());
+        assert!(parse_name_addr("sip:a@b?Route=x").is_err());
+        assert!(parse_name_addr("<sip:a@b>;;;").is_err());
+        assert!(parse_name_addr("J Rosenberg <sip:a@b>").is_ok());
+    }
+
+    #[test]
+    fn via_forms() {
+        assert!(check_via("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+        assert!(check_via("SIP  /   2.0 /UDP    192.0.2.2;branch=390skdjuw").is_ok());
+        assert!(check_via("SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b").is_ok());
+        assert!(check_via("SIP/2.0/UDP").is_err());
+    }
+}

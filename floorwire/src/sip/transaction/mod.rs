@@ -1,0 +1,825 @@
+//! The transaction layer, sans-IO (RFC 3261 §17, with RFC 6026's Accepted state).
+//!
+//! Feed it what arrives ([`TransactionLayer::handle_datagram`]) and what the clock did
+//! ([`TransactionLayer::handle_timeout`]); tell it what the transaction user (TU) wants
+//! ([`TransactionLayer::send_request`], [`TransactionLayer::respond`],
+//! [`TransactionLayer::cancel`]); drain [`TransactionLayer::poll_transmit`] and
+//! [`TransactionLayer::poll_event`], and sleep until [`TransactionLayer::poll_timeout`].
+//! Nothing here reads a clock or a socket, so retransmissions, timeouts and the
+//! CANCEL-versus-200 race are tested on a virtual clock (see `tests.rs`).
+//!
+//! Beyond §17 proper, the layer also
+//! - answers CANCEL itself (§9.2: 200 to the CANCEL, 487 to the INVITE, or 481),
+//! - retransmits a UAS's 2xx until the ACK arrives (§13.3.1.4, the UAS core's duty,
+//!   kept here so every TU gets it right), and
+//! - sheds load: past `max_server_transactions`, new requests get 503 + Retry-After
+//!   statelessly instead of queueing.
+
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rsipstack::sip::{
+    Header, Headers, Method, Request, Response, headers::untyped::{CSeq, MaxForwards, RetryAfter, Via, ContentLength},
+};
+
+use crate::error::Error;
+use super::framing::MAX_DATAGRAM;
+use super::ids::{MessageIds, Tag};
+use super::ingress::{Inbound, parse_datagram};
+use super::reply::{response_to, with_header};
+pub use state::{ClientState, ServerState, Timer};
+
+/// RFC 3261 timer values (§17.1.1.1, Table 4).
+#[derive(Debug, Clone, Copy)]
+pub struct TimerConfig {
+    /// RTT estimate, 500 ms by default.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses, 4 s.
+    pub t2: Duration,
+    /// Maximum time a message stays in the network, 5 s.
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Layer settings.
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    pub timers: TimerConfig,
+    /// Server transactions alive at once before new requests get 503.
+    pub max_server_transactions: usize,
+    /// Seconds put in Retry-After when shedding load.
+    pub retry_after_secs: u32,
+    /// Send 100 Trying as soon as an INVITE arrives (§17.2.1 allows it always).
+    pub auto_trying: bool,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        Self {
+            timers: TimerConfig::default(),
+            max_server_transactions: 10_000,
+            retry_after_secs: 5,
+            auto_trying: true,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Identifies one transaction for the TU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransactionId(u64);
+
+/// What the layer tells the TU.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new request; answer it with [`TransactionLayer::respond`] and `id`.
+    Request {
+        id: TransactionId,
+        source: SocketAddr,
+        request: Request,
+    },
+    /// An ACK outside any transaction: the ACK for a 2xx (§13.2.2.4 / §13.3.1.4).
+    /// `answered` is true when it matched a 2xx this layer was retransmitting.
+    Ack {
+        source: SocketAddr,
+        request: Request,
+        answered: bool,
+    },
+    /// The peer cancelled an INVITE; the layer has answered it 487.
+    Cancelled { invite: TransactionId },
+    /// A response to one of the TU's requests (2xx retransmissions included: the TU
+    /// ACKs each, §13.2.2.4).
+    Response {
+        id: TransactionId,
+        response: Response,
+    },
+    /// A 2xx to an INVITE that matches no transaction (any more).
+    Stray2xx { response: Response },
+    /// Timer B, F or H fired: no final response / no ACK.
+    Timeout { id: TransactionId },
+    /// A UAS 2xx was retransmitted for 64·T1 without an ACK (§13.3.1.4: send BYE).
+    AckTimeout { id: TransactionId },
+}
+
+/// Counters the drivers export as metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerStats {
+    pub requests_received: u64,
+    pub responses_received: u64,
+    pub retransmissions_sent: u64,
+    pub retransmissions_absorbed: u64,
+    pub rejected_malformed: u64,
+    pub rejected_overload: u64,
+    pub timeouts: u64,
+}
+
+/// Transaction key (§17.1.3, §17.2.3). RFC 2543 requests without a magic-cookie
+/// branch are keyed by Call-ID, From tag, CSeq number and sent-by instead.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+impl Key {
+    fn of(ids: &MessageIds, method: &str, server: bool) -> Option<Self> {
+        let method = if method == "ACK" { "INVITE" } else { method };
+        let branch = match &ids.branch {
+            Some(b) if b.is_rfc3261() => b.as_str().to_owned(),
+            _ => format!(
+                "rfc2543;{};{};{}",
+                ids.call_id.as_ref()?.as_str(),
+                ids.from_tag.as_ref().map(Tag::as_str).unwrap_or(""),
+                ids.cseq.as_ref()?.0
+            ),
+        };
+        Some(Self {
+            branch,
+            // The client side only ever matches its own branches.
+            sent_by: if server {
+                ids.sent_by.clone().unwrap_or_default().to_ascii_lowercase()
+            } else {
+                String::new()
+            },
+            method: method.to_owned(),
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Role {
+    Client(ClientState),
+    Server(ServerState),
+}
+
+#[derive(Debug)]
+struct Transaction {
+    key: Key,
+    role: Role,
+    invite: bool,
+    /// Where our messages for this transaction go.
+    peer: SocketAddr,
+    request: Request,
+    /// The request (client) or last response (server) as sent, for retransmission.
+    last_sent: Option<Vec<u8>>,
+    /// Status of the last response sent or received.
+    last_status: u16,
+    interval: Duration,
+    deadlines: [Option<Instant>; Timer::COUNT],
+    /// Client INVITE: CANCEL asked for before any provisional arrived (§9.1).
+    cancel_pending: bool,
+}
+
+/// The transaction layer. See the module docs for how to drive it.
+#[derive(Debug)]
+pub struct TransactionLayer {
+    config: LayerConfig,
+    next_id: u64,
+    transactions: HashMap<TransactionId, Transaction>,
+    by_key: HashMap<(bool, Key), TransactionId>,
+    /// Accepted server INVITEs by (Call-ID, CSeq number), to match the 2xx's ACK.
+    accepted: HashMap<(String, u32), TransactionId>,
+    server_count: usize,
+    timers: BinaryHeap<Reverse<(Instant, TransactionId, Timer)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: LayerStats,
+}
+
+/// How a CANCEL request fared (§9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The CANCEL went out as its own transaction.
+    Sent(TransactionId),
+    /// No provisional yet: the CANCEL goes out when one arrives.
+    Pending,
+    /// A final response was already received (or no such INVITE): nothing to cancel.
+    TooLate,
+}
+
+impl TransactionLayer {
+    /// A layer with the given settings.
+    pub fn new(config: LayerConfig) -> Self {
+        Self {
+            config,
+            next_id: 1,
+            transactions: HashMap::new(),
+            by_key: HashMap::new(),
+            accepted: HashMap::new(),
+            server_count: 0,
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: LayerStats::default(),
+        }
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> LayerStats {
+        self.stats
+    }
+
+    /// Transactions alive (client and server).
+    pub fn len(&self) -> usize {
+        self.transactions.len()
+    }
+
+    /// True when no transaction is alive.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.is_empty()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the TU.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// State of a client transaction, for tests and diagnostics.
+    pub fn client_state(&self, id: TransactionId) -> Option<ClientState> {
+        match self.transactions.get(&id)?.role {
+            Role::Client(s) => Some(s),
+            Role::Server(_) => None,
+        }
+    }
+
+    /// State of a server transaction, for tests and diagnostics.
+    pub fn server_state(&self, id: TransactionId) -> Option<ServerState> {
+        match self.transactions.get(&id)?.role {
+            Role::Server(s) => Some(s),
+            Role::Client(_) => None,
+        }
+    }
+
+    /// One datagram from `source`: parsed, validated, matched.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        match parse_datagram(datagram) {
+            Ok(inbound) => self.handle_inbound(now, source, inbound),
+            Err(rejection) => {
+                self.stats.rejected_malformed += 1;
+                tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
+                if let Some(response) = rejection.response() {
+                    self.transmit(source, response.to_bytes());
+                }
+            }
+        }
+    }
+
+    /// A message already parsed (by a stream transport, say).
+    pub fn handle_inbound(&mut self, now: Instant, source: SocketAddr, inbound: Inbound) {
+        match inbound {
+            Inbound::Request(request) => self.handle_request(now, source, request),
+            Inbound::Response(response) => self.handle_response(now, response),
+            Inbound::KeepAlive => {}
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, source: SocketAddr, request: Request) {
+        self.stats.requests_received += 1;
+        let ids = MessageIds::of(&request);
+        let method = request.method.to_string();
+        let Some(key) = Key::of(&ids, &method, true) else {
+            return;
+        };
+        if let Some(&id) = self.by_key.get(&(true, key.clone())) {
+            self.server_retransmission(now, id, &request);
+            return;
+        }
+        if request.method == Method::Ack {
+            let answered = self.match_2xx_ack(&ids);
+            self.events.push_back(Event::Ack {
+                source,
+                request,
+                answered,
+            });
+            return;
+        }
+        if self.server_count >= self.config.max_server_transactions {
+            self.stats.rejected_overload += 1;
+            let response = with_header(
+                response_to(&request, 503, Some(&Tag::generate())),
+                Header::RetryAfter(RetryAfter::new(self.config.retry_after_secs.to_string())),
+            );
+            self.transmit(source, response.to_bytes());
+            return;
+        }
+        let invite = request.method == Method::Invite;
+        let is_cancel = request.method == Method::Cancel;
+        let id = self.insert(Transaction {
+            key,
+            role: Role::Server(if invite {
+                ServerState::Proceeding
+            } else {
+                ServerState::Trying
+            }),
+            invite,
+            peer: source,
+            request: request.clone(),
+            last_sent: None,
+            last_status: 0,
+            interval: self.config.timers.t1,
+            deadlines: [None; Timer::COUNT],
+            cancel_pending: false,
+        });
+        if is_cancel {
+            self.server_cancel(now, id, &ids);
+            return;
+        }
+        if invite && self.config.auto_trying {
+            let trying = response_to(&request, 100, None);
+            // Cannot fail: 100 Trying to a request that fitted in a datagram.
+            let _ = self.respond(now, id, trying);
+        }
+        self.events.push_back(Event::Request {
+            id,
+            source,
+            request,
+        });
+    }
+
+    /// §9.2: CANCEL matches the INVITE server transaction with the same key.
+    fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
+        let invite_key = Key::of(ids, "INVITE", true);
+        let invite_id = invite_key.and_then(|k| self.by_key.get(&(true, k)).copied());
+        let status = match invite_id {
+            None => 481,
+            Some(invite_id) => {
+                let proceeding = matches!(
+                    self.transactions.get(&invite_id).map(|t| &t.role),
+                    Some(Role::Server(ServerState::Proceeding))
+                );
+                if proceeding {
+                    if let Some(invite) = self.transactions.get(&invite_id) {
+                        let terminated = response_to(&invite.request, 487, Some(&Tag::generate()));
+                        let _ = self.respond(now, invite_id, terminated);
+                        self.events.push_back(Event::Cancelled { invite: invite_id });
+                    }
+                }
+                200
+            }
+        };
+        let request = match self.transactions.get(&cancel_id) {
+            Some(t) => t.request.clone(),
+            None => return,
+        };
+        let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&Tag::generate())));
+    }
+
+    fn match_2xx_ack(&mut self, ids: &MessageIds) -> bool {
+        let (Some(call_id), Some((cseq, _))) = (&ids.call_id, &ids.cseq) else {
+            return false;
+        };
+        let Some(id) = self.accepted.remove(&(call_id.as_str().to_owned(), *cseq)) else {
+            return false;
+        };
+        if let Some(t) = self.transactions.get_mut(&id) {
+            // Stop retransmitting the 2xx; Timer L keeps absorbing INVITE copies.
+            t.deadlines[Timer::G as usize] = None;
+        }
+        true
+    }
+
+    fn server_retransmission(&mut self, now: Instant, id: TransactionId, request: &Request) {
+        let Some(t) = self.transactions.get_mut(&id) else {
+            return;
+        };
+        let Role::Server(state) = t.role else {
+            return;
+        };
+        if request.method == Method::Ack {
+            if state == ServerState::Completed {
+                t.role = Role::Server(ServerState::Confirmed);
+                t.deadlines[Timer::G as usize] = None;
+                t.deadlines[Timer::H as usize] = None;
+                // Timer I = T4 over UDP (§17.2.1).
+                let at = now + self.config.timers.t4;
+                self.schedule(id, Timer::I, at);
+            }
+            self.stats.retransmissions_absorbed += 1;
+            return;
+        }
+        self.stats.retransmissions_absorbed += 1;
+        if let (Some(bytes), true) = (t.last_sent.clone(), state != ServerState::Trying) {
+            let peer = t.peer;
+            self.stats.retransmissions_sent += 1;
+            self.transmit(peer, bytes);
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Response) {
+        self.stats.responses_received += 1;
+        let ids = MessageIds::of(&response);
+        let Some((_, method)) = ids.cseq.clone() else {
+            return;
+        };
+        let status = response.status_code.code();
+        let id = Key::of(&ids, &method, false).and_then(|k| self.by_key.get(&(false, k)).copied());
+        let Some(id) = id else {
+            if method == "INVITE" && (200..300).contains(&status) {
+                self.events.push_back(Event::Stray2xx { response });
+            }
+            return;
+        };
+        let timers = self.config.timers;
+        let Some(t) = self.transactions.get_mut(&id) else {
+            return;
+        };
+        let Role::Client(state) = t.role else {
+            return;
+        };
+        t.last_status = status;
+        use ClientState::*;
+        let next = match (t.invite, state, status) {
+            (true, Calling | Proceeding, 100..=199) => Some(Proceeding),
+            (true, Calling | Proceeding, 200..=299) => Some(Accepted),
+            (true, Accepted, 200..=299) => None,
+            (true, Calling | Proceeding, _) => Some(Completed),
+            (true, Completed, 300..) => {
+                // Retransmitted final: resend the ACK, tell nobody (§17.1.1.2).
+                let ack = build_ack(&t.request, &response);
+                let peer = t.peer;
+                self.stats.retransmissions_sent += 1;
+                self.transmit(peer, ack.to_bytes());
+                return;
+            }
+            (false, Trying | Proceeding, 100..=199) => Some(Proceeding),
+            (false, Trying | Proceeding, 200..) => Some(Completed),
+            _ => return,
+        };
+        if let Some(next) = next {
+            t.role = Role::Client(next);
+            match next {
+                Proceeding if t.invite => {
+                    t.deadlines[Timer::A as usize] = None;
+                    t.deadlines[Timer::B as usize] = None;
+                }
+                Proceeding => {
+                    // Timer E keeps firing, now at T2 (§17.1.2.2).
+                    t.interval = timers.t2;
+                }
+                Accepted => {
+                    t.deadlines = [None; Timer::COUNT];
+                    self.schedule(id, Timer::M, now + 64 * timers.t1);
+                }
+                Completed if t.invite => {
+                    t.deadlines = [None; Timer::COUNT];
+                    let ack = build_ack(&t.request, &response);
+                    let peer = t.peer;
+                    self.transmit(peer, ack.to_bytes());
+                    // Timer D: at least 32 s over UDP.
+                    self.schedule(id, Timer::D, now + Duration::from_secs(32).max(64 * timers.t1));
+                }
+                Completed => {
+                    t.deadlines = [None; Timer::COUNT];
+                    self.schedule(id, Timer::K, now + timers.t4);
+                }
+                _ => {}
+            }
+        }
+        let cancel_now = next == Some(Proceeding)
+            && self
+                .transactions
+                .get_mut(&id)
+                .is_some_and(|t| std::mem::take(&mut t.cancel_pending));
+        self.events.push_back(Event::Response { id, response });
+        if cancel_now {
+            let _ = self.cancel(now, id);
+        }
+    }
+
+    /// Starts a client transaction for `request` (not ACK: see [`Self::send_stateless`]).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        request: Request,
+    ) -> Result<TransactionId, Error> {
+        let bytes = request.to_bytes();
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                limit: MAX_DATAGRAM,
+            });
+        }
+        let ids = MessageIds::of(&request);
+        let method = request.method.to_string();
+        let key = Key::of(&ids, &method, false)
+            .ok_or_else(|| Error::MalformedSip("request lacks Via branch, Call-ID or CSeq".into()))?;
+        let invite = request.method == Method::Invite;
+        let t1 = self.config.timers.t1;
+        let id = self.insert(Transaction {
+            key,
+            role: Role::Client(if invite {
+                ClientState::Calling
+            } else {
+                ClientState::Trying
+            }),
+            invite,
+            peer: destination,
+            request,
+            last_sent: Some(bytes.clone()),
+            last_status: 0,
+            interval: t1,
+            deadlines: [None; Timer::COUNT],
+            cancel_pending: false,
+        });
+        self.transmit(destination, bytes);
+        if invite {
+            self.schedule(id, Timer::A, now + t1);
+            self.schedule(id, Timer::B, now + 64 * t1);
+        } else {
+            self.schedule(id, Timer::E, now + t1);
+            self.schedule(id, Timer::F, now + 64 * t1);
+        }
+        Ok(id)
+    }
+
+    /// Sends a message outside any transaction (the ACK for a 2xx, §13.2.2.4).
+    pub fn send_stateless(&mut self, destination: SocketAddr, bytes: Vec<u8>) -> Result<(), Error> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                limit: MAX_DATAGRAM,
+            });
+        }
+        self.transmit(destination, bytes);
+        Ok(())
+    }
+
+    /// Cancels a client INVITE transaction (§9.1).
+    pub fn cancel(&mut self, now: Instant, invite: TransactionId) -> CancelOutcome {
+        let Some(t) = self.transactions.get_mut(&invite) else {
+            return CancelOutcome::TooLate;
+        };
+        match t.role {
+            Role::Client(ClientState::Calling) if t.invite => {
+                t.cancel_pending = true;
+                CancelOutcome::Pending
+            }
+            Role::Client(ClientState::Proceeding) if t.invite => {
+                let cancel = build_cancel(&t.request);
+                let peer = t.peer;
+                match self.send_request(now, peer, cancel) {
+                    Ok(id) => CancelOutcome::Sent(id),
+                    Err(_) => CancelOutcome::TooLate,
+                }
+            }
+            _ => CancelOutcome::TooLate,
+        }
+    }
+
+    /// Sends `response` in server transaction `id`.
+    pub fn respond(&mut self, now: Instant, id: TransactionId, response: Response) -> Result<(), Error> {
+        let bytes = response.to_bytes();
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                limit: MAX_DATAGRAM,
+            });
+        }
+        let status = response.status_code.code();
+        let timers = self.config.timers;
+        let Some(t) = self.transactions.get_mut(&id) else {
+            return Err(Error::MalformedSip(format!("no transaction {id:?}")));
+        };
+        let Role::Server(state) = t.role else {
+            return Err(Error::MalformedSip("respond() on a client transaction".into()));
+        };
+        use ServerState::*;
+        let next = match (t.invite, state, status) {
+            (true, Proceeding, 100..=199) => Proceeding,
+            (true, Proceeding, 200..=299) => Accepted,
+            (true, Accepted, 200..=299) => Accepted,
+            (true, Proceeding, _) => Completed,
+            (false, Trying | Proceeding, 100..=199) => Proceeding,
+            (false, Trying | Proceeding, _) => Completed,
+            _ => {
+                return Err(Error::MalformedSip(format!(
+                    "cannot send {status} in state {state:?}"
+                )));
+            }
+        };
+        t.role = Role::Server(next);
+        t.last_sent = Some(bytes.clone());
+        t.last_status = status;
+        let peer = t.peer;
+        if state != next || next == Completed {
+            match next {
+                Accepted if state != Accepted => {
+                    let ids = MessageIds::of(&t.request);
+                    if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
+                        self.accepted.insert((call_id.as_str().to_owned(), cseq), id);
+                    }
+                    t.interval = timers.t1;
+                    self.schedule(id, Timer::G, now + timers.t1);
+                    self.schedule(id, Timer::L, now + 64 * timers.t1);
+                }
+                Completed if t.invite => {
+                    t.interval = timers.t1;
+                    self.schedule(id, Timer::G, now + timers.t1);
+                    self.schedule(id, Timer::H, now + 64 * timers.t1);
+                }
+                Completed => self.schedule(id, Timer::J, now + 64 * timers.t1),
+                _ => {}
+            }
+        }
+        self.transmit(peer, bytes);
+        Ok(())
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = self
+                .transactions
+                .get(&id)
+                .is_some_and(|t| t.deadlines[timer as usize] == Some(at));
+            if live {
+                self.fire(at, id, timer);
+            }
+        }
+    }
+
+    fn fire(&mut self, now: Instant, id: TransactionId, timer: Timer) {
+        let timers = self.config.timers;
+        let Some(t) = self.transactions.get_mut(&id) else {
+            return;
+        };
+        t.deadlines[timer as usize] = None;
+        match timer {
+            // Retransmit with doubling interval: A and G (INVITE) uncapped for A,
+            // capped at T2 for E and G (§17.1.1.2, §17.1.2.2, §17.2.1).
+            Timer::A | Timer::E | Timer::G => {
+                let bytes = t.last_sent.clone();
+                let peer = t.peer;
+                t.interval = match timer {
+                    Timer::A => t.interval * 2,
+                    Timer::E if matches!(t.role, Role::Client(ClientState::Proceeding)) => timers.t2,
+                    _ => (t.interval * 2).min(timers.t2),
+                };
+                let next = now + t.interval;
+                if let Some(bytes) = bytes {
+                    self.stats.retransmissions_sent += 1;
+                    self.transmit(peer, bytes);
+                }
+                self.schedule(id, timer, next);
+            }
+            Timer::B | Timer::F | Timer::H => {
+                self.stats.timeouts += 1;
+                self.remove(id);
+                self.events.push_back(Event::Timeout { id });
+            }
+            Timer::L => {
+                let unacked = t.deadlines[Timer::G as usize].is_some();
+                self.remove(id);
+                if unacked {
+                    self.stats.timeouts += 1;
+                    self.events.push_back(Event::AckTimeout { id });
+                }
+            }
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::M => self.remove(id),
+        }
+    }
+
+    fn insert(&mut self, t: Transaction) -> TransactionId {
+        let id = TransactionId(self.next_id);
+        self.next_id += 1;
+        let server = matches!(t.role, Role::Server(_));
+        if server {
+            self.server_count += 1;
+        }
+        self.by_key.insert((server, t.key.clone()), id);
+        self.transactions.insert(id, t);
+        id
+    }
+
+    fn remove(&mut self, id: TransactionId) {
+        if let Some(t) = self.transactions.remove(&id) {
+            let server = matches!(t.role, Role::Server(_));
+            if server {
+                self.server_count -= 1;
+            }
+            self.by_key.remove(&(server, t.key));
+            if t.invite && server {
+                let ids = MessageIds::of(&t.request);
+                if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
+                    let k = (call_id.as_str().to_owned(), cseq);
+                    if self.accepted.get(&k) == Some(&id) {
+                        self.accepted.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn schedule(&mut self, id: TransactionId, timer: Timer, at: Instant) {
+        if let Some(t) = self.transactions.get_mut(&id) {
+            t.deadlines[timer as usize] = Some(at);
+            self.timers.push(Reverse((at, id, timer)));
+        }
+    }
+
+    fn transmit(&mut self, destination: SocketAddr, bytes: Vec<u8>) {
+        self.transmits.push_back(Transmit { destination, bytes });
+    }
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): same Request-URI, top Via,
+/// Call-ID, From, CSeq number and Route as the INVITE; To from the response.
+pub fn build_ack(invite: &Request, response: &Response) -> Request {
+    let mut headers = Headers::default();
+    let mut via_done = false;
+    for header in invite.headers.iter() {
+        match header {
+            Header::Via(v) if !via_done => {
+                via_done = true;
+                let top = super::syntax::split_list(v.value())
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                headers.push(Header::Via(Via::new(top)));
+            }
+            Header::From(_) | Header::CallId(_) | Header::Route(_) => headers.push(header.clone()),
+            Header::CSeq(c) => {
+                let n = c.value().split_whitespace().next().unwrap_or("1").to_owned();
+                headers.push(Header::CSeq(CSeq::new(format!("{n} ACK"))));
+            }
+            _ => {}
+        }
+    }
+    if let Some(to) = response.headers.iter().find(|h| matches!(h, Header::To(_))) {
+        headers.push(to.clone());
+    }
+    headers.push(Header::MaxForwards(MaxForwards::new("70")));
+    headers.push(Header::ContentLength(ContentLength::new("0")));
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        version: invite.version.clone(),
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// The CANCEL for an INVITE (§9.1): same Request-URI, Call-ID, To, From, CSeq number,
+/// top Via and Route.
+pub fn build_cancel(invite: &Request) -> Request {
+    let mut ack = build_ack(invite, &Response::default());
+    let to = invite.headers.iter().find(|h| matches!(h, Header::To(_))).cloned();
+    let mut headers = Headers::default();
+    for header in ack.headers.iter() {
+        match header {
+            Header::CSeq(c) => {
+                let n = c.value().split_whitespace().next().unwrap_or("1").to_owned();
+                headers.push(Header::CSeq(CSeq::new(format!("{n} CANCEL"))));
+            }
+            Header::To(_) => {}
+            Header::ContentLength(_) => {
+                if let Some(to) = to.clone() {
+                    headers.push(to);
+                }
+                headers.push(header.clone());
+            }
+            _ => headers.push(header.clone()),
+        }
+    }
+    ack.headers = headers;
+    ack.method = Method::Cancel;
+    ack
+}
