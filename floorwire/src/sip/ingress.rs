@@ -196,6 +196,7 @@ fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection>
     };
     let mut request = request;
     request.body = body_of(message).to_vec();
+    repair_user_part(&mut request.uri, uri);
     if let Err(e) = check_headers(&request.headers) {
         return Err(Rejection::reply(400, e, Some(request)));
     }
@@ -219,6 +220,26 @@ fn body_of(message: &[u8]) -> &[u8] {
     find_head_end(message).map_or(&[][..], |(_, body_start)| &message[body_start..])
 }
 
+/// rsipstack reads `sip:user;par=u%40example.net@example.com` (RFC 4475 `semiuri`) as
+/// host `user` with a parameter; RFC 3261's user part may hold `;`. When the text has
+/// a user part (an `@` after the scheme) and the parse lost it, re-parse the host part
+/// alone and put the user back.
+fn repair_user_part(uri: &mut rsipstack::sip::Uri, text: &str) {
+    if uri.auth.is_some() {
+        return;
+    }
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return;
+    };
+    let Some((user, host)) = rest.rsplit_once('@') else {
+        return;
+    };
+    if let Ok(mut fixed) = rsipstack::sip::Uri::try_from(format!("{scheme}:{host}").as_str()) {
+        fixed.auth = Some(rsipstack::sip::Auth::from(user));
+        *uri = fixed;
+    }
+}
+
 /// Request-URI checks beyond rsipstack's parse: no `< >` (`ltgtruri`), no escaped
 /// headers in a SIP URI (`escruri`, §19.1.5), IPv6 hosts bracketed (RFC 5118 §4.2).
 fn check_request_uri(uri: &str) -> Result<(), String> {
@@ -229,7 +250,8 @@ fn check_request_uri(uri: &str) -> Result<(), String> {
         return Err(format!("Request-URI {uri:?} has no scheme"));
     };
     if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
-        if rest.contains('?') {
+        let after_user = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        if after_user.contains('?') {
             return Err("escaped headers are not allowed in a Request-URI".into());
         }
         let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);

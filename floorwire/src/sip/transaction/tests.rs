@@ -1,0 +1,441 @@
+//! Deterministic tests of the transaction layer on a virtual clock: no sockets, no
+//! sleeping; time is an `Instant` we move by hand.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rsipstack::sip::{Method, Request};
+
+use super::*;
+use crate::sip::dialog::Dialog;
+use crate::sip::ingress::{Inbound, parse_datagram};
+
+const UAC: &str = "127.0.0.1:5070";
+const UAS: &str = "127.0.0.1:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("addr")
+}
+
+fn request(method: &str, branch: &str, cseq: u32) -> Request {
+    let text = format!(
+        "{method} sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@127.0.0.1>;tag=alice1\r\n\
+To: <sip:bob@127.0.0.1>\r\n\
+Call-ID: call-{branch}\r\n\
+CSeq: {cseq} {method}\r\n\
+Contact: <sip:alice@127.0.0.1:5070>\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    match parse_datagram(text.as_bytes()) {
+        Ok(Inbound::Request(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn drain(layer: &mut TransactionLayer) -> (Vec<Transmit>, Vec<Event>) {
+    let mut t = Vec::new();
+    while let Some(x) = layer.poll_transmit() {
+        t.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = layer.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
+
+fn status_of(bytes: &[u8]) -> Option<u16> {
+    match parse_datagram(bytes) {
+        Ok(Inbound::Response(r)) => Some(r.status_code.code()),
+        _ => None,
+    }
+}
+
+fn method_of(bytes: &[u8]) -> Option<Method> {
+    match parse_datagram(bytes) {
+        Ok(Inbound::Request(r)) => Some(r.method),
+        _ => None,
+    }
+}
+
+/// Advances the clock in 10 ms steps to `until`, firing timers; returns the instants
+/// at which something was transmitted (relative to `t0`) and all events.
+fn run_clock(layer: &mut TransactionLayer, t0: Instant, until: Duration) -> (Vec<Duration>, Vec<Event>) {
+    let mut sent = Vec::new();
+    let mut events = Vec::new();
+    let mut now = t0;
+    while now <= t0 + until {
+        if layer.poll_timeout().is_some_and(|d| d <= now) {
+            layer.handle_timeout(now);
+        }
+        let (t, e) = drain(layer);
+        sent.extend(t.iter().map(|_| now - t0));
+        events.extend(e);
+        now += Duration::from_millis(10);
+    }
+    (sent, events)
+}
+
+fn ms(v: &[u64]) -> Vec<Duration> {
+    v.iter().map(|&m| Duration::from_millis(m)).collect()
+}
+
+#[test]
+fn invite_client_timer_a_doubles_until_timer_b() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let id = layer.send_request(t0, addr(UAS), request("INVITE", "z9hG4bKa1", 1)).expect("send");
+    let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(40));
+    // Initial send, then Timer A at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; Timer B at 32 s.
+    assert_eq!(sent, ms(&[0, 500, 1500, 3500, 7500, 15500, 31500]));
+    assert!(matches!(events.as_slice(), [Event::Timeout { id: t }] if *t == id));
+    assert!(layer.is_empty());
+}
+
+#[test]
+fn non_invite_client_timer_e_caps_at_t2() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    layer.send_request(t0, addr(UAS), request("OPTIONS", "z9hG4bKo1", 1)).expect("send");
+    let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
+    assert_eq!(
+        sent,
+        ms(&[0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500])
+    );
+    assert_eq!(events.len(), 1, "one Timeout (Timer F at 32 s)");
+}
+
+#[test]
+fn non_invite_provisional_moves_retransmits_to_t2() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let req = request("OPTIONS", "z9hG4bKo2", 1);
+    layer.send_request(t0, addr(UAS), req.clone()).expect("send");
+    drain(&mut layer);
+    let trying = crate::sip::reply::response_to(&req, 100, None);
+    layer.handle_datagram(t0 + Duration::from_millis(100), addr(UAS), &trying.to_bytes());
+    let (sent, events) = run_clock(&mut layer, t0 + Duration::from_millis(100), Duration::from_millis(9000));
+    assert_eq!(events.len(), 1, "the 100 reached the TU: {events:?}");
+    // Timer E was already due at 0.5 s; from Proceeding on it fires every T2.
+    assert_eq!(sent, ms(&[400, 4400, 8400]));
+}
+
+#[test]
+fn server_invite_final_retransmitted_until_ack_then_timer_i() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKs1", 1);
+    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert_eq!(status_of(&t[0].bytes), Some(100));
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request event");
+    };
+    let busy = crate::sip::reply::response_to(&invite, 486, Some(&crate::sip::Tag::new("b")));
+    layer.respond(t0, id, busy).expect("respond");
+    let (sent, _) = run_clock(&mut layer, t0, Duration::from_millis(4000));
+    assert_eq!(sent, ms(&[0, 500, 1500, 3500]));
+    // Retransmitted INVITE: the 486 again, no new event.
+    layer.handle_datagram(t0 + Duration::from_millis(4000), addr(UAC), &invite.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert_eq!((t.len(), e.len()), (1, 0));
+    assert_eq!(status_of(&t[0].bytes), Some(486));
+    // The ACK (same branch) confirms; Timer I (T4) ends it.
+    let ack = build_ack(&invite, &match parse_datagram(&t[0].bytes) {
+        Ok(Inbound::Response(r)) => r,
+        other => panic!("{other:?}"),
+    });
+    let at = t0 + Duration::from_millis(4100);
+    layer.handle_datagram(at, addr(UAC), &ack.to_bytes());
+    assert_eq!(layer.server_state(id), Some(ServerState::Confirmed));
+    let (sent, events) = run_clock(&mut layer, at, Duration::from_secs(6));
+    assert!(sent.is_empty() && events.is_empty());
+    assert!(layer.is_empty());
+}
+
+#[test]
+fn server_invite_without_ack_times_out_with_timer_h() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKs2", 1);
+    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
+    let (_, e) = drain(&mut layer);
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    layer.respond(t0, id, crate::sip::reply::response_to(&invite, 404, None)).expect("respond");
+    let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
+    // G: 0.5, 1.5, 3.5, 7.5, then every T2 until H at 32 s.
+    assert_eq!(sent, ms(&[0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]));
+    assert!(matches!(events.as_slice(), [Event::Timeout { .. }]));
+}
+
+#[test]
+fn uas_2xx_retransmitted_until_its_ack() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKs3", 7);
+    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
+    let (_, e) = drain(&mut layer);
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    let ok = crate::sip::reply::with_header(
+        crate::sip::reply::response_to(&invite, 200, Some(&crate::sip::Tag::new("bob1"))),
+        rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
+    );
+    layer.respond(t0, id, ok.clone()).expect("respond");
+    assert_eq!(layer.server_state(id), Some(ServerState::Accepted));
+    let (sent, _) = run_clock(&mut layer, t0, Duration::from_millis(2000));
+    assert_eq!(sent, ms(&[0, 500, 1500]));
+    // ACK for the 2xx: new branch, same Call-ID and CSeq number.
+    let mut dialog = Dialog::from_uac(&invite, &ok).expect("dialog");
+    let ack = dialog.ack(7, "127.0.0.1:5070").expect("ack");
+    let at = t0 + Duration::from_millis(2000);
+    layer.handle_datagram(at, addr(UAC), &ack.to_bytes());
+    let (_, e) = drain(&mut layer);
+    assert!(matches!(e.as_slice(), [Event::Ack { answered: true, .. }]));
+    let (sent, events) = run_clock(&mut layer, at, Duration::from_secs(40));
+    assert!(sent.is_empty(), "no 2xx after the ACK: {sent:?}");
+    assert!(events.is_empty(), "no AckTimeout: {events:?}");
+    assert!(layer.is_empty(), "Timer L ended the transaction");
+}
+
+#[test]
+fn retransmitted_request_is_absorbed() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let options = request("OPTIONS", "z9hG4bKr1", 1);
+    layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
+    layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert_eq!((t.len(), e.len()), (0, 1), "Trying: absorbed silently, one event");
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    layer.respond(t0, id, crate::sip::reply::response_to(&options, 200, None)).expect("respond");
+    layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert_eq!((t.len(), e.len()), (2, 0), "the 200, then the 200 again");
+    assert_eq!(layer.stats().retransmissions_absorbed, 2);
+}
+
+#[test]
+fn overload_answers_503_with_retry_after() {
+    let config = LayerConfig {
+        max_server_transactions: 2,
+        ..LayerConfig::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        layer.handle_datagram(t0, addr(UAC), &request("OPTIONS", &format!("z9hG4bKov{i}"), 1).to_bytes());
+    }
+    let (t, e) = drain(&mut layer);
+    assert_eq!(e.len(), 2);
+    assert_eq!(t.len(), 1);
+    let text = String::from_utf8_lossy(&t[0].bytes).into_owned();
+    assert!(text.starts_with("SIP/2.0 503"), "{text}");
+    assert!(text.contains("Retry-After: 5"), "{text}");
+    assert_eq!(layer.stats().rejected_overload, 1);
+}
+
+/// Two layers joined by a virtual network that delivers everything in flight.
+struct Pair {
+    uac: TransactionLayer,
+    uas: TransactionLayer,
+    now: Instant,
+    uac_events: Vec<Event>,
+    uas_events: Vec<Event>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self {
+            uac: TransactionLayer::new(LayerConfig::default()),
+            uas: TransactionLayer::new(LayerConfig::default()),
+            now: Instant::now(),
+            uac_events: Vec::new(),
+            uas_events: Vec::new(),
+        }
+    }
+
+    /// Delivers until quiet; `keep` may drop messages (returns false to lose one).
+    fn drive(&mut self, mut keep: impl FnMut(&Transmit) -> bool) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.uac.poll_transmit() {
+                moved = true;
+                if keep(&t) {
+                    self.uas.handle_datagram(self.now, addr(UAC), &t.bytes);
+                }
+            }
+            while let Some(t) = self.uas.poll_transmit() {
+                moved = true;
+                if keep(&t) {
+                    self.uac.handle_datagram(self.now, addr(UAS), &t.bytes);
+                }
+            }
+            while let Some(e) = self.uac.poll_event() {
+                self.uac_events.push(e);
+            }
+            while let Some(e) = self.uas.poll_event() {
+                self.uas_events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn uas_request(&mut self) -> (TransactionId, Request) {
+        let i = self
+            .uas_events
+            .iter()
+            .position(|e| matches!(e, Event::Request { .. }))
+            .expect("a request at the UAS");
+        match self.uas_events.remove(i) {
+            Event::Request { id, request, .. } => (id, request),
+            _ => unreachable!(),
+        }
+    }
+
+    fn uac_statuses(&self) -> Vec<u16> {
+        self.uac_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Response { response, .. } => Some(response.status_code.code()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn whole_call_with_a_lost_invite() {
+    let mut p = Pair::new();
+    let invite = request("INVITE", "z9hG4bKcall1", 1);
+    p.uac.send_request(p.now, addr(UAS), invite).expect("send");
+    // The first INVITE is lost; Timer A brings it back at 500 ms.
+    p.drive(|_| false);
+    p.now += Duration::from_millis(500);
+    p.uac.handle_timeout(p.now);
+    p.drive(|_| true);
+    let (id, invite) = p.uas_request();
+    let tag = crate::sip::Tag::new("bob");
+    p.uas.respond(p.now, id, crate::sip::reply::response_to(&invite, 180, Some(&tag))).expect("180");
+    let mut ok = crate::sip::reply::response_to(&invite, 200, Some(&tag));
+    ok = crate::sip::reply::with_header(ok, rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()));
+    p.uas.respond(p.now, id, ok).expect("200");
+    p.drive(|_| true);
+    assert_eq!(p.uac_statuses(), vec![100, 180, 200]);
+    // The TU ACKs the 2xx outside the transaction, then hangs up.
+    let ok = match p.uac_events.last() {
+        Some(Event::Response { response, .. }) => response.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut dialog = Dialog::from_uac(&invite, &ok).expect("dialog");
+    let ack = dialog.ack(1, "127.0.0.1:5070").expect("ack");
+    p.uac.send_stateless(addr(UAS), ack.to_bytes()).expect("ack");
+    let bye = dialog.request(Method::Bye, "127.0.0.1:5070", None).expect("bye");
+    p.uac.send_request(p.now, addr(UAS), bye).expect("bye");
+    p.drive(|_| true);
+    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Ack { answered: true, .. })));
+    let (bye_id, bye) = p.uas_request();
+    assert_eq!(bye.method, Method::Bye);
+    p.uas.respond(p.now, bye_id, crate::sip::reply::response_to(&bye, 200, None)).expect("200");
+    p.drive(|_| true);
+    assert_eq!(p.uac_statuses(), vec![100, 180, 200, 200]);
+}
+
+#[test]
+fn cancel_before_answer_gets_487_and_automatic_ack() {
+    let mut p = Pair::new();
+    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc1", 1)).expect("send");
+    p.drive(|_| true);
+    let (uas_id, invite) = p.uas_request();
+    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")))).expect("180");
+    p.drive(|_| true);
+    assert!(matches!(p.uac.cancel(p.now, invite_id), CancelOutcome::Sent(_)));
+    p.drive(|_| true);
+    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { invite } if *invite == uas_id)));
+    let statuses = p.uac_statuses();
+    assert!(statuses.contains(&487) && statuses.contains(&200), "{statuses:?}");
+    // The layer ACKed the 487 itself: the UAS transaction is Confirmed.
+    assert_eq!(p.uas.server_state(uas_id), Some(ServerState::Confirmed));
+    assert_eq!(p.uac.client_state(invite_id), Some(ClientState::Completed));
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut p = Pair::new();
+    let config = LayerConfig { auto_trying: false, ..LayerConfig::default() };
+    p.uas = TransactionLayer::new(config);
+    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc2", 1)).expect("send");
+    assert_eq!(p.uac.cancel(p.now, invite_id), CancelOutcome::Pending);
+    p.drive(|_| true);
+    let (uas_id, invite) = p.uas_request();
+    assert!(p.uas_events.is_empty(), "no CANCEL before a provisional");
+    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")))).expect("180");
+    p.drive(|_| true);
+    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    assert!(p.uac_statuses().contains(&487));
+}
+
+/// The race of §9.1 / RFC 3261 §15: the UAS answers 200 while the CANCEL is in
+/// flight. The CANCEL gets 200 but changes nothing; the UAC gets the 2xx, must ACK it
+/// and then BYE.
+#[test]
+fn cancel_crossing_200_leaves_the_call_up() {
+    let mut p = Pair::new();
+    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKrace", 1)).expect("send");
+    p.drive(|_| true);
+    let (uas_id, invite) = p.uas_request();
+    let tag = crate::sip::Tag::new("b");
+    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&tag))).expect("180");
+    p.drive(|_| true);
+    // Both sides act before either hears the other: hold the 200 back.
+    let mut ok = crate::sip::reply::response_to(&invite, 200, Some(&tag));
+    ok = crate::sip::reply::with_header(ok, rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()));
+    p.uas.respond(p.now, uas_id, ok).expect("200");
+    let held_200: Vec<Transmit> = std::iter::from_fn(|| p.uas.poll_transmit()).collect();
+    assert!(matches!(p.uac.cancel(p.now, invite_id), CancelOutcome::Sent(_)));
+    // The CANCEL reaches the UAS first.
+    p.drive(|t| method_of(&t.bytes) == Some(Method::Cancel) || status_of(&t.bytes) == Some(200));
+    assert!(!p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    assert_eq!(p.uas.server_state(uas_id), Some(ServerState::Accepted));
+    for t in held_200 {
+        p.uac.handle_datagram(p.now, addr(UAS), &t.bytes);
+    }
+    p.drive(|_| true);
+    let statuses = p.uac_statuses();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 2, "200 for CANCEL and for INVITE: {statuses:?}");
+    assert!(!statuses.contains(&487));
+    assert_eq!(p.uac.client_state(invite_id), Some(ClientState::Accepted));
+}
+
+#[test]
+fn cancel_for_unknown_invite_gets_481() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let cancel = build_cancel(&request("INVITE", "z9hG4bKnone", 1));
+    layer.handle_datagram(t0, addr(UAC), &cancel.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert!(e.is_empty());
+    assert_eq!(status_of(&t[0].bytes), Some(481));
+}
+
+#[test]
+fn rfc2543_request_without_branch_is_matched() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpora/rfc4475/badbranch.dat"))
+        .expect("corpus file");
+    layer.handle_datagram(t0, addr(UAC), &text);
+    layer.handle_datagram(t0, addr(UAC), &text);
+    let (_, e) = drain(&mut layer);
+    assert_eq!(e.len(), 1, "bare z9hG4bK branch keyed RFC 2543-style, retransmission absorbed");
+}
