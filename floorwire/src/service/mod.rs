@@ -7,3 +7,32 @@ pub mod config;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// `[admin]` section shared by every service's config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin HTTP port (`/metrics`, `/healthz`).
+    pub listen: SocketAddr,
+}
+
+/// Serves the admin port for `service` until `shutdown`, marking it healthy once
+/// bound; logs one `admin listening` line with the bound address.
+pub async fn run_admin(
+    service: &str,
+    admin: &AdminSection,
+    registry: prometheus::Registry,
+    health: admin::Health,
+    shutdown: CancellationToken,
+) -> Result<(), crate::Error> {
+    let (addr, serving) = admin::serve(admin.listen, registry, health.clone(), shutdown).await?;
+    tracing::info!(service, %addr, "admin listening");
+    health.set_ready(true);
+    serving.await?;
+    Ok(())
+}
