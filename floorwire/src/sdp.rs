@@ -102,13 +102,15 @@ pub fn to_bytes(session: &Session) -> Vec<u8> {
 /// The direction of a media description (media attribute, else session, else sendrecv).
 pub fn direction(session: &Session, media: &Media) -> Direction {
     let find = |attrs: &[Attribute]| {
-        attrs.iter().find_map(|a| match a.attribute.to_ascii_lowercase().as_str() {
-            "sendrecv" => Some(Direction::SendRecv),
-            "sendonly" => Some(Direction::SendOnly),
-            "recvonly" => Some(Direction::RecvOnly),
-            "inactive" => Some(Direction::Inactive),
-            _ => None,
-        })
+        attrs
+            .iter()
+            .find_map(|a| match a.attribute.to_ascii_lowercase().as_str() {
+                "sendrecv" => Some(Direction::SendRecv),
+                "sendonly" => Some(Direction::SendOnly),
+                "recvonly" => Some(Direction::RecvOnly),
+                "inactive" => Some(Direction::Inactive),
+                _ => None,
+            })
     };
     find(&media.attributes)
         .or_else(|| find(&session.attributes))
@@ -144,16 +146,27 @@ pub fn payloads(media: &Media) -> Vec<Payload> {
                     .into_iter()
                     .find(|c| c.static_payload_type() == Some(pt))?,
             };
-            Some(Payload { codec, payload_type: pt })
+            Some(Payload {
+                codec,
+                payload_type: pt,
+            })
         })
         .collect()
 }
 
 /// Where the peer wants the first audio stream sent: `c=` address and `m=` port.
 pub fn audio_endpoint(session: &Session) -> Option<SocketAddr> {
-    let media = session.medias.iter().find(|m| m.media == "audio" && m.port != 0)?;
+    let media = session
+        .medias
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0)?;
     let connection = media.connections.first().or(session.connection.as_ref())?;
-    let ip: IpAddr = connection.connection_address.split('/').next()?.parse().ok()?;
+    let ip: IpAddr = connection
+        .connection_address
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
     Some(SocketAddr::new(ip, media.port))
 }
 
@@ -162,7 +175,12 @@ fn rtpmap_line(p: Payload) -> String {
     format!("{} {}/{rate}", p.payload_type, p.codec.name())
 }
 
-fn audio_media(port: u16, payloads: &[Payload], direction: Direction, dtmf_fmtp: Option<&str>) -> Media {
+fn audio_media(
+    port: u16,
+    payloads: &[Payload],
+    direction: Direction,
+    dtmf_fmtp: Option<&str>,
+) -> Media {
     let fmt = payloads
         .iter()
         .map(|p| p.payload_type.to_string())
@@ -181,7 +199,9 @@ fn audio_media(port: u16, payloads: &[Payload], direction: Direction, dtmf_fmtp:
         attributes: Vec::new(),
     };
     for p in payloads {
-        media.attributes.push(Attribute::with_value("rtpmap", rtpmap_line(*p)));
+        media
+            .attributes
+            .push(Attribute::with_value("rtpmap", rtpmap_line(*p)));
         if p.codec == Codec::TelephoneEvent {
             media.attributes.push(Attribute::with_value(
                 "fmtp",
@@ -203,10 +223,18 @@ pub fn offer(codecs: &[Codec], media: SocketAddr, session_id: u64) -> Session {
             payload_type: codec.static_payload_type().unwrap_or(101),
         })
         .collect();
-    let mut session = Session::new(Origin::with_ip_addr(session_id, session_id, media.ip()), "floorwire");
+    let mut session = Session::new(
+        Origin::with_ip_addr(session_id, session_id, media.ip()),
+        "floorwire",
+    );
     session.origin.set_username("floorwire");
     session.connection = Some(Connection::from_ip_addr(media.ip()));
-    session.medias.push(audio_media(media.port(), &payloads, Direction::SendRecv, None));
+    session.medias.push(audio_media(
+        media.port(),
+        &payloads,
+        Direction::SendRecv,
+        None,
+    ));
     session
 }
 
@@ -215,8 +243,16 @@ pub fn offer(codecs: &[Codec], media: SocketAddr, session_id: u64) -> Session {
 /// payload type; the answer anchored at `media`; directions mirrored. Streams of other
 /// types are refused with port 0. Fails with [`Error::NoCommonCodec`] (488) when no
 /// audio stream has a voice codec in common.
-pub fn answer(offer: &Session, supported: &[Codec], media: SocketAddr, session_id: u64) -> Result<Session, Error> {
-    let mut session = Session::new(Origin::with_ip_addr(session_id, session_id, media.ip()), "floorwire");
+pub fn answer(
+    offer: &Session,
+    supported: &[Codec],
+    media: SocketAddr,
+    session_id: u64,
+) -> Result<Session, Error> {
+    let mut session = Session::new(
+        Origin::with_ip_addr(session_id, session_id, media.ip()),
+        "floorwire",
+    );
     session.origin.set_username("floorwire");
     session.connection = Some(Connection::from_ip_addr(media.ip()));
     let mut voice = false;
@@ -246,7 +282,12 @@ pub fn answer(offer: &Session, supported: &[Codec], media: SocketAddr, session_i
         });
         let d = direction(offer, m).answer();
         // Only the first audio stream is anchored; later ones are refused above.
-        session.medias.push(audio_media(port.take().unwrap_or(0), &accepted, d, dtmf_fmtp.as_deref()));
+        session.medias.push(audio_media(
+            port.take().unwrap_or(0),
+            &accepted,
+            d,
+            dtmf_fmtp.as_deref(),
+        ));
     }
     if voice {
         Ok(session)
@@ -262,7 +303,11 @@ pub fn anchor(session: &mut Session, anchor: SocketAddr) {
     if let Some(c) = session.connection.as_mut() {
         c.set_connection_ip_address(anchor.ip());
     }
-    for m in session.medias.iter_mut().filter(|m| m.media == "audio" && m.port != 0) {
+    for m in session
+        .medias
+        .iter_mut()
+        .filter(|m| m.media == "audio" && m.port != 0)
+    {
         m.port = anchor.port();
         for c in m.connections.iter_mut() {
             c.set_connection_ip_address(anchor.ip());
@@ -274,7 +319,11 @@ pub fn anchor(session: &mut Session, anchor: SocketAddr) {
 /// Puts every audio stream on hold (RFC 3264 §8.4): sendrecv → sendonly,
 /// recvonly → inactive.
 pub fn hold(session: &mut Session) {
-    let directions: Vec<Direction> = session.medias.iter().map(|m| direction(session, m)).collect();
+    let directions: Vec<Direction> = session
+        .medias
+        .iter()
+        .map(|m| direction(session, m))
+        .collect();
     for (m, d) in session.medias.iter_mut().zip(directions) {
         if m.media == "audio" {
             let held = match d {
@@ -285,7 +334,10 @@ pub fn hold(session: &mut Session) {
         }
     }
     session.attributes.retain(|a| {
-        !matches!(a.attribute.as_str(), "sendrecv" | "sendonly" | "recvonly" | "inactive")
+        !matches!(
+            a.attribute.as_str(),
+            "sendrecv" | "sendonly" | "recvonly" | "inactive"
+        )
     });
     session.origin.sess_version += 1;
 }
@@ -302,7 +354,13 @@ m=video 51372 RTP/AVP 31\r\n";
     fn answer_intersects_and_anchors() {
         let offer = parse(OFFER.as_bytes()).expect("offer");
         let anchor: SocketAddr = "127.0.1.21:11000".parse().expect("addr");
-        let answer = answer(&offer, &[Codec::Pcma, Codec::Pcmu, Codec::TelephoneEvent], anchor, 7).expect("answer");
+        let answer = answer(
+            &offer,
+            &[Codec::Pcma, Codec::Pcmu, Codec::TelephoneEvent],
+            anchor,
+            7,
+        )
+        .expect("answer");
         let text = String::from_utf8(to_bytes(&answer)).expect("utf8");
         assert!(text.contains("m=audio 11000 RTP/AVP 0 8 101\r\n"), "{text}");
         assert!(text.contains("a=fmtp:101 0-15\r\n"), "{text}");
@@ -317,7 +375,10 @@ m=video 51372 RTP/AVP 31\r\n";
     fn no_common_codec_is_refused() {
         let offer = parse(OFFER.replace("9 0 8 96 101", "96").as_bytes()).expect("offer");
         let anchor: SocketAddr = "127.0.0.1:11000".parse().expect("addr");
-        assert!(matches!(answer(&offer, &[Codec::Pcma], anchor, 1), Err(Error::NoCommonCodec)));
+        assert!(matches!(
+            answer(&offer, &[Codec::Pcma], anchor, 1),
+            Err(Error::NoCommonCodec)
+        ));
     }
 
     #[test]
@@ -330,9 +391,15 @@ m=video 51372 RTP/AVP 31\r\n";
         assert_eq!(direction(&a, &a.medias[0]), Direction::RecvOnly);
         hold(&mut o);
         let reparsed = parse(&to_bytes(&o)).expect("reparse");
-        assert_eq!(direction(&reparsed, &reparsed.medias[0]), Direction::SendOnly);
+        assert_eq!(
+            direction(&reparsed, &reparsed.medias[0]),
+            Direction::SendOnly
+        );
         let mut inactive = parse(&to_bytes(&a)).expect("answer");
         hold(&mut inactive);
-        assert_eq!(direction(&inactive, &inactive.medias[0]), Direction::Inactive);
+        assert_eq!(
+            direction(&inactive, &inactive.medias[0]),
+            Direction::Inactive
+        );
     }
 }

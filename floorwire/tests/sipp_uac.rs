@@ -13,9 +13,13 @@ fn sipp() -> Option<&'static str> {
     let found = Command::new("sipp").arg("-v").output().is_ok();
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("sipp is not installed: the test command installs sip-tester; CI must not skip this test");
+            panic!(
+                "sipp is not installed: the test command installs sip-tester; CI must not skip this test"
+            );
         }
-        eprintln!("SKIPPING: sipp not installed (apt-get install sip-tester); under CI=true this fails");
+        eprintln!(
+            "SKIPPING: sipp not installed (apt-get install sip-tester); under CI=true this fails"
+        );
         return None;
     }
     Some("sipp")
@@ -29,13 +33,23 @@ fn free_udp_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_uac_1000_calls_no_failures() {
     let Some(sipp) = sipp() else { return };
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let uas: SocketAddr = socket.local_addr().expect("addr");
     let (stats_tx, stats_rx) = tokio::sync::watch::channel(AnswererStats::default());
-    let answerer = Answerer::new(format!("sip:uas@{uas}"), "127.0.0.1:40000".parse().expect("media"))
-        .with_stats(stats_tx);
+    let answerer = Answerer::new(
+        format!("sip:uas@{uas}"),
+        "127.0.0.1:40000".parse().expect("media"),
+    )
+    .with_stats(stats_tx);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run_udp(socket, UdpConfig::default(), answerer, shutdown.clone()));
+    let server = tokio::spawn(run_udp(
+        socket,
+        UdpConfig::default(),
+        answerer,
+        shutdown.clone(),
+    ));
 
     let sipp_port = free_udp_port();
     let dir = tempdir();
@@ -43,18 +57,27 @@ async fn sipp_uac_1000_calls_no_failures() {
         Command::new(sipp)
             .args([
                 &uas.to_string(),
-                "-sn", "uac",
-                "-i", "127.0.0.1",
-                "-p", &sipp_port.to_string(),
-                "-m", "1000",
-                "-r", "200",
-                "-l", "200",
+                "-sn",
+                "uac",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &sipp_port.to_string(),
+                "-m",
+                "1000",
+                "-r",
+                "200",
+                "-l",
+                "200",
                 "-nostdin",
-                "-buff_size", "4194304",
-                "-timeout", "60s",
+                "-buff_size",
+                "4194304",
+                "-timeout",
+                "60s",
                 "-timeout_error",
                 "-trace_err",
-                "-error_file", &format!("{dir}/errors.log"),
+                "-error_file",
+                &format!("{dir}/errors.log"),
             ])
             .current_dir(&dir)
             .output()
@@ -66,7 +89,15 @@ async fn sipp_uac_1000_calls_no_failures() {
     let layer_stats = server.await.expect("join").expect("server");
     let stats = *stats_rx.borrow();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let tail: String = stdout.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = stdout
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         output.status.success(),
         "sipp failed ({:?}); stderr: {}\n{tail}",

@@ -21,7 +21,14 @@ pub struct Config {
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), floorwire::Error> {
     let registry = prometheus::Registry::new();
-    run_admin("sbc-shim", &config.admin, registry, Health::default(), shutdown).await
+    run_admin(
+        "sbc-shim",
+        &config.admin,
+        registry,
+        Health::default(),
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -26,7 +26,11 @@ fn main() -> anyhow::Result<()> {
     floorwire::service::tls::install_crypto_provider();
     floorwire::service::telemetry::init("info", false);
     let Command::Serve { config } = Cli::parse().command;
-    let config: sbc_shim::Config = floorwire::service::config::load(config.as_deref(), sbc_shim::DEFAULT_CONFIG, sbc_shim::ENV_PREFIX)?;
+    let config: sbc_shim::Config = floorwire::service::config::load(
+        config.as_deref(),
+        sbc_shim::DEFAULT_CONFIG,
+        sbc_shim::ENV_PREFIX,
+    )?;
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -26,7 +26,8 @@ fn main() -> anyhow::Result<()> {
     floorwire::service::tls::install_crypto_provider();
     floorwire::service::telemetry::init("info", false);
     let Command::Serve { config } = Cli::parse().command;
-    let config: tpo::Config = floorwire::service::config::load(config.as_deref(), tpo::DEFAULT_CONFIG, tpo::ENV_PREFIX)?;
+    let config: tpo::Config =
+        floorwire::service::config::load(config.as_deref(), tpo::DEFAULT_CONFIG, tpo::ENV_PREFIX)?;
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();

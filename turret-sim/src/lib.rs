@@ -20,7 +20,11 @@ pub const LAB_CARRIER_SIP: &str = "127.0.3.1:5060";
 pub const LAB_CARRIER_ADMIN: &str = "127.0.3.1:9100";
 
 /// Runs an answering UAS on `sip` until `shutdown`; media is announced at `media`.
-pub async fn answer(sip: SocketAddr, media: SocketAddr, shutdown: CancellationToken) -> Result<(), floorwire::Error> {
+pub async fn answer(
+    sip: SocketAddr,
+    media: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), floorwire::Error> {
     let socket = tokio::net::UdpSocket::bind(sip).await?;
     let bound = socket.local_addr()?;
     tracing::info!(%bound, "answering SIP calls");
@@ -37,14 +41,26 @@ pub async fn lab(
     shutdown: CancellationToken,
     ready: impl FnOnce(&Path),
 ) -> Result<(), floorwire::Error> {
-    let sip: SocketAddr = LAB_CARRIER_SIP.parse().map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
-    let admin: SocketAddr = LAB_CARRIER_ADMIN.parse().map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
+    let sip: SocketAddr = LAB_CARRIER_SIP
+        .parse()
+        .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
+    let admin: SocketAddr = LAB_CARRIER_ADMIN
+        .parse()
+        .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
     let socket = tokio::net::UdpSocket::bind(sip).await.map_err(|e| {
-        floorwire::Error::Io(std::io::Error::new(e.kind(), format!("carrier SIP {sip}: {e}")))
+        floorwire::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("carrier SIP {sip}: {e}"),
+        ))
     })?;
     let health = Health::default();
-    let (admin_addr, admin_serving) =
-        floorwire::service::admin::serve(admin, prometheus::Registry::new(), health.clone(), shutdown.clone()).await?;
+    let (admin_addr, admin_serving) = floorwire::service::admin::serve(
+        admin,
+        prometheus::Registry::new(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let lab_json = json!({
         "services": {
             "carrier": {"kind": "carrier", "dc": "dc1", "endpoints": {"sip": sip.to_string(), "admin": admin_addr.to_string()}},
@@ -54,10 +70,18 @@ pub async fn lab(
     });
     std::fs::create_dir_all(dir)?;
     let path: PathBuf = dir.join("lab.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&lab_json).unwrap_or_default())?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&lab_json).unwrap_or_default(),
+    )?;
     health.set_ready(true);
     ready(&path);
-    let answerer = Answerer::new(format!("sip:carrier@{sip}"), "127.0.3.1:20000".parse().map_err(|e| floorwire::Error::Sdp(format!("{e}")))?);
+    let answerer = Answerer::new(
+        format!("sip:carrier@{sip}"),
+        "127.0.3.1:20000"
+            .parse()
+            .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?,
+    );
     let (sip_result, admin_result) = tokio::join!(
         run_udp(socket, UdpConfig::default(), answerer, shutdown.clone()),
         admin_serving

@@ -42,10 +42,14 @@ fn main() -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
         match cli.command {
-            Command::Lab { dir } => turret_sim::lab(&dir, shutdown, |path| println!("lab ready: {}", path.display()))
+            Command::Lab { dir } => turret_sim::lab(&dir, shutdown, |path| {
+                println!("lab ready: {}", path.display())
+            })
+            .await
+            .context("lab"),
+            Command::Answer { sip, media } => turret_sim::answer(sip, media, shutdown)
                 .await
-                .context("lab"),
-            Command::Answer { sip, media } => turret_sim::answer(sip, media, shutdown).await.context("answer"),
+                .context("answer"),
         }
     })
 }

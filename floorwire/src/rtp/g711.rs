@@ -30,7 +30,10 @@ mod tests {
     fn round_trip_stays_close() {
         let samples: Vec<i16> = (-32768..=32767).step_by(97).map(|s| s as i16).collect();
         for (encode, decode) in [
-            (encode_pcma as fn(&[i16]) -> Vec<u8>, decode_pcma as fn(&[u8]) -> Vec<i16>),
+            (
+                encode_pcma as fn(&[i16]) -> Vec<u8>,
+                decode_pcma as fn(&[u8]) -> Vec<i16>,
+            ),
             (encode_pcmu, decode_pcmu),
         ] {
             let back = decode(&encode(&samples));

@@ -69,7 +69,10 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> RelayStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Stops the relay task.

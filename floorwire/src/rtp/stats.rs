@@ -57,7 +57,11 @@ impl StreamStats {
                 self.max_seq = self.cycles | seq;
             }
         }
-        let rate = if self.clock_rate == 0 { 8000 } else { self.clock_rate } as f64;
+        let rate = if self.clock_rate == 0 {
+            8000
+        } else {
+            self.clock_rate
+        } as f64;
         let transit = arrival.as_secs_f64() * rate - rtp.timestamp() as f64;
         if let Some(last) = self.last_transit {
             let d = (transit - last).abs();
@@ -81,7 +85,11 @@ impl StreamStats {
 
     /// Interarrival jitter in milliseconds.
     pub fn jitter_ms(&self) -> f64 {
-        let rate = if self.clock_rate == 0 { 8000 } else { self.clock_rate } as f64;
+        let rate = if self.clock_rate == 0 {
+            8000
+        } else {
+            self.clock_rate
+        } as f64;
         self.jitter / rate * 1000.0
     }
 }
@@ -123,7 +131,10 @@ mod tests {
         let mut s = StreamStats::new(8000);
         for i in 0..50u32 {
             let skew = if i % 2 == 0 { 0 } else { 10 };
-            s.on_packet(Duration::from_millis(20 * i as u64 + skew), &packet(i as u16, 160 * i));
+            s.on_packet(
+                Duration::from_millis(20 * i as u64 + skew),
+                &packet(i as u16, 160 * i),
+            );
         }
         assert!(s.jitter_ms() > 4.0, "{}", s.jitter_ms());
         assert_eq!(s.lost(), 0);

@@ -70,7 +70,9 @@ pub fn tone_ratio(samples: &[i16], frequency: f64) -> f64 {
 /// True when `frequency` dominates the block (≥ 60 % of its energy) and the block is
 /// not silence.
 pub fn detect_tone(samples: &[i16], frequency: f64) -> bool {
-    let rms = (samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt();
+    let rms = (samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
     rms > 100.0 && tone_ratio(samples, frequency) >= 0.6
 }
 

@@ -71,7 +71,10 @@ pub async fn serve(
     registry: Registry,
     health: Health,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>)> {
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = router(registry, health);

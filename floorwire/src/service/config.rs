@@ -43,10 +43,16 @@ pub fn parse<T: DeserializeOwned>(
         file: file.to_path_buf(),
         detail,
     };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
     let prefix = format!("{}__", env_prefix.to_ascii_uppercase());
     for (key, value) in vars {
-        let Some(path) = key.to_ascii_uppercase().strip_prefix(&prefix).map(str::to_owned) else {
+        let Some(path) = key
+            .to_ascii_uppercase()
+            .strip_prefix(&prefix)
+            .map(str::to_owned)
+        else {
             continue;
         };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -98,7 +104,10 @@ mod tests {
         )
         .expect_err("unknown key");
         let text = e.to_string();
-        assert!(text.contains("tpo.toml") && text.contains("listen_port"), "{text}");
+        assert!(
+            text.contains("tpo.toml") && text.contains("listen_port"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -109,12 +118,19 @@ mod tests {
             ("OTHER__SIP__LISTEN".to_owned(), "x".to_owned()),
         ];
         let c: Conf = parse("[sip]\nlisten = \"a\"\n", Path::new("f"), "TPO", &vars).expect("ok");
-        assert_eq!(c.sip, Sip { listen: "127.0.1.21:5060".into(), max_transactions: 7 });
+        assert_eq!(
+            c.sip,
+            Sip {
+                listen: "127.0.1.21:5060".into(),
+                max_transactions: 7
+            }
+        );
     }
 
     #[test]
     fn wrong_type_names_key() {
-        let e = parse::<Conf>("[sip]\nlisten = 5\n", Path::new("f.toml"), "X", &[]).expect_err("type");
+        let e =
+            parse::<Conf>("[sip]\nlisten = 5\n", Path::new("f.toml"), "X", &[]).expect_err("type");
         assert!(e.to_string().contains("listen"), "{e}");
     }
 }

@@ -84,14 +84,23 @@ impl TransactionUser for Answerer {
             return;
         }
         let ids = MessageIds::of(&request);
-        let call_id = ids.call_id.map(|c| c.as_str().to_owned()).unwrap_or_default();
+        let call_id = ids
+            .call_id
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
         let response = match request.method {
             Method::Invite if ids.to_tag.is_none() => {
                 let mut ok = response_to(&request, 200, Some(&tag));
                 ok = with_header(ok, Header::Contact(format!("<{}>", self.contact).into()));
                 if !request.body.is_empty() {
-                    let answer = sdp::parse(&request.body)
-                        .and_then(|offer| sdp::answer(&offer, &self.codecs, self.media, rand::random::<u32>() as u64));
+                    let answer = sdp::parse(&request.body).and_then(|offer| {
+                        sdp::answer(
+                            &offer,
+                            &self.codecs,
+                            self.media,
+                            rand::random::<u32>() as u64,
+                        )
+                    });
                     match answer {
                         Ok(answer) => ok = with_body(ok, "application/sdp", sdp::to_bytes(&answer)),
                         Err(e) => {
@@ -105,13 +114,19 @@ impl TransactionUser for Answerer {
                 }
                 let _ = layer.respond(now, id, response_to(&request, 180, Some(&tag)));
                 if let Ok(dialog) = Dialog::from_uas(&request, tag.clone(), &self.contact) {
-                    self.dialogs.insert((call_id, tag.as_str().to_owned()), dialog);
+                    self.dialogs
+                        .insert((call_id, tag.as_str().to_owned()), dialog);
                 }
                 self.stats.calls_answered += 1;
                 ok
             }
             Method::Bye | Method::Invite | Method::Update | Method::Info => {
-                let key = (call_id, ids.to_tag.map(|t| t.as_str().to_owned()).unwrap_or_default());
+                let key = (
+                    call_id,
+                    ids.to_tag
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                );
                 match self.dialogs.get_mut(&key) {
                     None => response_to(&request, 481, Some(&tag)),
                     Some(dialog) => match dialog.receive_request(&request) {

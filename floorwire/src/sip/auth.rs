@@ -48,10 +48,12 @@ impl Algorithm {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `HA1 = H(username:realm:password)`, what a credential store keeps.
@@ -95,13 +97,19 @@ impl Challenge {
     /// Parses a challenge header value.
     pub fn parse(value: &str) -> Result<Self, Error> {
         let params = digest_params(value)?;
-        let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
         Ok(Self {
             realm: get("realm").ok_or_else(|| Error::Auth("challenge without realm".into()))?,
             nonce: get("nonce").ok_or_else(|| Error::Auth("challenge without nonce".into()))?,
             opaque: get("opaque"),
             algorithm: get("algorithm").map_or(Ok(Algorithm::Md5), |a| Algorithm::parse(&a))?,
-            qop_auth: get("qop").is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth"))),
+            qop_auth: get("qop")
+                .is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth"))),
             stale: get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
     }
@@ -166,7 +174,12 @@ impl Credentials {
     pub fn to_header_value(&self) -> String {
         let mut v = format!(
             "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
-            self.username, self.realm, self.nonce, self.uri, self.response, self.algorithm.as_str()
+            self.username,
+            self.realm,
+            self.nonce,
+            self.uri,
+            self.response,
+            self.algorithm.as_str()
         );
         if let (true, Some(cnonce), Some(nc)) = (self.qop_auth, &self.cnonce, &self.nc) {
             v.push_str(&format!(", qop=auth, cnonce=\"{cnonce}\", nc={nc}"));
@@ -180,7 +193,12 @@ impl Credentials {
     /// Parses a credentials header value; refuses non-Digest schemes.
     pub fn parse(value: &str) -> Result<Self, Error> {
         let params = digest_params(value)?;
-        let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
         let need = |k: &str| get(k).ok_or_else(|| Error::Auth(format!("credentials without {k}")));
         Ok(Self {
             username: need("username")?,
@@ -226,7 +244,12 @@ fn digest_params(value: &str) -> Result<Vec<(String, String)>, Error> {
         while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
             chars.next();
         }
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_owned();
+        let name: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_owned();
         if name.is_empty() {
             break;
         }
@@ -408,7 +431,12 @@ mod tests {
     /// RFC 2617 §3.5's worked example.
     #[test]
     fn rfc2617_example() {
-        let ha1 = ha1(Algorithm::Md5, "Mufasa", "testrealm@host.com", "Circle Of Life");
+        let ha1 = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
         let r = response(
             Algorithm::Md5,
             &ha1,
@@ -423,7 +451,12 @@ mod tests {
     /// RFC 7616 §3.9.1's SHA-256 example.
     #[test]
     fn rfc7616_sha256_example() {
-        let ha1 = ha1(Algorithm::Sha256, "Mufasa", "http-auth@example.org", "Circle of Life");
+        let ha1 = ha1(
+            Algorithm::Sha256,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
         let r = response(
             Algorithm::Sha256,
             &ha1,
@@ -432,7 +465,10 @@ mod tests {
             "GET",
             "/dir/index.html",
         );
-        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+        assert_eq!(
+            r,
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
     }
 
     #[test]
@@ -443,15 +479,21 @@ mod tests {
                 panic!("expected a challenge");
             };
             let ch = Challenge::parse(&ch.to_header_value()).expect("parse own challenge");
-            let creds = Credentials::answer(&ch, "dev1", "s3cret", "REGISTER", "sip:floorwire", "abc", 1);
+            let creds =
+                Credentials::answer(&ch, "dev1", "s3cret", "REGISTER", "sip:floorwire", "abc", 1);
             let header = creds.to_header_value();
             let stored = ha1(algorithm, "dev1", "floorwire", "s3cret");
             assert_eq!(
                 server.verify(Some(&header), "REGISTER", 1010, |_| Some(stored.clone())),
-                AuthVerdict::Authenticated { username: "dev1".into() }
+                AuthVerdict::Authenticated {
+                    username: "dev1".into()
+                }
             );
             let wrong = ha1(algorithm, "dev1", "floorwire", "other");
-            assert_eq!(server.verify(Some(&header), "REGISTER", 1010, |_| Some(wrong)), AuthVerdict::Forbidden);
+            assert_eq!(
+                server.verify(Some(&header), "REGISTER", 1010, |_| Some(wrong)),
+                AuthVerdict::Forbidden
+            );
             assert!(matches!(
                 server.verify(Some(&header), "REGISTER", 5000, |_| Some(stored.clone())),
                 AuthVerdict::Challenge(Challenge { stale: true, .. })
@@ -463,7 +505,12 @@ mod tests {
     fn unknown_scheme_is_challenged() {
         let server = DigestServer::new("r", Algorithm::Md5, 60);
         assert!(matches!(
-            server.verify(Some("NoOneKnowsThisScheme opaque-data=here"), "REGISTER", 0, |_| None),
+            server.verify(
+                Some("NoOneKnowsThisScheme opaque-data=here"),
+                "REGISTER",
+                0,
+                |_| None
+            ),
             AuthVerdict::Challenge(_)
         ));
     }

@@ -48,7 +48,10 @@ pub struct Dialog {
 }
 
 fn header_value(headers: &Headers, pick: impl Fn(&Header) -> bool) -> Option<String> {
-    headers.iter().find(|h| pick(h)).map(|h| h.value().to_owned())
+    headers
+        .iter()
+        .find(|h| pick(h))
+        .map(|h| h.value().to_owned())
 }
 
 fn contact_uri(headers: &Headers) -> Option<String> {
@@ -61,7 +64,12 @@ fn record_routes(headers: &Headers) -> Vec<String> {
     headers
         .iter()
         .filter(|h| matches!(h, Header::RecordRoute(_)))
-        .flat_map(|h| split_list(h.value()).into_iter().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|h| {
+            split_list(h.value())
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -70,20 +78,38 @@ impl Dialog {
     /// (§12.1.2): route set is the Record-Route reversed.
     pub fn from_uac(request: &Request, response: &Response) -> Result<Self, Error> {
         let ids = MessageIds::of(response);
-        let remote_tag = ids.to_tag.ok_or_else(|| Error::Dialog("response without To tag".into()))?;
-        let local_tag = ids.from_tag.ok_or_else(|| Error::Dialog("request without From tag".into()))?;
-        let call_id = ids.call_id.ok_or_else(|| Error::Dialog("no Call-ID".into()))?;
-        let (local_seq, _) = MessageIds::of(request).cseq.ok_or_else(|| Error::Dialog("no CSeq".into()))?;
+        let remote_tag = ids
+            .to_tag
+            .ok_or_else(|| Error::Dialog("response without To tag".into()))?;
+        let local_tag = ids
+            .from_tag
+            .ok_or_else(|| Error::Dialog("request without From tag".into()))?;
+        let call_id = ids
+            .call_id
+            .ok_or_else(|| Error::Dialog("no Call-ID".into()))?;
+        let (local_seq, _) = MessageIds::of(request)
+            .cseq
+            .ok_or_else(|| Error::Dialog("no CSeq".into()))?;
         let mut route_set = record_routes(&response.headers);
         route_set.reverse();
         let code = response.status_code.code();
         Ok(Self {
-            id: DialogId { call_id, local_tag, remote_tag },
-            state: if (200..300).contains(&code) { DialogState::Confirmed } else { DialogState::Early },
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag,
+            },
+            state: if (200..300).contains(&code) {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
             local_seq,
             remote_seq: None,
-            local_party: header_value(&request.headers, |h| matches!(h, Header::From(_))).unwrap_or_default(),
-            remote_party: header_value(&response.headers, |h| matches!(h, Header::To(_))).unwrap_or_default(),
+            local_party: header_value(&request.headers, |h| matches!(h, Header::From(_)))
+                .unwrap_or_default(),
+            remote_party: header_value(&response.headers, |h| matches!(h, Header::To(_)))
+                .unwrap_or_default(),
             remote_target: contact_uri(&response.headers)
                 .ok_or_else(|| Error::Dialog("response without Contact".into()))?,
             route_set,
@@ -95,17 +121,26 @@ impl Dialog {
     /// (§12.1.1): route set is the Record-Route in order.
     pub fn from_uas(request: &Request, local_tag: Tag, local_contact: &str) -> Result<Self, Error> {
         let ids = MessageIds::of(request);
-        let remote_tag = ids.from_tag.ok_or_else(|| Error::Dialog("request without From tag".into()))?;
-        let call_id = ids.call_id.ok_or_else(|| Error::Dialog("no Call-ID".into()))?;
+        let remote_tag = ids
+            .from_tag
+            .ok_or_else(|| Error::Dialog("request without From tag".into()))?;
+        let call_id = ids
+            .call_id
+            .ok_or_else(|| Error::Dialog("no Call-ID".into()))?;
         let (remote_seq, _) = ids.cseq.ok_or_else(|| Error::Dialog("no CSeq".into()))?;
         let to = header_value(&request.headers, |h| matches!(h, Header::To(_))).unwrap_or_default();
         Ok(Self {
             local_party: format!("{to};tag={}", local_tag.as_str()),
-            id: DialogId { call_id, local_tag, remote_tag },
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag,
+            },
             state: DialogState::Confirmed,
             local_seq: rand::random::<u16>() as u32 + 1,
             remote_seq: Some(remote_seq),
-            remote_party: header_value(&request.headers, |h| matches!(h, Header::From(_))).unwrap_or_default(),
+            remote_party: header_value(&request.headers, |h| matches!(h, Header::From(_)))
+                .unwrap_or_default(),
             remote_target: contact_uri(&request.headers)
                 .ok_or_else(|| Error::Dialog("request without Contact".into()))?,
             route_set: record_routes(&request.headers),
@@ -131,17 +166,17 @@ impl Dialog {
     pub fn receive_request(&mut self, request: &Request) -> Result<(), u16> {
         let (seq, _) = MessageIds::of(request).cseq.ok_or(400u16)?;
         if request.method != Method::Ack {
-            if let Some(last) = self.remote_seq {
-                if seq <= last {
-                    return Err(500);
-                }
+            if let Some(last) = self.remote_seq
+                && seq <= last
+            {
+                return Err(500);
             }
             self.remote_seq = Some(seq);
         }
-        if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some(target) = contact_uri(&request.headers) {
-                self.remote_target = target;
-            }
+        if matches!(request.method, Method::Invite | Method::Update)
+            && let Some(target) = contact_uri(&request.headers)
+        {
+            self.remote_target = target;
         }
         if request.method == Method::Bye {
             self.state = DialogState::Terminated;
@@ -151,7 +186,12 @@ impl Dialog {
 
     /// A new in-dialog request (§12.2.1.1), with the next local CSeq (or, for ACK and
     /// CANCEL, `cseq_override`). `via_sent_by` is our transport address.
-    pub fn request(&mut self, method: Method, via_sent_by: &str, cseq_override: Option<u32>) -> Result<Request, Error> {
+    pub fn request(
+        &mut self,
+        method: Method,
+        via_sent_by: &str,
+        cseq_override: Option<u32>,
+    ) -> Result<Request, Error> {
         let seq = match cseq_override {
             Some(seq) => seq,
             None => {
@@ -165,7 +205,9 @@ impl Dialog {
             parse_name_addr(r).is_ok_and(|n| !n.uri.to_ascii_lowercase().contains(";lr"))
         });
         let (uri_text, routes): (String, Vec<String>) = if strict {
-            let first = parse_name_addr(&self.route_set[0]).map(|n| n.uri.to_owned()).unwrap_or_default();
+            let first = parse_name_addr(&self.route_set[0])
+                .map(|n| n.uri.to_owned())
+                .unwrap_or_default();
             let mut rest = self.route_set[1..].to_vec();
             rest.push(format!("<{}>", self.remote_target));
             (first, rest)
@@ -239,7 +281,8 @@ Content-Length: 0
     #[test]
     fn uac_dialog_routes_and_cseq() {
         let invite = req(INVITE);
-        let ok = resp("SIP/2.0 200 OK
+        let ok = resp(
+            "SIP/2.0 200 OK
 Via: SIP/2.0/UDP a.example;branch=z9hG4bK1
 Record-Route: <sip:p2.example;lr>, <sip:p1.example;lr>
 From: <sip:alice@a.example>;tag=a1
@@ -249,7 +292,8 @@ CSeq: 10 INVITE
 Contact: <sip:bob@10.0.0.2>
 Content-Length: 0
 
-");
+",
+        );
         let mut d = Dialog::from_uac(&invite, &ok).expect("dialog");
         assert_eq!(d.id.remote_tag.as_str(), "b1");
         assert_eq!(d.state, DialogState::Confirmed);
@@ -258,14 +302,20 @@ Content-Length: 0
         let bye = d.request(Method::Bye, "10.0.0.1:5060", None).expect("bye");
         assert_eq!(bye.uri.to_string(), "sip:bob@10.0.0.2");
         assert_eq!(MessageIds::of(&bye).cseq, Some((11, "BYE".into())));
-        let routes: Vec<_> = bye.headers.iter().filter(|h| matches!(h, Header::Route(_))).map(|h| h.value().to_owned()).collect();
+        let routes: Vec<_> = bye
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Route(_)))
+            .map(|h| h.value().to_owned())
+            .collect();
         assert_eq!(routes, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
     }
 
     #[test]
     fn strict_route_puts_target_last() {
         let invite = req(INVITE);
-        let ok = resp("SIP/2.0 200 OK
+        let ok = resp(
+            "SIP/2.0 200 OK
 Via: SIP/2.0/UDP a.example;branch=z9hG4bK1
 Record-Route: <sip:strict.example>
 From: <sip:alice@a.example>;tag=a1
@@ -275,11 +325,16 @@ CSeq: 10 INVITE
 Contact: <sip:bob@10.0.0.2>
 Content-Length: 0
 
-");
+",
+        );
         let mut d = Dialog::from_uac(&invite, &ok).expect("dialog");
         let bye = d.request(Method::Bye, "h", None).expect("bye");
         assert_eq!(bye.uri.to_string(), "sip:strict.example");
-        let route = bye.headers.iter().find(|h| matches!(h, Header::Route(_))).map(|h| h.value().to_owned());
+        let route = bye
+            .headers
+            .iter()
+            .find(|h| matches!(h, Header::Route(_)))
+            .map(|h| h.value().to_owned());
         assert_eq!(route.as_deref(), Some("<sip:bob@10.0.0.2>"));
     }
 

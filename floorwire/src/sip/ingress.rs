@@ -7,9 +7,7 @@
 
 use std::borrow::Cow;
 
-use rsipstack::sip::{
-    Header, Method, Request, Response, SipMessage, headers::untyped::Allow,
-};
+use rsipstack::sip::{Header, Method, Request, Response, SipMessage, headers::untyped::Allow};
 
 use super::framing::{FramingError, find_head_end, frame_datagram};
 use super::ids::{MessageIds, Tag, parse_cseq};
@@ -37,7 +35,7 @@ pub struct Rejection {
     pub detail: String,
     /// The request's headers read leniently, to build the answer from; its start line
     /// is not the peer's when that line was the problem.
-    pub head: Option<Request>,
+    pub head: Option<Box<Request>>,
 }
 
 impl Rejection {
@@ -50,7 +48,7 @@ impl Rejection {
     }
 
     fn reply(status: u16, detail: impl Into<String>, head: Option<Request>) -> Self {
-        let head = head.filter(has_reply_headers);
+        let head = head.filter(has_reply_headers).map(Box::new);
         Self {
             status: head.is_some().then_some(status),
             detail: detail.into(),
@@ -77,10 +75,7 @@ impl Rejection {
 
 /// A stateless answer needs at least a Via to be routed back.
 fn has_reply_headers(request: &Request) -> bool {
-    request
-        .headers
-        .iter()
-        .any(|h| matches!(h, Header::Via(_)))
+    request.headers.iter().any(|h| matches!(h, Header::Via(_)))
 }
 
 /// Frames, parses and validates one UDP datagram.
@@ -136,7 +131,9 @@ fn parse_response(message: &[u8], start_line: &str) -> Result<Inbound, Rejection
         && code.bytes().all(|b| b.is_ascii_digit())
         && (100..=699).contains(&code.parse::<u16>().unwrap_or(0));
     if !code_ok {
-        return Err(Rejection::drop(format!("status code {code:?} out of range")));
+        return Err(Rejection::drop(format!(
+            "status code {code:?} out of range"
+        )));
     }
     let response = match SipMessage::try_from(tolerate_ipv6(message).as_ref()) {
         Ok(SipMessage::Response(r)) => r,
@@ -201,14 +198,14 @@ fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection>
         return Err(Rejection::reply(400, e, Some(request)));
     }
     let ids = MessageIds::of(&request);
-    if let Some((_, cseq_method)) = &ids.cseq {
-        if cseq_method != method {
-            return Err(Rejection::reply(
-                400,
-                format!("CSeq method {cseq_method} does not match {method}"),
-                Some(request),
-            ));
-        }
+    if let Some((_, cseq_method)) = &ids.cseq
+        && cseq_method != method
+    {
+        return Err(Rejection::reply(
+            400,
+            format!("CSeq method {cseq_method} does not match {method}"),
+            Some(request),
+        ));
     }
     Ok(Inbound::Request(request))
 }

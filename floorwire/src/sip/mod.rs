@@ -5,6 +5,7 @@
 //! that turns bad input into the right status code, identifiers as newtypes, the
 //! transaction layer, dialogs and digest authentication.
 
+pub mod answerer;
 pub mod auth;
 pub mod dialog;
 pub mod framing;
@@ -15,7 +16,6 @@ pub mod syntax;
 pub mod transaction;
 pub mod uas;
 pub mod udp;
-pub mod answerer;
 
 /// The message types: requests, responses, headers, URIs (rsipstack's).
 pub use rsipstack::sip as msg;

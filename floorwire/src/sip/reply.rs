@@ -19,11 +19,12 @@ pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Resp
             }
             Header::To(to) => {
                 let mut value = to.value().to_owned();
-                if status > 100 && tag_of(&value).is_none() {
-                    if let Some(tag) = to_tag {
-                        value.push_str(";tag=");
-                        value.push_str(tag.as_str());
-                    }
+                if status > 100
+                    && tag_of(&value).is_none()
+                    && let Some(tag) = to_tag
+                {
+                    value.push_str(";tag=");
+                    value.push_str(tag.as_str());
                 }
                 headers.push(Header::To(To::new(value)));
             }
@@ -64,7 +65,9 @@ pub fn with_body(mut response: Response, content_type: &str, body: Vec<u8>) -> R
         .push(Header::ContentType(content_type.to_owned().into()));
     response
         .headers
-        .push(Header::ContentLength(ContentLength::new(body.len().to_string())));
+        .push(Header::ContentLength(ContentLength::new(
+            body.len().to_string(),
+        )));
     response.body = body;
     response
 }

@@ -123,7 +123,9 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
             return Err(format!("malformed URI {uri:?}"));
         }
         if uri.contains(['?', ',']) {
-            return Err(format!("URI {uri:?} with '?' or ',' must be enclosed in <>"));
+            return Err(format!(
+                "URI {uri:?} with '?' or ',' must be enclosed in <>"
+            ));
         }
         check_params(params)?;
         Ok(NameAddr {
@@ -177,7 +179,8 @@ pub fn check_via(value: &str) -> Result<(), String> {
         };
         let compact: String = head.chars().filter(|c| !c.is_whitespace()).collect();
         let mut fields = compact.splitn(3, '/');
-        let (Some(proto), Some(version), Some(rest)) = (fields.next(), fields.next(), fields.next())
+        let (Some(proto), Some(version), Some(rest)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(format!("Via {part:?}: expected SIP/2.0/transport"));
         };
@@ -191,8 +194,7 @@ pub fn check_via(value: &str) -> Result<(), String> {
         let (Some(transport), Some(sent_by)) = (words.next(), words.next()) else {
             return Err(format!("Via {part:?}: missing sent-by"));
         };
-        if !is_token(transport) || sent_by.is_empty() || words.next().is_some() || rest.is_empty()
-        {
+        if !is_token(transport) || sent_by.is_empty() || words.next().is_some() || rest.is_empty() {
             return Err(format!("Via {part:?}: malformed transport or sent-by"));
         }
         check_params(params.trim())?;

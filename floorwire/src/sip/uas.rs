@@ -2,9 +2,7 @@
 //! method (405/501), URI scheme (416), extensions (420), content (415, 406), and
 //! Max-Forwards (483). These run after [`super::ingress`] has accepted the message.
 
-use rsipstack::sip::{
-    Header, Method, Request, Response, headers::untyped::Allow,
-};
+use rsipstack::sip::{Header, Method, Request, Response, headers::untyped::Allow};
 
 use super::ids::Tag;
 use super::ingress::ALLOWED_METHODS;
@@ -110,14 +108,21 @@ pub fn check_request(request: &Request, policy: &UasPolicy) -> Result<(), Refusa
             _ => false,
         });
         if !to_is_sip {
-            return Err(Refusal::new(400).with("Warning", "399 floorwire \"To must be a SIP or SIPS AOR\""));
+            return Err(
+                Refusal::new(400).with("Warning", "399 floorwire \"To must be a SIP or SIPS AOR\"")
+            );
         }
     }
     // §8.2.2.3 Require (ignored for CANCEL and ACK).
     if !matches!(request.method, Method::Ack | Method::Cancel) {
         let unsupported = option_tags(request, "Require")
             .into_iter()
-            .filter(|tag| !policy.extensions.iter().any(|e| e.eq_ignore_ascii_case(tag)))
+            .filter(|tag| {
+                !policy
+                    .extensions
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(tag))
+            })
             .collect::<Vec<_>>();
         if !unsupported.is_empty() {
             return Err(Refusal::new(420).with("Unsupported", unsupported.join(", ")));
@@ -136,20 +141,20 @@ pub fn check_request(request: &Request, policy: &UasPolicy) -> Result<(), Refusa
         }
     }
     // §21.4.7: the answer we would send (SDP) is not acceptable to the caller.
-    if request.method == Method::Invite {
-        if let Some(accept) = header_text(request, "Accept") {
-            let acceptable = split_list(&accept).into_iter().any(|t| {
-                let t = t.split(';').next().unwrap_or("").trim();
-                t.eq_ignore_ascii_case("application/sdp")
-                    || t == "*/*"
-                    || t.eq_ignore_ascii_case("application/*")
-            });
-            if !acceptable {
-                return Err(Refusal::new(406).with(
-                    "Warning",
-                    "399 floorwire \"only application/sdp answers are available\"",
-                ));
-            }
+    if request.method == Method::Invite
+        && let Some(accept) = header_text(request, "Accept")
+    {
+        let acceptable = split_list(&accept).into_iter().any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t.eq_ignore_ascii_case("application/sdp")
+                || t == "*/*"
+                || t.eq_ignore_ascii_case("application/*")
+        });
+        if !acceptable {
+            return Err(Refusal::new(406).with(
+                "Warning",
+                "399 floorwire \"only application/sdp answers are available\"",
+            ));
         }
     }
     Ok(())

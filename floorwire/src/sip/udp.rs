@@ -132,13 +132,13 @@ async fn read_loop(
 
 /// Overload: answer a request 503 + Retry-After without creating any state.
 async fn shed(socket: &UdpSocket, source: SocketAddr, bytes: &[u8], retry_after: u32) {
-    if let Ok(Inbound::Request(request)) = parse_datagram(bytes) {
-        if request.method != Method::Ack {
-            let response = with_header(
-                response_to(&request, 503, Some(&Tag::generate())),
-                Header::RetryAfter(RetryAfter::new(retry_after.to_string())),
-            );
-            let _ = socket.send_to(&response.to_bytes(), source).await;
-        }
+    if let Ok(Inbound::Request(request)) = parse_datagram(bytes)
+        && request.method != Method::Ack
+    {
+        let response = with_header(
+            response_to(&request, 503, Some(&Tag::generate())),
+            Header::RetryAfter(RetryAfter::new(retry_after.to_string())),
+        );
+        let _ = socket.send_to(&response.to_bytes(), source).await;
     }
 }

@@ -19,20 +19,21 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::{
-    Header, Headers, Method, Request, Response, headers::untyped::{CSeq, MaxForwards, RetryAfter, Via, ContentLength},
+    Header, Headers, Method, Request, Response,
+    headers::untyped::{CSeq, ContentLength, MaxForwards, RetryAfter, Via},
 };
 
-use crate::error::Error;
 use super::framing::MAX_DATAGRAM;
 use super::ids::{MessageIds, Tag};
 use super::ingress::{Inbound, parse_datagram};
 use super::reply::{response_to, with_header};
+use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
 
 /// RFC 3261 timer values (§17.1.1.1, Table 4).
@@ -379,12 +380,11 @@ impl TransactionLayer {
                     self.transactions.get(&invite_id).map(|t| &t.role),
                     Some(Role::Server(ServerState::Proceeding))
                 );
-                if proceeding {
-                    if let Some(invite) = self.transactions.get(&invite_id) {
-                        let terminated = response_to(&invite.request, 487, Some(&Tag::generate()));
-                        let _ = self.respond(now, invite_id, terminated);
-                        self.events.push_back(Event::Cancelled { invite: invite_id });
-                    }
+                if proceeding && let Some(invite) = self.transactions.get(&invite_id) {
+                    let terminated = response_to(&invite.request, 487, Some(&Tag::generate()));
+                    let _ = self.respond(now, invite_id, terminated);
+                    self.events
+                        .push_back(Event::Cancelled { invite: invite_id });
                 }
                 200
             }
@@ -393,7 +393,11 @@ impl TransactionLayer {
             Some(t) => t.request.clone(),
             None => return,
         };
-        let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&Tag::generate())));
+        let _ = self.respond(
+            now,
+            cancel_id,
+            response_to(&request, status, Some(&Tag::generate())),
+        );
     }
 
     fn match_2xx_ack(&mut self, ids: &MessageIds) -> bool {
@@ -498,7 +502,11 @@ impl TransactionLayer {
                     let peer = t.peer;
                     self.transmit(peer, ack.to_bytes());
                     // Timer D: at least 32 s over UDP.
-                    self.schedule(id, Timer::D, now + Duration::from_secs(32).max(64 * timers.t1));
+                    self.schedule(
+                        id,
+                        Timer::D,
+                        now + Duration::from_secs(32).max(64 * timers.t1),
+                    );
                 }
                 Completed => {
                     t.deadlines = [None; Timer::COUNT];
@@ -534,8 +542,9 @@ impl TransactionLayer {
         }
         let ids = MessageIds::of(&request);
         let method = request.method.to_string();
-        let key = Key::of(&ids, &method, false)
-            .ok_or_else(|| Error::MalformedSip("request lacks Via branch, Call-ID or CSeq".into()))?;
+        let key = Key::of(&ids, &method, false).ok_or_else(|| {
+            Error::MalformedSip("request lacks Via branch, Call-ID or CSeq".into())
+        })?;
         let invite = request.method == Method::Invite;
         let t1 = self.config.timers.t1;
         let id = self.insert(Transaction {
@@ -600,7 +609,12 @@ impl TransactionLayer {
     }
 
     /// Sends `response` in server transaction `id`.
-    pub fn respond(&mut self, now: Instant, id: TransactionId, response: Response) -> Result<(), Error> {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        response: Response,
+    ) -> Result<(), Error> {
         let bytes = response.to_bytes();
         if bytes.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLarge {
@@ -614,7 +628,9 @@ impl TransactionLayer {
             return Err(Error::MalformedSip(format!("no transaction {id:?}")));
         };
         let Role::Server(state) = t.role else {
-            return Err(Error::MalformedSip("respond() on a client transaction".into()));
+            return Err(Error::MalformedSip(
+                "respond() on a client transaction".into(),
+            ));
         };
         use ServerState::*;
         let next = match (t.invite, state, status) {
@@ -639,7 +655,8 @@ impl TransactionLayer {
                 Accepted if state != Accepted => {
                     let ids = MessageIds::of(&t.request);
                     if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
-                        self.accepted.insert((call_id.as_str().to_owned(), cseq), id);
+                        self.accepted
+                            .insert((call_id.as_str().to_owned(), cseq), id);
                     }
                     t.interval = timers.t1;
                     self.schedule(id, Timer::G, now + timers.t1);
@@ -689,7 +706,9 @@ impl TransactionLayer {
                 let peer = t.peer;
                 t.interval = match timer {
                     Timer::A => t.interval * 2,
-                    Timer::E if matches!(t.role, Role::Client(ClientState::Proceeding)) => timers.t2,
+                    Timer::E if matches!(t.role, Role::Client(ClientState::Proceeding)) => {
+                        timers.t2
+                    }
                     _ => (t.interval * 2).min(timers.t2),
                 };
                 let next = now + t.interval;
@@ -777,7 +796,12 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
             }
             Header::From(_) | Header::CallId(_) | Header::Route(_) => headers.push(header.clone()),
             Header::CSeq(c) => {
-                let n = c.value().split_whitespace().next().unwrap_or("1").to_owned();
+                let n = c
+                    .value()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("1")
+                    .to_owned();
                 headers.push(Header::CSeq(CSeq::new(format!("{n} ACK"))));
             }
             _ => {}
@@ -791,7 +815,7 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
     Request {
         method: Method::Ack,
         uri: invite.uri.clone(),
-        version: invite.version.clone(),
+        version: invite.version,
         headers,
         body: Vec::new(),
     }
@@ -801,12 +825,21 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
 /// top Via and Route.
 pub fn build_cancel(invite: &Request) -> Request {
     let mut ack = build_ack(invite, &Response::default());
-    let to = invite.headers.iter().find(|h| matches!(h, Header::To(_))).cloned();
+    let to = invite
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::To(_)))
+        .cloned();
     let mut headers = Headers::default();
     for header in ack.headers.iter() {
         match header {
             Header::CSeq(c) => {
-                let n = c.value().split_whitespace().next().unwrap_or("1").to_owned();
+                let n = c
+                    .value()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("1")
+                    .to_owned();
                 headers.push(Header::CSeq(CSeq::new(format!("{n} CANCEL"))));
             }
             Header::To(_) => {}

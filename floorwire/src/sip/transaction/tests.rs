@@ -63,7 +63,11 @@ fn method_of(bytes: &[u8]) -> Option<Method> {
 
 /// Advances the clock in 10 ms steps to `until`, firing timers; returns the instants
 /// at which something was transmitted (relative to `t0`) and all events.
-fn run_clock(layer: &mut TransactionLayer, t0: Instant, until: Duration) -> (Vec<Duration>, Vec<Event>) {
+fn run_clock(
+    layer: &mut TransactionLayer,
+    t0: Instant,
+    until: Duration,
+) -> (Vec<Duration>, Vec<Event>) {
     let mut sent = Vec::new();
     let mut events = Vec::new();
     let mut now = t0;
@@ -87,7 +91,9 @@ fn ms(v: &[u64]) -> Vec<Duration> {
 fn invite_client_timer_a_doubles_until_timer_b() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
-    let id = layer.send_request(t0, addr(UAS), request("INVITE", "z9hG4bKa1", 1)).expect("send");
+    let id = layer
+        .send_request(t0, addr(UAS), request("INVITE", "z9hG4bKa1", 1))
+        .expect("send");
     let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(40));
     // Initial send, then Timer A at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; Timer B at 32 s.
     assert_eq!(sent, ms(&[0, 500, 1500, 3500, 7500, 15500, 31500]));
@@ -99,11 +105,15 @@ fn invite_client_timer_a_doubles_until_timer_b() {
 fn non_invite_client_timer_e_caps_at_t2() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
-    layer.send_request(t0, addr(UAS), request("OPTIONS", "z9hG4bKo1", 1)).expect("send");
+    layer
+        .send_request(t0, addr(UAS), request("OPTIONS", "z9hG4bKo1", 1))
+        .expect("send");
     let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
     assert_eq!(
         sent,
-        ms(&[0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500])
+        ms(&[
+            0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ])
     );
     assert_eq!(events.len(), 1, "one Timeout (Timer F at 32 s)");
 }
@@ -113,11 +123,21 @@ fn non_invite_provisional_moves_retransmits_to_t2() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
     let req = request("OPTIONS", "z9hG4bKo2", 1);
-    layer.send_request(t0, addr(UAS), req.clone()).expect("send");
+    layer
+        .send_request(t0, addr(UAS), req.clone())
+        .expect("send");
     drain(&mut layer);
     let trying = crate::sip::reply::response_to(&req, 100, None);
-    layer.handle_datagram(t0 + Duration::from_millis(100), addr(UAS), &trying.to_bytes());
-    let (sent, events) = run_clock(&mut layer, t0 + Duration::from_millis(100), Duration::from_millis(9000));
+    layer.handle_datagram(
+        t0 + Duration::from_millis(100),
+        addr(UAS),
+        &trying.to_bytes(),
+    );
+    let (sent, events) = run_clock(
+        &mut layer,
+        t0 + Duration::from_millis(100),
+        Duration::from_millis(9000),
+    );
     assert_eq!(events.len(), 1, "the 100 reached the TU: {events:?}");
     // Timer E was already due at 0.5 s; from Proceeding on it fires every T2.
     assert_eq!(sent, ms(&[400, 4400, 8400]));
@@ -139,15 +159,22 @@ fn server_invite_final_retransmitted_until_ack_then_timer_i() {
     let (sent, _) = run_clock(&mut layer, t0, Duration::from_millis(4000));
     assert_eq!(sent, ms(&[0, 500, 1500, 3500]));
     // Retransmitted INVITE: the 486 again, no new event.
-    layer.handle_datagram(t0 + Duration::from_millis(4000), addr(UAC), &invite.to_bytes());
+    layer.handle_datagram(
+        t0 + Duration::from_millis(4000),
+        addr(UAC),
+        &invite.to_bytes(),
+    );
     let (t, e) = drain(&mut layer);
     assert_eq!((t.len(), e.len()), (1, 0));
     assert_eq!(status_of(&t[0].bytes), Some(486));
     // The ACK (same branch) confirms; Timer I (T4) ends it.
-    let ack = build_ack(&invite, &match parse_datagram(&t[0].bytes) {
-        Ok(Inbound::Response(r)) => r,
-        other => panic!("{other:?}"),
-    });
+    let ack = build_ack(
+        &invite,
+        &match parse_datagram(&t[0].bytes) {
+            Ok(Inbound::Response(r)) => r,
+            other => panic!("{other:?}"),
+        },
+    );
     let at = t0 + Duration::from_millis(4100);
     layer.handle_datagram(at, addr(UAC), &ack.to_bytes());
     assert_eq!(layer.server_state(id), Some(ServerState::Confirmed));
@@ -166,10 +193,17 @@ fn server_invite_without_ack_times_out_with_timer_h() {
     let Some(Event::Request { id, .. }) = e.into_iter().next() else {
         panic!("no request");
     };
-    layer.respond(t0, id, crate::sip::reply::response_to(&invite, 404, None)).expect("respond");
+    layer
+        .respond(t0, id, crate::sip::reply::response_to(&invite, 404, None))
+        .expect("respond");
     let (sent, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
     // G: 0.5, 1.5, 3.5, 7.5, then every T2 until H at 32 s.
-    assert_eq!(sent, ms(&[0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]));
+    assert_eq!(
+        sent,
+        ms(&[
+            0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ])
+    );
     assert!(matches!(events.as_slice(), [Event::Timeout { .. }]));
 }
 
@@ -212,11 +246,17 @@ fn retransmitted_request_is_absorbed() {
     layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
     layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
     let (t, e) = drain(&mut layer);
-    assert_eq!((t.len(), e.len()), (0, 1), "Trying: absorbed silently, one event");
+    assert_eq!(
+        (t.len(), e.len()),
+        (0, 1),
+        "Trying: absorbed silently, one event"
+    );
     let Some(Event::Request { id, .. }) = e.into_iter().next() else {
         panic!("no request");
     };
-    layer.respond(t0, id, crate::sip::reply::response_to(&options, 200, None)).expect("respond");
+    layer
+        .respond(t0, id, crate::sip::reply::response_to(&options, 200, None))
+        .expect("respond");
     layer.handle_datagram(t0, addr(UAC), &options.to_bytes());
     let (t, e) = drain(&mut layer);
     assert_eq!((t.len(), e.len()), (2, 0), "the 200, then the 200 again");
@@ -232,7 +272,11 @@ fn overload_answers_503_with_retry_after() {
     let mut layer = TransactionLayer::new(config);
     let t0 = Instant::now();
     for i in 0..3 {
-        layer.handle_datagram(t0, addr(UAC), &request("OPTIONS", &format!("z9hG4bKov{i}"), 1).to_bytes());
+        layer.handle_datagram(
+            t0,
+            addr(UAC),
+            &request("OPTIONS", &format!("z9hG4bKov{i}"), 1).to_bytes(),
+        );
     }
     let (t, e) = drain(&mut layer);
     assert_eq!(e.len(), 2);
@@ -326,9 +370,18 @@ fn whole_call_with_a_lost_invite() {
     p.drive(|_| true);
     let (id, invite) = p.uas_request();
     let tag = crate::sip::Tag::new("bob");
-    p.uas.respond(p.now, id, crate::sip::reply::response_to(&invite, 180, Some(&tag))).expect("180");
+    p.uas
+        .respond(
+            p.now,
+            id,
+            crate::sip::reply::response_to(&invite, 180, Some(&tag)),
+        )
+        .expect("180");
     let mut ok = crate::sip::reply::response_to(&invite, 200, Some(&tag));
-    ok = crate::sip::reply::with_header(ok, rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()));
+    ok = crate::sip::reply::with_header(
+        ok,
+        rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
+    );
     p.uas.respond(p.now, id, ok).expect("200");
     p.drive(|_| true);
     assert_eq!(p.uac_statuses(), vec![100, 180, 200]);
@@ -339,14 +392,28 @@ fn whole_call_with_a_lost_invite() {
     };
     let mut dialog = Dialog::from_uac(&invite, &ok).expect("dialog");
     let ack = dialog.ack(1, "127.0.0.1:5070").expect("ack");
-    p.uac.send_stateless(addr(UAS), ack.to_bytes()).expect("ack");
-    let bye = dialog.request(Method::Bye, "127.0.0.1:5070", None).expect("bye");
+    p.uac
+        .send_stateless(addr(UAS), ack.to_bytes())
+        .expect("ack");
+    let bye = dialog
+        .request(Method::Bye, "127.0.0.1:5070", None)
+        .expect("bye");
     p.uac.send_request(p.now, addr(UAS), bye).expect("bye");
     p.drive(|_| true);
-    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Ack { answered: true, .. })));
+    assert!(
+        p.uas_events
+            .iter()
+            .any(|e| matches!(e, Event::Ack { answered: true, .. }))
+    );
     let (bye_id, bye) = p.uas_request();
     assert_eq!(bye.method, Method::Bye);
-    p.uas.respond(p.now, bye_id, crate::sip::reply::response_to(&bye, 200, None)).expect("200");
+    p.uas
+        .respond(
+            p.now,
+            bye_id,
+            crate::sip::reply::response_to(&bye, 200, None),
+        )
+        .expect("200");
     p.drive(|_| true);
     assert_eq!(p.uac_statuses(), vec![100, 180, 200, 200]);
 }
@@ -354,16 +421,35 @@ fn whole_call_with_a_lost_invite() {
 #[test]
 fn cancel_before_answer_gets_487_and_automatic_ack() {
     let mut p = Pair::new();
-    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc1", 1)).expect("send");
+    let invite_id = p
+        .uac
+        .send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc1", 1))
+        .expect("send");
     p.drive(|_| true);
     let (uas_id, invite) = p.uas_request();
-    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")))).expect("180");
+    p.uas
+        .respond(
+            p.now,
+            uas_id,
+            crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b"))),
+        )
+        .expect("180");
     p.drive(|_| true);
-    assert!(matches!(p.uac.cancel(p.now, invite_id), CancelOutcome::Sent(_)));
+    assert!(matches!(
+        p.uac.cancel(p.now, invite_id),
+        CancelOutcome::Sent(_)
+    ));
     p.drive(|_| true);
-    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { invite } if *invite == uas_id)));
+    assert!(
+        p.uas_events
+            .iter()
+            .any(|e| matches!(e, Event::Cancelled { invite } if *invite == uas_id))
+    );
     let statuses = p.uac_statuses();
-    assert!(statuses.contains(&487) && statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.contains(&487) && statuses.contains(&200),
+        "{statuses:?}"
+    );
     // The layer ACKed the 487 itself: the UAS transaction is Confirmed.
     assert_eq!(p.uas.server_state(uas_id), Some(ServerState::Confirmed));
     assert_eq!(p.uac.client_state(invite_id), Some(ClientState::Completed));
@@ -372,16 +458,32 @@ fn cancel_before_answer_gets_487_and_automatic_ack() {
 #[test]
 fn cancel_before_any_provisional_waits_for_one() {
     let mut p = Pair::new();
-    let config = LayerConfig { auto_trying: false, ..LayerConfig::default() };
+    let config = LayerConfig {
+        auto_trying: false,
+        ..LayerConfig::default()
+    };
     p.uas = TransactionLayer::new(config);
-    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc2", 1)).expect("send");
+    let invite_id = p
+        .uac
+        .send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKc2", 1))
+        .expect("send");
     assert_eq!(p.uac.cancel(p.now, invite_id), CancelOutcome::Pending);
     p.drive(|_| true);
     let (uas_id, invite) = p.uas_request();
     assert!(p.uas_events.is_empty(), "no CANCEL before a provisional");
-    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")))).expect("180");
+    p.uas
+        .respond(
+            p.now,
+            uas_id,
+            crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b"))),
+        )
+        .expect("180");
     p.drive(|_| true);
-    assert!(p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    assert!(
+        p.uas_events
+            .iter()
+            .any(|e| matches!(e, Event::Cancelled { .. }))
+    );
     assert!(p.uac_statuses().contains(&487));
 }
 
@@ -391,28 +493,51 @@ fn cancel_before_any_provisional_waits_for_one() {
 #[test]
 fn cancel_crossing_200_leaves_the_call_up() {
     let mut p = Pair::new();
-    let invite_id = p.uac.send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKrace", 1)).expect("send");
+    let invite_id = p
+        .uac
+        .send_request(p.now, addr(UAS), request("INVITE", "z9hG4bKrace", 1))
+        .expect("send");
     p.drive(|_| true);
     let (uas_id, invite) = p.uas_request();
     let tag = crate::sip::Tag::new("b");
-    p.uas.respond(p.now, uas_id, crate::sip::reply::response_to(&invite, 180, Some(&tag))).expect("180");
+    p.uas
+        .respond(
+            p.now,
+            uas_id,
+            crate::sip::reply::response_to(&invite, 180, Some(&tag)),
+        )
+        .expect("180");
     p.drive(|_| true);
     // Both sides act before either hears the other: hold the 200 back.
     let mut ok = crate::sip::reply::response_to(&invite, 200, Some(&tag));
-    ok = crate::sip::reply::with_header(ok, rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()));
+    ok = crate::sip::reply::with_header(
+        ok,
+        rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
+    );
     p.uas.respond(p.now, uas_id, ok).expect("200");
     let held_200: Vec<Transmit> = std::iter::from_fn(|| p.uas.poll_transmit()).collect();
-    assert!(matches!(p.uac.cancel(p.now, invite_id), CancelOutcome::Sent(_)));
+    assert!(matches!(
+        p.uac.cancel(p.now, invite_id),
+        CancelOutcome::Sent(_)
+    ));
     // The CANCEL reaches the UAS first.
     p.drive(|t| method_of(&t.bytes) == Some(Method::Cancel) || status_of(&t.bytes) == Some(200));
-    assert!(!p.uas_events.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    assert!(
+        !p.uas_events
+            .iter()
+            .any(|e| matches!(e, Event::Cancelled { .. }))
+    );
     assert_eq!(p.uas.server_state(uas_id), Some(ServerState::Accepted));
     for t in held_200 {
         p.uac.handle_datagram(p.now, addr(UAS), &t.bytes);
     }
     p.drive(|_| true);
     let statuses = p.uac_statuses();
-    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 2, "200 for CANCEL and for INVITE: {statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        2,
+        "200 for CANCEL and for INVITE: {statuses:?}"
+    );
     assert!(!statuses.contains(&487));
     assert_eq!(p.uac.client_state(invite_id), Some(ClientState::Accepted));
 }
@@ -432,10 +557,17 @@ fn cancel_for_unknown_invite_gets_481() {
 fn rfc2543_request_without_branch_is_matched() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
-    let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpora/rfc4475/badbranch.dat"))
-        .expect("corpus file");
+    let text = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpora/rfc4475/badbranch.dat"
+    ))
+    .expect("corpus file");
     layer.handle_datagram(t0, addr(UAC), &text);
     layer.handle_datagram(t0, addr(UAC), &text);
     let (_, e) = drain(&mut layer);
-    assert_eq!(e.len(), 1, "bare z9hG4bK branch keyed RFC 2543-style, retransmission absorbed");
+    assert_eq!(
+        e.len(),
+        1,
+        "bare z9hG4bK branch keyed RFC 2543-style, retransmission absorbed"
+    );
 }
