@@ -1,5 +1,7 @@
 //! SBC shim: trunk edge with E.164 normalisation and active/standby (issue 5 builds these; this crate serves the admin port so far).
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +20,13 @@ pub struct Config {
     pub admin: AdminSection,
 }
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), floorwire::Error> {
+/// Runs the service until `shutdown` is cancelled; `ready` gets the admin address
+/// once the service is up.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), floorwire::Error> {
     let registry = prometheus::Registry::new();
     run_admin(
         "sbc-shim",
@@ -27,6 +34,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), floo
         registry,
         Health::default(),
         shutdown,
+        ready,
     )
     .await
 }

@@ -35,6 +35,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
-        sbc_shim::run(config, shutdown).await.context("sbc-shim")
+        // One machine-readable line on stdout once up; tests and scripts wait for it.
+        sbc_shim::run(config, shutdown, |admin| {
+            println!("sbc-shim ready: admin={admin}")
+        })
+        .await
+        .context("sbc-shim")
     })
 }

@@ -1,5 +1,7 @@
 //! Turret Proxy Openline: registrar and B2BUA with RTP relay (issue 4 builds these; this crate serves the admin port so far).
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +20,23 @@ pub struct Config {
     pub admin: AdminSection,
 }
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), floorwire::Error> {
+/// Runs the service until `shutdown` is cancelled; `ready` gets the admin address
+/// once the service is up.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), floorwire::Error> {
     let registry = prometheus::Registry::new();
-    run_admin("tpo", &config.admin, registry, Health::default(), shutdown).await
+    run_admin(
+        "tpo",
+        &config.admin,
+        registry,
+        Health::default(),
+        shutdown,
+        ready,
+    )
+    .await
 }
 
 #[cfg(test)]

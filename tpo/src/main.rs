@@ -32,6 +32,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
-        tpo::run(config, shutdown).await.context("tpo")
+        // One machine-readable line on stdout once up; tests and scripts wait for it.
+        tpo::run(config, shutdown, |admin| {
+            println!("tpo ready: admin={admin}")
+        })
+        .await
+        .context("tpo")
     })
 }

@@ -32,6 +32,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
-        tss::run(config, shutdown).await.context("tss")
+        // One machine-readable line on stdout once up; tests and scripts wait for it.
+        tss::run(config, shutdown, |admin| {
+            println!("tss ready: admin={admin}")
+        })
+        .await
+        .context("tss")
     })
 }

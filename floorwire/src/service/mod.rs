@@ -22,17 +22,19 @@ pub struct AdminSection {
 }
 
 /// Serves the admin port for `service` until `shutdown`, marking it healthy once
-/// bound; logs one `admin listening` line with the bound address.
+/// bound and telling `ready` the bound address.
 pub async fn run_admin(
     service: &str,
     admin: &AdminSection,
     registry: prometheus::Registry,
     health: admin::Health,
     shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
 ) -> Result<(), crate::Error> {
     let (addr, serving) = admin::serve(admin.listen, registry, health.clone(), shutdown).await?;
     tracing::info!(service, %addr, "admin listening");
     health.set_ready(true);
+    ready(addr);
     serving.await?;
     Ok(())
 }

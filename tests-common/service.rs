@@ -1,0 +1,135 @@
+//! Shared by each service crate's `tests/serve.rs` (included with `#[path]`): spawn the
+//! real binary, wait for its machine-readable ready line, talk HTTP to its admin port,
+//! stop it with SIGTERM.
+
+#![allow(dead_code)] // each crate uses a subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running service binary.
+pub struct Service {
+    pub child: Child,
+    pub admin: SocketAddr,
+}
+
+/// Starts `bin serve` with `env`, waiting (at most 60 s) for `NAME ready: admin=ADDR`.
+pub fn start(bin: &str, env: &[(&str, &str)]) -> Service {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn service");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("ready: admin=").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let admin = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{bin} printed no ready line within 60 s")
+        })
+        .parse()
+        .expect("admin address");
+    Service { child, admin }
+}
+
+/// `GET path` over a plain TCP connection: (status code, headers+body text).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// Sends SIGTERM and waits (at most 20 s) for the exit.
+pub fn terminate(mut service: Service) -> ExitStatus {
+    let pid = service.child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = service.child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = service.child.kill();
+            panic!("service did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `bin serve --config FILE` on `toml` and returns (exit status, stderr).
+pub fn run_with_config(bin: &str, toml: &str) -> (ExitStatus, String, String) {
+    let path = std::env::temp_dir().join(format!(
+        "floorwire-{}-{}.toml",
+        std::process::id(),
+        toml.len()
+    ));
+    std::fs::write(&path, toml).expect("write config");
+    let out = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&path);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+/// The checks every service binary passes.
+pub fn check_service_binary(bin: &str, env_prefix: &str) {
+    let key = format!("{env_prefix}__ADMIN__LISTEN");
+    let service = start(bin, &[(key.as_str(), "127.0.0.1:0")]);
+    let (code, body) = http_get(service.admin, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http_get(service.admin, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{body}"
+    );
+    let (code, _) = http_get(service.admin, "/nope");
+    assert_eq!(code, 404);
+    let status = terminate(service);
+    assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
+
+    let (status, stderr, path) =
+        run_with_config(bin, "[admin]\nlisten = \"127.0.0.1:0\"\nlisten_port = 9\n");
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&path) && stderr.contains("listen_port"),
+        "error names file and key: {stderr}"
+    );
+}
