@@ -31,12 +31,20 @@ async fn main() -> anyhow::Result<()> {
     .spawn(&shutdown);
     tokio::time::sleep(Duration::from_secs_f64(seconds.parse()?)).await;
     let stats = handle.stats();
+    // CPU time of this process (Linux: first field of /proc/self/schedstat, in ns).
+    let cpu_ns: f64 = std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    let packets = stats.a_to_b.packets.max(1) as f64;
     println!(
-        "relayed {} packets ({} bytes), lost by sequence {}, jitter {:.2} ms",
+        "relay: relayed={} bytes={} lost_by_seq={} jitter_ms={:.2} cpu_s={:.2} us_per_pkt={:.2}",
         stats.a_to_b.packets,
         stats.a_to_b.bytes,
         stats.a_to_b.lost(),
-        stats.a_to_b.jitter_ms()
+        stats.a_to_b.jitter_ms(),
+        cpu_ns / 1e9,
+        cpu_ns / 1e3 / packets
     );
     shutdown.cancel();
     Ok(())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Floorwire's whole test suite, on a fresh Debian 12 machine as root (or this one):
+# installs the real peers the tests talk to, then runs lint and every test.
+# Needs ../shared/corpora beside the repository (the RFC torture corpora).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '== %s\n' "$*"; }
+
+# Real peers, from Debian's packages: SIPp (sip-tester) for call tests.
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing ${need[*]}: run as root so they can be installed with apt-get" >&2
+    exit 1
+  fi
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -f ../shared/corpora/rfc4475/MANIFEST.tsv ]; then
+  echo "../shared/corpora is missing: the conformance tests read the RFC 4475/5118 corpora from there" >&2
+  exit 1
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo test --workspace"
+cargo test --workspace

@@ -1,0 +1,105 @@
+//! The relay over real loopback sockets: tones sent each way arrive at the other end
+//! (proved by the Goertzel detector), counters add up, and a stray sender is refused
+//! once the endpoint has latched.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use floorwire::rtp::tone::{ToneGenerator, detect_tone};
+use floorwire::rtp::{Relay, g711};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+const PACKETS: u16 = 50;
+
+async fn send_tone(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32) {
+    let mut tone = ToneGenerator::new(frequency, 0.4);
+    for seq in 0..PACKETS {
+        let payload = g711::encode_pcma(&tone.samples(160));
+        let packet = RtpPacketBuilder::new()
+            .payload_type(8)
+            .ssrc(ssrc)
+            .sequence(Seq::from(seq))
+            .timestamp(seq as u32 * 160)
+            .payload(&payload)
+            .build()
+            .expect("packet");
+        socket.send_to(&packet, to).await.expect("send");
+        // Paced like a (fast) real stream so socket buffers never overflow.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn receive_audio(socket: &UdpSocket, packets: usize) -> Vec<i16> {
+    let mut samples = Vec::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..packets {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a relayed packet within 5 s")
+            .expect("recv");
+        let rtp = RtpReader::new(&buf[..len]).expect("RTP");
+        samples.extend(g711::decode_pcma(rtp.payload()));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn tones_cross_both_ways_and_strays_are_refused() {
+    let leg_a = UdpSocket::bind("127.0.0.1:0").await.expect("leg a");
+    let leg_b = UdpSocket::bind("127.0.0.1:0").await.expect("leg b");
+    let (leg_a_addr, leg_b_addr) = (
+        leg_a.local_addr().expect("a"),
+        leg_b.local_addr().expect("b"),
+    );
+    let turret = UdpSocket::bind("127.0.0.1:0").await.expect("turret");
+    let carrier = UdpSocket::bind("127.0.0.1:0").await.expect("carrier");
+    let stray = UdpSocket::bind("127.0.0.1:0").await.expect("stray");
+    let shutdown = CancellationToken::new();
+    // The turret's SDP address is wrong (NAT): latching must fix it. The carrier's is right.
+    let relay = Relay {
+        leg_a,
+        leg_b,
+        a_remote: Some("127.0.0.1:9".parse().expect("addr")),
+        b_remote: Some(carrier.local_addr().expect("addr")),
+        clock_rate: 8000,
+    }
+    .spawn(&shutdown);
+
+    // Turret → carrier, 1 kHz.
+    let (_, heard_by_carrier) = tokio::join!(
+        send_tone(&turret, leg_a_addr, 1000.0, 1),
+        receive_audio(&carrier, PACKETS as usize)
+    );
+    assert!(
+        detect_tone(&heard_by_carrier, 1000.0),
+        "carrier hears 1 kHz"
+    );
+    assert!(!detect_tone(&heard_by_carrier, 1400.0));
+    // Carrier → turret, 1.4 kHz, reaches the latched turret address.
+    let (_, heard_by_turret) = tokio::join!(
+        send_tone(&carrier, leg_b_addr, 1400.0, 2),
+        receive_audio(&turret, PACKETS as usize)
+    );
+    assert!(
+        detect_tone(&heard_by_turret, 1400.0),
+        "turret hears 1.4 kHz"
+    );
+    assert!(!detect_tone(&heard_by_turret, 1000.0));
+
+    // A stray source on leg A is dropped and counted, not forwarded.
+    send_tone(&stray, leg_a_addr, 700.0, 3).await;
+    let mut buf = [0u8; 2048];
+    let leaked =
+        tokio::time::timeout(Duration::from_millis(300), carrier.recv_from(&mut buf)).await;
+    assert!(leaked.is_err(), "stray audio must not reach the carrier");
+    let stats = relay.stats();
+    assert_eq!(stats.a_to_b.packets, PACKETS as u64);
+    assert_eq!(stats.a_to_b.foreign_dropped, PACKETS as u64);
+    assert_eq!(stats.b_to_a.packets, PACKETS as u64);
+    assert_eq!((stats.a_to_b.lost(), stats.b_to_a.lost()), (0, 0));
+    assert_eq!(stats.a_to_b.bytes, PACKETS as u64 * (12 + 160));
+    relay.stop();
+    shutdown.cancel();
+}
