@@ -593,3 +593,72 @@ fn sip_misc_and_fuzz_seeds_never_panic() {
         assert!(seen > 0, "{dir} is empty");
     }
 }
+
+/// Over a stream (TCP), framing is by Content-Length: `clerr` waits for octets that
+/// never come, `ncl` and `mcl01` lose framing and the connection is closed. Driven
+/// through a real loopback TCP connection.
+#[test]
+fn rfc4475_stream_framing_over_tcp() {
+    use floorwire::sip::framing::{FramingError, StreamFramer};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    fn serve_one(bytes: Vec<u8>) -> (Vec<Vec<u8>>, Option<FramingError>, usize) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            let (a, b) = bytes.split_at(bytes.len() / 2);
+            s.write_all(a).expect("write");
+            s.flush().expect("flush");
+            s.write_all(b).expect("write");
+            s
+        });
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let mut framer = StreamFramer::new();
+        let mut messages = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => framer.push(&buf[..n]),
+                // Read timeout: the driver would now close the idle connection.
+                Err(_) => break,
+            }
+            loop {
+                match framer.next_message() {
+                    Ok(Some(m)) => messages.push(m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        drop(client.join());
+                        return (messages, Some(e), framer.pending());
+                    }
+                }
+            }
+        }
+        drop(client.join());
+        (messages, None, framer.pending())
+    }
+
+    let (messages, error, pending) = serve_one(read("rfc4475/clerr.dat"));
+    assert!(messages.is_empty() && error.is_none() && pending > 0, "clerr: still waiting");
+    let (_, error, _) = serve_one(read("rfc4475/ncl.dat"));
+    assert!(matches!(error, Some(FramingError::BadContentLength(_))), "ncl: {error:?}");
+    let (_, error, _) = serve_one(read("rfc4475/mcl01.dat"));
+    assert!(matches!(error, Some(FramingError::BadContentLength(_))), "mcl01: {error:?}");
+    // A good message, folded headers and all, framed over the same path.
+    let wsinv = read("rfc4475/wsinv.dat");
+    let (messages, error, pending) = serve_one(wsinv.clone());
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!((messages, pending), (vec![wsinv], 0));
+    // dblreq over a stream: the REGISTER, then the INVITE (Content-Length 150), then
+    // the 5 octets its Content-Length leaves over ("C\r\n\r\n"), which frame as a
+    // header section without Content-Length: framing is lost, the connection closed.
+    let (messages, error, _) = serve_one(read("rfc4475/dblreq.dat"));
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0].starts_with(b"REGISTER sip:example.com"));
+    assert!(messages[1].starts_with(b"INVITE sip:joe@example.com"));
+    assert_eq!(error, Some(FramingError::MissingContentLength));
+}

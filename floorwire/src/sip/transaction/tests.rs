@@ -571,3 +571,25 @@ fn rfc2543_request_without_branch_is_matched() {
         "bare z9hG4bK branch keyed RFC 2543-style, retransmission absorbed"
     );
 }
+
+#[test]
+fn message_too_large_for_a_datagram_is_refused_cleanly() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let mut big = request("MESSAGE", "z9hG4bKbig", 1);
+    big.body = vec![b'x'; 70_000];
+    let err = layer.send_request(t0, addr(UAS), big.clone()).expect_err("too large");
+    assert!(matches!(err, crate::Error::MessageTooLarge { limit: 65_507, .. }), "{err}");
+    assert!(layer.is_empty() && layer.poll_transmit().is_none(), "nothing sent, no state kept");
+    // Same on the server side: a 200 with a huge body is refused, the transaction stays.
+    layer.handle_datagram(t0, addr(UAC), &request("MESSAGE", "z9hG4bKsmall", 1).to_bytes());
+    let (_, e) = drain(&mut layer);
+    let Some(Event::Request { id, request: small, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    let mut ok = crate::sip::reply::response_to(&small, 200, None);
+    ok.body = vec![b'y'; 70_000];
+    assert!(layer.respond(t0, id, ok).is_err());
+    assert_eq!(layer.server_state(id), Some(ServerState::Trying));
+    assert!(layer.poll_transmit().is_none());
+}
