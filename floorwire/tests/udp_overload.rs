@@ -20,6 +20,7 @@ async fn over_the_limit_gets_503_retry_after() {
             ..LayerConfig::default()
         },
         ingress_queue: 1024,
+        metrics: None,
     };
     let shutdown = CancellationToken::new();
     let answerer = Answerer::new(

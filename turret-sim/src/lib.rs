@@ -5,7 +5,7 @@
 //! SIPp's peer), and [`lab`], which starts what exists on the lab addresses of
 //! DESIGN.md and writes `lab.json`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use floorwire::service::admin::Health;
@@ -15,9 +15,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// Lab address of the carrier stand-in (DESIGN.md, lab topology).
-pub const LAB_CARRIER_SIP: &str = "127.0.3.1:5060";
+pub const LAB_CARRIER_SIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 5060);
 /// Its admin port.
-pub const LAB_CARRIER_ADMIN: &str = "127.0.3.1:9100";
+pub const LAB_CARRIER_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 9100);
+/// Media address the carrier stand-in announces.
+pub const LAB_CARRIER_MEDIA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 20000);
 
 /// Runs an answering UAS on `sip` until `shutdown`; media is announced at `media`.
 pub async fn answer(
@@ -41,12 +43,8 @@ pub async fn lab(
     shutdown: CancellationToken,
     ready: impl FnOnce(&Path),
 ) -> Result<(), floorwire::Error> {
-    let sip: SocketAddr = LAB_CARRIER_SIP
-        .parse()
-        .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
-    let admin: SocketAddr = LAB_CARRIER_ADMIN
-        .parse()
-        .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?;
+    let sip = LAB_CARRIER_SIP;
+    let admin = LAB_CARRIER_ADMIN;
     let socket = tokio::net::UdpSocket::bind(sip).await.map_err(|e| {
         floorwire::Error::Io(std::io::Error::new(
             e.kind(),
@@ -54,13 +52,11 @@ pub async fn lab(
         ))
     })?;
     let health = Health::default();
-    let (admin_addr, admin_serving) = floorwire::service::admin::serve(
-        admin,
-        prometheus::Registry::new(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let registry = prometheus::Registry::new();
+    let metrics = floorwire::sip::metrics::SipMetrics::register(&registry)
+        .map_err(|e| floorwire::Error::Io(std::io::Error::other(e.to_string())))?;
+    let (admin_addr, admin_serving) =
+        floorwire::service::admin::serve(admin, registry, health.clone(), shutdown.clone()).await?;
     let lab_json = json!({
         "services": {
             "carrier": {"kind": "carrier", "dc": "dc1", "endpoints": {"sip": sip.to_string(), "admin": admin_addr.to_string()}},
@@ -76,14 +72,17 @@ pub async fn lab(
     )?;
     health.set_ready(true);
     ready(&path);
-    let answerer = Answerer::new(
-        format!("sip:carrier@{sip}"),
-        "127.0.3.1:20000"
-            .parse()
-            .map_err(|e| floorwire::Error::Sdp(format!("{e}")))?,
-    );
+    let answerer = Answerer::new(format!("sip:carrier@{sip}"), LAB_CARRIER_MEDIA);
     let (sip_result, admin_result) = tokio::join!(
-        run_udp(socket, UdpConfig::default(), answerer, shutdown.clone()),
+        run_udp(
+            socket,
+            UdpConfig {
+                metrics: Some(metrics),
+                ..UdpConfig::default()
+            },
+            answerer,
+            shutdown.clone()
+        ),
         admin_serving
     );
     sip_result?;

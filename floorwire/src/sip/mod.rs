@@ -11,6 +11,7 @@ pub mod dialog;
 pub mod framing;
 pub mod ids;
 pub mod ingress;
+pub mod metrics;
 pub mod reply;
 pub mod syntax;
 pub mod transaction;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ids::Tag;
 use super::ingress::{Inbound, parse_datagram};
 use super::reply::{response_to, with_header};
+use super::metrics::SipMetrics;
 use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer};
 use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
 
@@ -31,6 +32,8 @@ pub struct UdpConfig {
     pub layer: LayerConfig,
     /// Datagrams queued between the socket reader and the core.
     pub ingress_queue: usize,
+    /// Counters to keep up to date, if the service exports them.
+    pub metrics: Option<SipMetrics>,
 }
 
 impl Default for UdpConfig {
@@ -38,6 +41,7 @@ impl Default for UdpConfig {
         Self {
             layer: LayerConfig::default(),
             ingress_queue: 4096,
+            metrics: None,
         }
     }
 }
@@ -52,7 +56,14 @@ pub async fn run_udp<U: TransactionUser>(
     let socket = Arc::new(socket);
     let (tx, mut rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(config.ingress_queue.max(1));
     let retry_after = config.layer.retry_after_secs;
-    let reader = tokio::spawn(read_loop(socket.clone(), tx, retry_after, shutdown.clone()));
+    let mut metrics = config.metrics;
+    let reader = tokio::spawn(read_loop(
+        socket.clone(),
+        tx,
+        retry_after,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let mut layer = TransactionLayer::new(config.layer);
     loop {
         let deadline = layer.poll_timeout();
@@ -84,6 +95,9 @@ pub async fn run_udp<U: TransactionUser>(
                 tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
             }
         }
+        if let Some(m) = metrics.as_mut() {
+            m.update(&layer.stats(), layer.len());
+        }
     }
     reader.abort();
     Ok(layer.stats())
@@ -100,6 +114,7 @@ async fn read_loop(
     socket: Arc<UdpSocket>,
     queue: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     retry_after: u32,
+    metrics: Option<SipMetrics>,
     shutdown: CancellationToken,
 ) {
     // One byte more than the largest datagram we accept, to notice truncation.
@@ -123,6 +138,10 @@ async fn read_loop(
         match queue.try_send((source, buffer[..len].to_vec())) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full((source, bytes))) => {
+                tracing::warn!(%source, "SIP ingress queue full: answering 503");
+                if let Some(m) = &metrics {
+                    m.shed();
+                }
                 shed(&socket, source, &bytes, retry_after).await;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
