@@ -616,7 +616,8 @@ fn rfc4475_stream_framing_over_tcp() {
             s
         });
         let (mut conn, _) = listener.accept().expect("accept");
-        conn.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        conn.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
         let mut framer = StreamFramer::new();
         let mut messages = Vec::new();
         let mut buf = [0u8; 4096];
@@ -643,11 +644,20 @@ fn rfc4475_stream_framing_over_tcp() {
     }
 
     let (messages, error, pending) = serve_one(read("rfc4475/clerr.dat"));
-    assert!(messages.is_empty() && error.is_none() && pending > 0, "clerr: still waiting");
+    assert!(
+        messages.is_empty() && error.is_none() && pending > 0,
+        "clerr: still waiting"
+    );
     let (_, error, _) = serve_one(read("rfc4475/ncl.dat"));
-    assert!(matches!(error, Some(FramingError::BadContentLength(_))), "ncl: {error:?}");
+    assert!(
+        matches!(error, Some(FramingError::BadContentLength(_))),
+        "ncl: {error:?}"
+    );
     let (_, error, _) = serve_one(read("rfc4475/mcl01.dat"));
-    assert!(matches!(error, Some(FramingError::BadContentLength(_))), "mcl01: {error:?}");
+    assert!(
+        matches!(error, Some(FramingError::BadContentLength(_))),
+        "mcl01: {error:?}"
+    );
     // A good message, folded headers and all, framed over the same path.
     let wsinv = read("rfc4475/wsinv.dat");
     let (messages, error, pending) = serve_one(wsinv.clone());

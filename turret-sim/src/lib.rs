@@ -15,11 +15,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// Lab address of the carrier stand-in (DESIGN.md, lab topology).
-pub const LAB_CARRIER_SIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 5060);
+pub const LAB_CARRIER_SIP: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 5060);
 /// Its admin port.
-pub const LAB_CARRIER_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 9100);
+pub const LAB_CARRIER_ADMIN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 9100);
 /// Media address the carrier stand-in announces.
-pub const LAB_CARRIER_MEDIA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 20000);
+pub const LAB_CARRIER_MEDIA: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)), 20000);
 
 /// Runs an answering UAS on `sip` until `shutdown`; media is announced at `media`.
 pub async fn answer(

@@ -25,20 +25,32 @@ fn lab_starts_answers_and_stops() {
             }
         }
     });
-    let path = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-        let _ = lab.kill();
-        panic!("no `lab ready:` line within 60 s (is 127.0.3.1:5060 free?)")
-    });
+    let path = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            let _ = lab.kill();
+            panic!("no `lab ready:` line within 60 s (is 127.0.3.1:5060 free?)")
+        });
     let lab_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("lab.json")).expect("json");
     let carrier = &lab_json["services"]["carrier"];
     assert_eq!(carrier["kind"], "carrier");
-    let sip: SocketAddr = carrier["endpoints"]["sip"].as_str().expect("sip").parse().expect("addr");
-    let admin: SocketAddr = carrier["endpoints"]["admin"].as_str().expect("admin").parse().expect("addr");
+    let sip: SocketAddr = carrier["endpoints"]["sip"]
+        .as_str()
+        .expect("sip")
+        .parse()
+        .expect("addr");
+    let admin: SocketAddr = carrier["endpoints"]["admin"]
+        .as_str()
+        .expect("admin")
+        .parse()
+        .expect("addr");
     assert_eq!(lab_json["carrier"]["sip"], carrier["endpoints"]["sip"]);
 
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let me = client.local_addr().expect("addr");
     let options = format!(
         "OPTIONS sip:carrier@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlabtest\r\n\
@@ -48,7 +60,11 @@ Call-ID: labtest@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     client.send_to(options.as_bytes(), sip).expect("send");
     let mut buf = [0u8; 4096];
     let (len, _) = client.recv_from(&mut buf).expect("an answer");
-    assert!(buf[..len].starts_with(b"SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..len]));
+    assert!(
+        buf[..len].starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..len])
+    );
 
     // The metrics see it (updated after the answer went out; poll briefly).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -57,12 +73,18 @@ Call-ID: labtest@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         if metrics.contains("floorwire_sip_requests_received_total 1") {
             break;
         }
-        assert!(Instant::now() < deadline, "metrics never counted the request:\n{metrics}");
+        assert!(
+            Instant::now() < deadline,
+            "metrics never counted the request:\n{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(get(admin, "/healthz").starts_with("HTTP/1.1 200"));
 
-    Command::new("kill").args(["-TERM", &lab.id().to_string()]).status().expect("kill");
+    Command::new("kill")
+        .args(["-TERM", &lab.id().to_string()])
+        .status()
+        .expect("kill");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = lab.try_wait().expect("wait") {
@@ -77,8 +99,13 @@ Call-ID: labtest@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     text

@@ -61,6 +61,24 @@ impl Answerer {
         self.dialogs.len()
     }
 
+    /// The SDP answer to the request's offer, if it carries one.
+    fn answer_offer(
+        &self,
+        request: &rsipstack::sip::Request,
+    ) -> Result<Option<Vec<u8>>, crate::Error> {
+        if request.body.is_empty() || !matches!(request.method, Method::Invite | Method::Update) {
+            return Ok(None);
+        }
+        let offer = sdp::parse(&request.body)?;
+        let answer = sdp::answer(
+            &offer,
+            &self.codecs,
+            self.media,
+            rand::random::<u32>() as u64,
+        )?;
+        Ok(Some(sdp::to_bytes(&answer)))
+    }
+
     fn publish(&self) {
         if let Some(s) = &self.stats_out {
             s.send_replace(self.stats);
@@ -88,37 +106,31 @@ impl TransactionUser for Answerer {
             .call_id
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default();
+        // An offer (initial INVITE or re-INVITE) gets an answer, or 488 (RFC 3264 §6).
+        let answer = match self.answer_offer(&request) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::info!(error = %e, "refusing offer");
+                self.stats.refused += 1;
+                let _ = layer.respond(now, id, response_to(&request, 488, Some(&tag)));
+                self.publish();
+                return;
+            }
+        };
+        let with_answer = |response| match &answer {
+            Some(body) => with_body(response, "application/sdp", body.clone()),
+            None => response,
+        };
+        let contact = Header::Contact(format!("<{}>", self.contact).into());
         let response = match request.method {
             Method::Invite if ids.to_tag.is_none() => {
-                let mut ok = response_to(&request, 200, Some(&tag));
-                ok = with_header(ok, Header::Contact(format!("<{}>", self.contact).into()));
-                if !request.body.is_empty() {
-                    let answer = sdp::parse(&request.body).and_then(|offer| {
-                        sdp::answer(
-                            &offer,
-                            &self.codecs,
-                            self.media,
-                            rand::random::<u32>() as u64,
-                        )
-                    });
-                    match answer {
-                        Ok(answer) => ok = with_body(ok, "application/sdp", sdp::to_bytes(&answer)),
-                        Err(e) => {
-                            tracing::info!(error = %e, "refusing offer");
-                            self.stats.refused += 1;
-                            let _ = layer.respond(now, id, response_to(&request, 488, Some(&tag)));
-                            self.publish();
-                            return;
-                        }
-                    }
-                }
                 let _ = layer.respond(now, id, response_to(&request, 180, Some(&tag)));
                 if let Ok(dialog) = Dialog::from_uas(&request, tag.clone(), &self.contact) {
                     self.dialogs
                         .insert((call_id, tag.as_str().to_owned()), dialog);
                 }
                 self.stats.calls_answered += 1;
-                ok
+                with_answer(with_header(response_to(&request, 200, Some(&tag)), contact))
             }
             Method::Bye | Method::Invite | Method::Update | Method::Info => {
                 let key = (
@@ -136,6 +148,9 @@ impl TransactionUser for Answerer {
                             self.stats.calls_ended += 1;
                             response_to(&request, 200, None)
                         }
+                        Ok(()) if request.method == Method::Invite => {
+                            with_answer(with_header(response_to(&request, 200, None), contact))
+                        }
                         Ok(()) => response_to(&request, 200, None),
                     },
                 }
@@ -144,5 +159,161 @@ impl TransactionUser for Answerer {
         };
         let _ = layer.respond(now, id, response);
         self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use rsipstack::sip::{Request, Response};
+
+    use super::*;
+    use crate::sdp::{Direction, direction};
+    use crate::sip::ingress::{Inbound, parse_datagram};
+    use crate::sip::transaction::LayerConfig;
+
+    const UAC: &str = "127.0.0.1:5070";
+
+    /// Runs one request through a layer driven by the answerer; returns the final response.
+    fn exchange(
+        layer: &mut TransactionLayer,
+        answerer: &mut Answerer,
+        request: &Request,
+    ) -> Vec<Response> {
+        let now = Instant::now();
+        let source: SocketAddr = UAC.parse().expect("addr");
+        layer.handle_datagram(now, source, &request.to_bytes());
+        while let Some(e) = layer.poll_event() {
+            answerer.on_event(now, e, layer);
+        }
+        std::iter::from_fn(|| layer.poll_transmit())
+            .filter_map(|t| match parse_datagram(&t.bytes) {
+                Ok(Inbound::Response(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn invite(
+        offer: &crate::sdp::Session,
+        branch: &str,
+        cseq: u32,
+        to_tag: Option<&str>,
+    ) -> Request {
+        let body = crate::sdp::to_bytes(offer);
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let text = format!(
+            "INVITE sip:uas@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:uas@127.0.0.1>{to_tag}\r\n\
+Call-ID: answerer-test\r\nCSeq: {cseq} INVITE\r\nContact: <sip:a@{UAC}>\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = text.into_bytes();
+        bytes.extend(body);
+        match parse_datagram(&bytes) {
+            Ok(Inbound::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_offer_holds_and_hangs_up() {
+        let mut layer = TransactionLayer::new(LayerConfig::default());
+        let media: SocketAddr = "127.0.0.1:30000".parse().expect("addr");
+        let mut answerer = Answerer::new("sip:uas@127.0.0.1:5060", media);
+        let offer = crate::sdp::offer(
+            &[Codec::Pcma, Codec::TelephoneEvent],
+            "127.0.0.1:4000".parse().expect("a"),
+            1,
+        );
+        let responses = exchange(
+            &mut layer,
+            &mut answerer,
+            &invite(&offer, "z9hG4bKi1", 1, None),
+        );
+        let codes: Vec<u16> = responses.iter().map(|r| r.status_code.code()).collect();
+        assert_eq!(codes, vec![100, 180, 200]);
+        let ok = &responses[2];
+        let answer = crate::sdp::parse(&ok.body).expect("answer");
+        assert_eq!(crate::sdp::audio_endpoint(&answer), Some(media));
+        let tag = MessageIds::of(ok).to_tag.expect("To tag");
+        assert_eq!(
+            MessageIds::of(&responses[1]).to_tag,
+            Some(tag.clone()),
+            "180 and 200 share the tag"
+        );
+        assert_eq!(answerer.active_calls(), 1);
+
+        // Hold: re-INVITE with sendonly gets a recvonly answer.
+        let mut held = offer.clone();
+        crate::sdp::hold(&mut held);
+        let responses = exchange(
+            &mut layer,
+            &mut answerer,
+            &invite(&held, "z9hG4bKi2", 2, Some(tag.as_str())),
+        );
+        let ok = responses.last().expect("answer");
+        assert_eq!(ok.status_code.code(), 200);
+        let answer = crate::sdp::parse(&ok.body).expect("answer");
+        assert_eq!(direction(&answer, &answer.medias[0]), Direction::RecvOnly);
+
+        // A re-INVITE with an old CSeq is refused 500 (§12.2.2).
+        let responses = exchange(
+            &mut layer,
+            &mut answerer,
+            &invite(&held, "z9hG4bKi3", 2, Some(tag.as_str())),
+        );
+        assert_eq!(responses.last().map(|r| r.status_code.code()), Some(500));
+
+        // BYE ends the call; a second BYE finds no dialog.
+        let bye = |branch: &str, cseq: u32| {
+            let text = format!(
+                "BYE sip:uas@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch={branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:uas@127.0.0.1>;tag={}\r\n\
+Call-ID: answerer-test\r\nCSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n",
+                tag.as_str()
+            );
+            match parse_datagram(text.as_bytes()) {
+                Ok(Inbound::Request(r)) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let codes: Vec<u16> = exchange(&mut layer, &mut answerer, &bye("z9hG4bKb1", 4))
+            .iter()
+            .map(|r| r.status_code.code())
+            .collect();
+        assert_eq!(codes, vec![200]);
+        assert_eq!(answerer.active_calls(), 0);
+        let codes: Vec<u16> = exchange(&mut layer, &mut answerer, &bye("z9hG4bKb2", 5))
+            .iter()
+            .map(|r| r.status_code.code())
+            .collect();
+        assert_eq!(codes, vec![481]);
+    }
+
+    #[test]
+    fn offer_without_common_codec_gets_488() {
+        let mut layer = TransactionLayer::new(LayerConfig::default());
+        let mut answerer = Answerer::new(
+            "sip:uas@127.0.0.1:5060",
+            "127.0.0.1:30000".parse().expect("addr"),
+        );
+        let offer = crate::sdp::parse(
+            b"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n",
+        )
+        .expect("offer");
+        let codes: Vec<u16> = exchange(
+            &mut layer,
+            &mut answerer,
+            &invite(&offer, "z9hG4bKn1", 1, None),
+        )
+        .iter()
+        .map(|r| r.status_code.code())
+        .collect();
+        assert_eq!(codes, vec![100, 488]);
+        assert_eq!(answerer.active_calls(), 0);
     }
 }

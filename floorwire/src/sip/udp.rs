@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ids::Tag;
 use super::ingress::{Inbound, parse_datagram};
-use super::reply::{response_to, with_header};
 use super::metrics::SipMetrics;
+use super::reply::{response_to, with_header};
 use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer};
 use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
 

@@ -191,6 +191,9 @@ struct Transaction {
     deadlines: [Option<Instant>; Timer::COUNT],
     /// Client INVITE: CANCEL asked for before any provisional arrived (§9.1).
     cancel_pending: bool,
+    /// Server: the To tag of the responses sent so far, reused for the 487 that a
+    /// CANCEL triggers so the caller sees one early dialog, not two.
+    local_tag: Option<Tag>,
 }
 
 /// The transaction layer. See the module docs for how to drive it.
@@ -352,6 +355,7 @@ impl TransactionLayer {
             interval: self.config.timers.t1,
             deadlines: [None; Timer::COUNT],
             cancel_pending: false,
+            local_tag: None,
         });
         if is_cancel {
             self.server_cancel(now, id, &ids);
@@ -381,7 +385,8 @@ impl TransactionLayer {
                     Some(Role::Server(ServerState::Proceeding))
                 );
                 if proceeding && let Some(invite) = self.transactions.get(&invite_id) {
-                    let terminated = response_to(&invite.request, 487, Some(&Tag::generate()));
+                    let tag = invite.local_tag.clone().unwrap_or_else(Tag::generate);
+                    let terminated = response_to(&invite.request, 487, Some(&tag));
                     let _ = self.respond(now, invite_id, terminated);
                     self.events
                         .push_back(Event::Cancelled { invite: invite_id });
@@ -562,6 +567,7 @@ impl TransactionLayer {
             interval: t1,
             deadlines: [None; Timer::COUNT],
             cancel_pending: false,
+            local_tag: None,
         });
         self.transmit(destination, bytes);
         if invite {
@@ -647,6 +653,9 @@ impl TransactionLayer {
             }
         };
         t.role = Role::Server(next);
+        if t.local_tag.is_none() {
+            t.local_tag = MessageIds::of(&response).to_tag;
+        }
         t.last_sent = Some(bytes.clone());
         t.last_status = status;
         let peer = t.peer;

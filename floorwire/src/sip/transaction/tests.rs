@@ -578,13 +578,28 @@ fn message_too_large_for_a_datagram_is_refused_cleanly() {
     let t0 = Instant::now();
     let mut big = request("MESSAGE", "z9hG4bKbig", 1);
     big.body = vec![b'x'; 70_000];
-    let err = layer.send_request(t0, addr(UAS), big.clone()).expect_err("too large");
-    assert!(matches!(err, crate::Error::MessageTooLarge { limit: 65_507, .. }), "{err}");
-    assert!(layer.is_empty() && layer.poll_transmit().is_none(), "nothing sent, no state kept");
+    let err = layer
+        .send_request(t0, addr(UAS), big.clone())
+        .expect_err("too large");
+    assert!(
+        matches!(err, crate::Error::MessageTooLarge { limit: 65_507, .. }),
+        "{err}"
+    );
+    assert!(
+        layer.is_empty() && layer.poll_transmit().is_none(),
+        "nothing sent, no state kept"
+    );
     // Same on the server side: a 200 with a huge body is refused, the transaction stays.
-    layer.handle_datagram(t0, addr(UAC), &request("MESSAGE", "z9hG4bKsmall", 1).to_bytes());
+    layer.handle_datagram(
+        t0,
+        addr(UAC),
+        &request("MESSAGE", "z9hG4bKsmall", 1).to_bytes(),
+    );
     let (_, e) = drain(&mut layer);
-    let Some(Event::Request { id, request: small, .. }) = e.into_iter().next() else {
+    let Some(Event::Request {
+        id, request: small, ..
+    }) = e.into_iter().next()
+    else {
         panic!("no request");
     };
     let mut ok = crate::sip::reply::response_to(&small, 200, None);
