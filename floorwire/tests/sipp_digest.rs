@@ -6,13 +6,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use floorwire::sip::Tag;
 use floorwire::sip::auth::{Algorithm, AuthVerdict, DigestServer, ha1};
 use floorwire::sip::msg::{Header, Method};
 use floorwire::sip::reply::{response_to, with_header};
 use floorwire::sip::transaction::{Event, TransactionLayer};
 use floorwire::sip::uas::header_text;
 use floorwire::sip::udp::{TransactionUser, UdpConfig, run_udp};
-use floorwire::sip::Tag;
 use tokio_util::sync::CancellationToken;
 
 /// A registrar that only authenticates: 401 with a challenge, then 200 or 403.
@@ -24,16 +24,23 @@ struct Registrar {
 
 impl TransactionUser for Registrar {
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
-        let Event::Request { id, request, .. } = event else { return };
+        let Event::Request { id, request, .. } = event else {
+            return;
+        };
         if request.method != Method::Register {
             let _ = layer.respond(now, id, response_to(&request, 405, Some(&Tag::generate())));
             return;
         }
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let authorization = header_text(&request, "Authorization");
-        let verdict = self.digest.verify(authorization.as_deref(), "REGISTER", unix, |user| {
-            (user == "dev1").then(|| self.stored_ha1.clone())
-        });
+        let verdict = self
+            .digest
+            .verify(authorization.as_deref(), "REGISTER", unix, |user| {
+                (user == "dev1").then(|| self.stored_ha1.clone())
+            });
         let tag = Tag::generate();
         let response = match verdict {
             AuthVerdict::Authenticated { .. } => {
@@ -53,8 +60,13 @@ impl TransactionUser for Registrar {
     }
 }
 
-async fn register_with(password: &str, scenario: &str) -> (std::process::Output, Vec<&'static str>) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+async fn register_with(
+    password: &str,
+    scenario: &str,
+) -> (std::process::Output, Vec<&'static str>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let registrar_addr: SocketAddr = socket.local_addr().expect("addr");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let registrar = Registrar {
@@ -63,20 +75,34 @@ async fn register_with(password: &str, scenario: &str) -> (std::process::Output,
         verdicts: tx,
     };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run_udp(socket, UdpConfig::default(), registrar, shutdown.clone()));
+    let server = tokio::spawn(run_udp(
+        socket,
+        UdpConfig::default(),
+        registrar,
+        shutdown.clone(),
+    ));
     let dir = common::scratch("sipp-digest");
     let args: Vec<String> = [
         registrar_addr.to_string().as_str(),
-        "-sf", &common::scenario(scenario),
-        "-s", "dev1",
-        "-au", "dev1",
-        "-ap", password,
-        "-i", "127.0.0.1",
-        "-p", &common::free_udp_port().to_string(),
-        "-m", "5",
-        "-r", "5",
+        "-sf",
+        &common::scenario(scenario),
+        "-s",
+        "dev1",
+        "-au",
+        "dev1",
+        "-ap",
+        password,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &common::free_udp_port().to_string(),
+        "-m",
+        "5",
+        "-r",
+        "5",
         "-nostdin",
-        "-timeout", "30s",
+        "-timeout",
+        "30s",
         "-timeout_error",
     ]
     .iter()
@@ -111,7 +137,8 @@ async fn wrong_password_is_refused_403() {
     if !common::sipp_available() {
         return;
     }
-    let (output, verdicts) = register_with("not-the-password", "uac-register-digest-refused.xml").await;
+    let (output, verdicts) =
+        register_with("not-the-password", "uac-register-digest-refused.xml").await;
     assert!(output.status.success(), "{}", common::tail(&output));
     assert_eq!(verdicts, vec!["forbidden"; 5]);
 }

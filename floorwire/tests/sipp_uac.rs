@@ -14,26 +14,44 @@ async fn sipp_uac_1000_calls_no_failures() {
     if !common::sipp_available() {
         return;
     }
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let uas: SocketAddr = socket.local_addr().expect("addr");
     let (stats_tx, stats_rx) = tokio::sync::watch::channel(AnswererStats::default());
-    let answerer = Answerer::new(format!("sip:uas@{uas}"), "127.0.0.1:40000".parse().expect("media"))
-        .with_stats(stats_tx);
+    let answerer = Answerer::new(
+        format!("sip:uas@{uas}"),
+        "127.0.0.1:40000".parse().expect("media"),
+    )
+    .with_stats(stats_tx);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run_udp(socket, UdpConfig::default(), answerer, shutdown.clone()));
+    let server = tokio::spawn(run_udp(
+        socket,
+        UdpConfig::default(),
+        answerer,
+        shutdown.clone(),
+    ));
 
     let dir = common::scratch("sipp-uac");
     let args: Vec<String> = [
         uas.to_string().as_str(),
-        "-sn", "uac",
-        "-i", "127.0.0.1",
-        "-p", &common::free_udp_port().to_string(),
-        "-m", "1000",
-        "-r", "200",
-        "-l", "200",
+        "-sn",
+        "uac",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &common::free_udp_port().to_string(),
+        "-m",
+        "1000",
+        "-r",
+        "200",
+        "-l",
+        "200",
         "-nostdin",
-        "-buff_size", "4194304",
-        "-timeout", "60s",
+        "-buff_size",
+        "4194304",
+        "-timeout",
+        "60s",
         "-timeout_error",
     ]
     .iter()

@@ -2,7 +2,7 @@
 //! method (405/501), URI scheme (416), extensions (420), content (415, 406), and
 //! Max-Forwards (483). These run after [`super::ingress`] has accepted the message.
 
-use rsipstack::sip::{Header, Method, Request, Response, headers::untyped::Allow};
+use rsipstack::sip::{HasHeaders, Header, Method, Request, Response, headers::untyped::Allow};
 
 use super::ids::Tag;
 use super::ingress::ALLOWED_METHODS;
@@ -201,9 +201,9 @@ fn option_tags(request: &Request, name: &str) -> Vec<String> {
 }
 
 /// The first header called `name` (long form), as text.
-pub fn header_text(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers
+pub fn header_text(message: &impl HasHeaders, name: &str) -> Option<String> {
+    message
+        .headers()
         .iter()
         .find(|h| h.name().eq_ignore_ascii_case(name))
         .map(|h| h.value().to_owned())

@@ -12,9 +12,13 @@ pub fn sipp_available() -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("sipp is not installed: the test command installs sip-tester; CI must not skip this test");
+        panic!(
+            "sipp is not installed: the test command installs sip-tester; CI must not skip this test"
+        );
     }
-    eprintln!("SKIPPING: sipp not installed (apt-get install sip-tester); under CI=true this fails");
+    eprintln!(
+        "SKIPPING: sipp not installed (apt-get install sip-tester); under CI=true this fails"
+    );
     false
 }
 
