@@ -130,6 +130,7 @@ impl TransactionUser for Answerer {
                         .insert((call_id, tag.as_str().to_owned()), dialog);
                 }
                 self.stats.calls_answered += 1;
+                tracing::debug!("call answered");
                 with_answer(with_header(response_to(&request, 200, Some(&tag)), contact))
             }
             Method::Bye | Method::Invite | Method::Update | Method::Info => {
@@ -146,6 +147,7 @@ impl TransactionUser for Answerer {
                         Ok(()) if request.method == Method::Bye => {
                             self.dialogs.remove(&key);
                             self.stats.calls_ended += 1;
+                            tracing::debug!("call ended by BYE");
                             response_to(&request, 200, None)
                         }
                         Ok(()) if request.method == Method::Invite => {

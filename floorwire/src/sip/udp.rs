@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ids::Tag;
+use super::ids::{MessageIds, Tag};
 use super::ingress::{Inbound, parse_datagram};
 use super::metrics::SipMetrics;
 use super::reply::{response_to, with_header};
@@ -88,7 +88,21 @@ pub async fn run_udp<U: TransactionUser>(
         }
         let now = tokio::time::Instant::now().into_std();
         while let Some(event) = layer.poll_event() {
-            user.on_event(now, event, &mut layer);
+            // One span per call: every log line the TU writes carries the Call-ID.
+            let call_id = match &event {
+                Event::Request { request, .. } | Event::Ack { request, .. } => {
+                    MessageIds::of(request).call_id
+                }
+                Event::Response { response, .. } | Event::Stray2xx { response } => {
+                    MessageIds::of(response).call_id
+                }
+                _ => None,
+            };
+            let span = tracing::debug_span!(
+                "sip",
+                call_id = call_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
+            );
+            span.in_scope(|| user.on_event(now, event, &mut layer));
         }
         while let Some(t) = layer.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
