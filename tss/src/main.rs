@@ -1,9 +1,7 @@
 //! `tss`: thin binary around the `tss` library.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
 use clap::{Parser, Subcommand};
+use floorwire::service::{ServeArgs, serve_main};
 
 #[derive(Parser)]
 #[command(version, about = "Floorwire tss")]
@@ -15,28 +13,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (foreground; Ctrl-C or SIGTERM stops it).
-    Serve {
-        /// TOML config file; embedded defaults when absent. Env: TSS__SECTION__KEY.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    floorwire::service::tls::install_crypto_provider();
-    floorwire::service::telemetry::init("info", false);
-    let Command::Serve { config } = Cli::parse().command;
-    let config: tss::Config =
-        floorwire::service::config::load(config.as_deref(), tss::DEFAULT_CONFIG, tss::ENV_PREFIX)?;
-    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    runtime.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
-        // One machine-readable line on stdout once up; tests and scripts wait for it.
-        tss::run(config, shutdown, |admin| {
-            println!("tss ready: admin={admin}")
-        })
-        .await
-        .context("tss")
-    })
+    let Command::Serve(args) = Cli::parse().command;
+    serve_main("tss", &args, tss::DEFAULT_CONFIG, tss::ENV_PREFIX, tss::run)?;
+    Ok(())
 }

@@ -38,3 +38,40 @@ pub async fn run_admin(
     serving.await?;
     Ok(())
 }
+
+/// `SERVICE serve` arguments, shared by every service binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; the embedded defaults when absent. Environment variables
+    /// `PREFIX__SECTION__KEY` override either (docs/configuration.md).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// What every `SERVICE serve` does after parsing its arguments: install the crypto
+/// provider and tracing, load the config (embedded defaults, file, environment), run
+/// the service on a tokio runtime until Ctrl-C/SIGTERM, and print one line
+/// `SERVICE ready: admin=ADDR` on stdout once it is up.
+pub fn serve_main<C, F, Fut>(
+    service: &'static str,
+    args: &ServeArgs,
+    default_config: &str,
+    env_prefix: &str,
+    run: F,
+) -> Result<(), crate::Error>
+where
+    C: serde::de::DeserializeOwned,
+    F: FnOnce(C, CancellationToken, Box<dyn FnOnce(SocketAddr) + Send>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::Error>>,
+{
+    tls::install_crypto_provider();
+    telemetry::init("info", false);
+    let config: C = config::load(args.config.as_deref(), default_config, env_prefix)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        shutdown::cancel_on_signal(shutdown.clone());
+        let ready = Box::new(move |admin: SocketAddr| println!("{service} ready: admin={admin}"));
+        run(config, shutdown, ready).await
+    })
+}
