@@ -60,3 +60,97 @@ Call-ID: load-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     let stats = server.await.expect("join").expect("server");
     assert_eq!(stats.rejected_overload, 15);
 }
+
+/// A transaction user that holds the core on its first request until released, so the
+/// socket reader's queue fills and the reader itself must answer.
+struct StuckUser {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+    first: bool,
+}
+
+impl floorwire::sip::udp::TransactionUser for StuckUser {
+    fn on_event(
+        &mut self,
+        now: std::time::Instant,
+        event: floorwire::sip::transaction::Event,
+        layer: &mut floorwire::sip::transaction::TransactionLayer,
+    ) {
+        if let floorwire::sip::transaction::Event::Request { id, request, .. } = event {
+            if std::mem::take(&mut self.first) {
+                let _ = self.entered.send(());
+                let _ = self.release.recv_timeout(Duration::from_secs(10));
+            }
+            let ok = floorwire::sip::reply::response_to(&request, 200, None);
+            let _ = layer.respond(now, id, ok);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_ingress_queue_is_answered_503_by_the_reader() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let uas = socket.local_addr().expect("addr");
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let user = StuckUser {
+        entered: entered_tx,
+        release: release_rx,
+        first: true,
+    };
+    let config = UdpConfig {
+        ingress_queue: 1,
+        ..UdpConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(run_udp(socket, config, user, shutdown.clone()));
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let me = client.local_addr().expect("addr");
+    let options = |i: usize| {
+        format!(
+            "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKq{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:q@{me}>;tag=q{i}\r\nTo: <sip:uas@{uas}>\r\n\
+Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    client
+        .send_to(options(0).as_bytes(), uas)
+        .await
+        .expect("send");
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the core is now busy with request 0");
+    for i in 1..=10 {
+        client
+            .send_to(options(i).as_bytes(), uas)
+            .await
+            .expect("send");
+    }
+    let mut buf = [0u8; 4096];
+    let mut answers = Vec::new();
+    for _ in 0..9 {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the reader answers while the core is stuck")
+            .expect("recv");
+        answers.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("SIP/2.0 503") && a.contains("Retry-After: 5")),
+        "{answers:?}"
+    );
+    release_tx.send(()).expect("release");
+    // Request 0 and the one that fitted in the queue are then answered normally.
+    for _ in 0..2 {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("answered after release")
+            .expect("recv");
+        assert!(buf[..len].starts_with(b"SIP/2.0 200"));
+    }
+    shutdown.cancel();
+    server.await.expect("join").expect("server");
+}

@@ -53,17 +53,35 @@ pub async fn run_udp<U: TransactionUser>(
     mut user: U,
     shutdown: CancellationToken,
 ) -> std::io::Result<LayerStats> {
-    let socket = Arc::new(socket);
     let (tx, mut rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(config.ingress_queue.max(1));
     let retry_after = config.layer.retry_after_secs;
     let mut metrics = config.metrics;
-    let reader = tokio::spawn(read_loop(
-        socket.clone(),
-        tx,
-        retry_after,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    // The reader runs on its own thread, on a duplicate of the socket, so that it keeps
+    // reading — and shedding with 503 — however busy the core or the runtime is.
+    let std_socket = socket.into_std()?;
+    let reader_socket = std_socket.try_clone()?;
+    let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    let reader_stop = shutdown.child_token();
+    let _stop_reader_on_return = reader_stop.clone().drop_guard();
+    let reader_metrics = metrics.clone();
+    std::thread::Builder::new()
+        .name("sip-udp-reader".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async move {
+                    match UdpSocket::from_std(reader_socket) {
+                        Ok(socket) => {
+                            read_loop(socket, tx, retry_after, reader_metrics, reader_stop).await
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIP reader socket"),
+                    }
+                }),
+                Err(e) => tracing::error!(error = %e, "SIP reader runtime"),
+            }
+        })?;
     let mut layer = TransactionLayer::new(config.layer);
     loop {
         let deadline = layer.poll_timeout();
@@ -113,7 +131,6 @@ pub async fn run_udp<U: TransactionUser>(
             m.update(&layer.stats(), layer.len());
         }
     }
-    reader.abort();
     Ok(layer.stats())
 }
 
@@ -125,7 +142,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 async fn read_loop(
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     queue: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     retry_after: u32,
     metrics: Option<SipMetrics>,
