@@ -6,6 +6,9 @@
 //! decided here, before the bytes reach the parser.
 
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 /// Largest SIP message we accept or send in one UDP datagram (IPv4 UDP payload limit).
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -52,43 +55,60 @@ impl fmt::Display for FramingError {
 
 /// Position of the end of the header section: returns `(head_len, body_start)`.
 pub fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i + 2, i + 4))
+    static EMPTY_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+    EMPTY_LINE.find(bytes).map(|i| (i + 2, i + 4))
 }
 
-/// Iterates unfolded `(name, value)` pairs of a header section (start line skipped).
-pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(head);
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in text.split("\r\n").skip(1) {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    fields
+/// Length of the first line (up to, not including, its CRLF).
+pub fn first_line_len(bytes: &[u8]) -> Option<usize> {
+    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n"));
+    CRLF.find(bytes)
 }
 
 /// The message's Content-Length, strictly: one value (or repeats of the same one),
-/// decimal digits only. `Ok(None)` when absent.
+/// decimal digits only. `Ok(None)` when absent. Scans the header section without
+/// allocating; a folded value (rare) is joined before it is read.
 pub fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
     let mut found: Option<usize> = None;
-    for (name, value) in header_fields(head) {
-        if !(name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l")) {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip(1)
+        .peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l")) {
             continue;
         }
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(FramingError::BadContentLength(value));
+        let mut value = line[colon + 1..].trim_ascii();
+        let joined: Vec<u8>;
+        if lines
+            .peek()
+            .is_some_and(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        {
+            let mut v = value.to_vec();
+            while let Some(next) =
+                lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+            {
+                v.push(b' ');
+                v.extend_from_slice(next.trim_ascii());
+            }
+            joined = v;
+            value = joined.trim_ascii();
         }
-        let n: usize = value
-            .parse()
-            .map_err(|_| FramingError::BadContentLength(value.clone()))?;
+        let bad = || FramingError::BadContentLength(String::from_utf8_lossy(value).into_owned());
+        if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let n = value
+            .iter()
+            .try_fold(0usize, |n, d| {
+                n.checked_mul(10)?.checked_add((d - b'0') as usize)
+            })
+            .ok_or_else(bad)?;
         match found {
             Some(prev) if prev != n => {
                 return Err(FramingError::BadContentLength(format!("{prev} and {n}")));

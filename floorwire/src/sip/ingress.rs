@@ -9,8 +9,8 @@ use std::borrow::Cow;
 
 use rsipstack::sip::{Header, Method, Request, Response, SipMessage, headers::untyped::Allow};
 
-use super::framing::{FramingError, find_head_end, frame_datagram};
-use super::ids::{MessageIds, Tag, parse_cseq};
+use super::framing::{FramingError, find_head_end, first_line_len, frame_datagram};
+use super::ids::{Tag, parse_cseq};
 use super::reply::{response_to, with_header};
 use super::syntax::{check_via, is_token, parse_name_addr, split_list};
 
@@ -107,10 +107,7 @@ pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
     let Some((head_len, _)) = find_head_end(message) else {
         return Err(Rejection::drop("no end of headers"));
     };
-    let start_line_end = message
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .unwrap_or(head_len);
+    let start_line_end = first_line_len(message).unwrap_or(head_len);
     let Ok(start_line) = std::str::from_utf8(&message[..start_line_end]) else {
         return Err(Rejection::drop("start line is not UTF-8"));
     };
@@ -197,8 +194,11 @@ fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection>
     if let Err(e) = check_headers(&request.headers) {
         return Err(Rejection::reply(400, e, Some(request)));
     }
-    let ids = MessageIds::of(&request);
-    if let Some((_, cseq_method)) = &ids.cseq
+    let cseq = request.headers.iter().find_map(|h| match h {
+        Header::CSeq(c) => parse_cseq(c.value()),
+        _ => None,
+    });
+    if let Some((_, cseq_method)) = &cseq
         && cseq_method != method
     {
         return Err(Rejection::reply(
@@ -331,7 +331,9 @@ fn tolerate_ipv6(message: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(message);
     };
     let head = &message[..head_len];
-    if !head.windows(3).any(|w| w == b":::") {
+    static TRIPLE_COLON: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b":::"));
+    if TRIPLE_COLON.find(head).is_none() {
         return Cow::Borrowed(message);
     }
     let mut out = Vec::with_capacity(message.len());
@@ -365,7 +367,7 @@ fn lenient_head(message: &[u8]) -> Option<Request> {
         .unwrap_or(0);
     let message = &message[start..];
     let (head_len, _) = find_head_end(message)?;
-    let line_end = message.windows(2).position(|w| w == b"\r\n")?;
+    let line_end = first_line_len(message)?;
     if line_end >= head_len {
         return None;
     }

@@ -16,29 +16,44 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_token_char)
 }
 
-/// Splits a header value on commas that are outside quotes and `< >`.
-pub fn split_list(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut in_quote, mut escaped, mut depth, mut start) = (false, false, 0usize, 0usize);
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '<' if !in_quote => depth += 1,
-            '>' if !in_quote => depth = depth.saturating_sub(1),
-            ',' if !in_quote && depth == 0 => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
+/// Splits a header value on commas that are outside quotes and `< >`; each part is
+/// trimmed. An iterator, so the hot path allocates nothing.
+pub fn split_list(value: &str) -> ListParts<'_> {
+    ListParts { rest: Some(value) }
+}
+
+/// Iterator returned by [`split_list`].
+#[derive(Debug, Clone)]
+pub struct ListParts<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for ListParts<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let value = self.rest?;
+        let (mut in_quote, mut escaped, mut depth) = (false, false, 0usize);
+        for (i, c) in value.char_indices() {
+            if escaped {
+                escaped = false;
+                continue;
             }
-            _ => {}
+            match c {
+                '\\' if in_quote => escaped = true,
+                '"' => in_quote = !in_quote,
+                '<' if !in_quote => depth += 1,
+                '>' if !in_quote => depth = depth.saturating_sub(1),
+                ',' if !in_quote && depth == 0 => {
+                    self.rest = Some(&value[i + 1..]);
+                    return Some(value[..i].trim());
+                }
+                _ => {}
+            }
         }
+        self.rest = None;
+        Some(value.trim())
     }
-    parts.push(value[start..].trim());
-    parts
 }
 
 /// A `name-addr` or `addr-spec` header value split into its parts (§20.10, §25.1).
@@ -167,7 +182,8 @@ pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Checks one Via header (possibly several comma-separated values): every value is
-/// `SIP/2.0/transport sent-by` followed by non-empty `;params` (`badinv01`).
+/// `SIP/2.0/transport sent-by` followed by non-empty `;params` (`badinv01`). LWS is
+/// allowed around the slashes (RFC 4475 `wsinv`).
 pub fn check_via(value: &str) -> Result<(), String> {
     for part in split_list(value) {
         if part.is_empty() {
@@ -177,8 +193,7 @@ pub fn check_via(value: &str) -> Result<(), String> {
             Some(i) => (&part[..i], &part[i..]),
             None => (part, ""),
         };
-        let compact: String = head.chars().filter(|c| !c.is_whitespace()).collect();
-        let mut fields = compact.splitn(3, '/');
+        let mut fields = head.splitn(3, '/').map(str::trim);
         let (Some(proto), Some(version), Some(rest)) =
             (fields.next(), fields.next(), fields.next())
         else {
@@ -187,15 +202,14 @@ pub fn check_via(value: &str) -> Result<(), String> {
         if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return Err(format!("Via {part:?}: unknown protocol {proto}/{version}"));
         }
-        // `rest` is transport immediately followed by sent-by once whitespace is gone;
-        // the original text must have had whitespace between them.
-        let after_slashes = head.rsplit('/').next().unwrap_or("").trim();
-        let mut words = after_slashes.split_whitespace();
+        let mut words = rest.split_whitespace();
         let (Some(transport), Some(sent_by)) = (words.next(), words.next()) else {
             return Err(format!("Via {part:?}: missing sent-by"));
         };
-        if !is_token(transport) || sent_by.is_empty() || words.next().is_some() || rest.is_empty() {
-            return Err(format!("Via {part:?}: malformed transport or sent-by"));
+        if !is_token(transport) || words.next().is_some() {
+            return Err(format!(
+                "Via {part:?}: malformed transport or sent-by {sent_by:?}"
+            ));
         }
         check_params(params.trim())?;
     }
