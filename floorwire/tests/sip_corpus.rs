@@ -407,12 +407,7 @@ fn rfc4475_message_layer_details() {
         .headers
         .iter()
         .filter(|h| matches!(h, Header::Contact(_)))
-        .flat_map(|h| {
-            split_list(h.value())
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|h| split_list(h.value()).map(str::to_owned).collect::<Vec<_>>())
         .collect();
     assert_eq!(contacts.len(), 2);
     assert_ne!(contacts[0], contacts[1]);

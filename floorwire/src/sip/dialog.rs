@@ -56,7 +56,7 @@ fn header_value(headers: &Headers, pick: impl Fn(&Header) -> bool) -> Option<Str
 
 fn contact_uri(headers: &Headers) -> Option<String> {
     let value = header_value(headers, |h| matches!(h, Header::Contact(_)))?;
-    let first = split_list(&value).into_iter().next()?.to_owned();
+    let first = split_list(&value).next()?.to_owned();
     parse_name_addr(&first).ok().map(|n| n.uri.to_owned())
 }
 
@@ -64,12 +64,7 @@ fn record_routes(headers: &Headers) -> Vec<String> {
     headers
         .iter()
         .filter(|h| matches!(h, Header::RecordRoute(_)))
-        .flat_map(|h| {
-            split_list(h.value())
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|h| split_list(h.value()).map(str::to_owned).collect::<Vec<_>>())
         .collect()
 }
 

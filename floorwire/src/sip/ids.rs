@@ -99,7 +99,6 @@ impl MessageIds {
                 Header::CSeq(v) if ids.cseq.is_none() => ids.cseq = parse_cseq(v.value()),
                 Header::Via(v) if ids.branch.is_none() && ids.sent_by.is_none() => {
                     let top = super::syntax::split_list(v.value())
-                        .into_iter()
                         .next()
                         .unwrap_or_default();
                     let (head, params) = top.split_once(';').unwrap_or((top, ""));

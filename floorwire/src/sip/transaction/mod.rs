@@ -797,7 +797,6 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
             Header::Via(v) if !via_done => {
                 via_done = true;
                 let top = super::syntax::split_list(v.value())
-                    .into_iter()
                     .next()
                     .unwrap_or_default()
                     .to_owned();
