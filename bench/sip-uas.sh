@@ -31,13 +31,14 @@ measure() { # $1 = label, $2 = port, rest = UAS command
   local before; before=$(cpu_ns $pid)
   read -r elapsed failed < <(run_uac "$port")
   local after; after=$(cpu_ns $pid)
+  local rss_mb; rss_mb=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status")
   kill -TERM $pid; wait $pid 2>/dev/null || true
   local us_per_call; us_per_call=$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)
   local cps; cps=$(echo "scale=0; $CALLS / $elapsed" | bc)
-  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$CALLS" "$cps" "$failed" "$us_per_call"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$CALLS" "$cps" "$failed" "$us_per_call" "$rss_mb"
 }
 
-printf 'uas\tcalls\tcalls_per_s\tfailed\tuas_cpu_us_per_call\n'
+printf 'uas\tcalls\tcalls_per_s\tfailed\tuas_cpu_us_per_call\tuas_peak_rss_mb\n'
 for _ in $(seq "$RUNS"); do
   measure sipp-uas 5080 sipp -sn uas -i 127.0.0.1 -p 5080 -nostdin -buff_size 4194304
   measure floorwire-answer 5090 target/release/turret-sim answer --sip 127.0.0.1:5090

@@ -95,6 +95,11 @@ impl SipMetrics {
         self.last = *stats;
     }
 
+    /// Counts a message the socket reader refused as malformed.
+    pub fn malformed(&self) {
+        self.rejected_malformed.inc();
+    }
+
     /// Counts a request the socket reader shed before it reached the layer.
     pub fn shed(&self) {
         self.rejected_overload.inc();

@@ -7,18 +7,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ids::{MessageIds, Tag};
+use super::framing::MAX_DATAGRAM;
+use super::ids::Tag;
 use super::ingress::{Inbound, parse_datagram};
 use super::metrics::SipMetrics;
 use super::reply::{response_to, with_header};
 use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer};
-use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
+use rsipstack::sip::{HasHeaders, Header, Method, headers::untyped::RetryAfter};
 
 /// Decides what to do with what the transaction layer reports.
 pub trait TransactionUser: Send + 'static {
@@ -30,7 +32,8 @@ pub trait TransactionUser: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct UdpConfig {
     pub layer: LayerConfig,
-    /// Datagrams queued between the socket reader and the core.
+    /// Parsed messages waiting between the socket reader and the core; past this the
+    /// reader answers requests 503 + Retry-After itself.
     pub ingress_queue: usize,
     /// Counters to keep up to date, if the service exports them.
     pub metrics: Option<SipMetrics>,
@@ -46,24 +49,43 @@ impl Default for UdpConfig {
     }
 }
 
-/// Runs the endpoint until `shutdown` is cancelled; returns the layer's counters.
+/// Counters the reader thread keeps (it answers what never reaches the layer).
+#[derive(Debug, Default)]
+struct ReaderCounters {
+    malformed: AtomicU64,
+    shed: AtomicU64,
+}
+
+/// Runs the endpoint until `shutdown` is cancelled; returns the layer's counters (with
+/// what the reader answered by itself added in).
 pub async fn run_udp<U: TransactionUser>(
     socket: UdpSocket,
     config: UdpConfig,
     mut user: U,
     shutdown: CancellationToken,
 ) -> std::io::Result<LayerStats> {
-    let (tx, mut rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(config.ingress_queue.max(1));
-    let retry_after = config.layer.retry_after_secs;
+    // Bounded by `queued`: the reader admits a datagram only while fewer than
+    // `ingress_queue` are waiting for the core.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(SocketAddr, Inbound)>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let counters = Arc::new(ReaderCounters::default());
     let mut metrics = config.metrics;
-    // The reader runs on its own thread, on a duplicate of the socket, so that it keeps
-    // reading — and shedding with 503 — however busy the core or the runtime is.
+    // The reader runs on its own thread, on a duplicate of the socket: it parses and
+    // validates (answering bad messages itself), and keeps reading — and shedding with
+    // 503 — however busy the core or the runtime is.
     let std_socket = socket.into_std()?;
     let reader_socket = std_socket.try_clone()?;
     let socket = Arc::new(UdpSocket::from_std(std_socket)?);
     let reader_stop = shutdown.child_token();
     let _stop_reader_on_return = reader_stop.clone().drop_guard();
-    let reader_metrics = metrics.clone();
+    let reader = Reader {
+        queue: tx,
+        queued: queued.clone(),
+        limit: config.ingress_queue.max(1),
+        retry_after: config.layer.retry_after_secs,
+        metrics: metrics.clone(),
+        counters: counters.clone(),
+    };
     std::thread::Builder::new()
         .name("sip-udp-reader".into())
         .spawn(move || {
@@ -73,9 +95,7 @@ pub async fn run_udp<U: TransactionUser>(
             match runtime {
                 Ok(runtime) => runtime.block_on(async move {
                     match UdpSocket::from_std(reader_socket) {
-                        Ok(socket) => {
-                            read_loop(socket, tx, retry_after, reader_metrics, reader_stop).await
-                        }
+                        Ok(socket) => reader.run(socket, reader_stop).await,
                         Err(e) => tracing::error!(error = %e, "SIP reader socket"),
                     }
                 }),
@@ -89,13 +109,13 @@ pub async fn run_udp<U: TransactionUser>(
             biased;
             _ = shutdown.cancelled() => break,
             received = rx.recv() => {
-                let Some((source, bytes)) = received else { break };
+                let Some(batch) = received else { break };
                 let now = tokio::time::Instant::now().into_std();
-                layer.handle_datagram(now, source, &bytes);
-                // Take what else is already queued before flushing, up to a batch.
-                for _ in 0..64 {
+                feed(&mut layer, &queued, now, batch);
+                // Take what else is already queued before flushing.
+                for _ in 0..16 {
                     match rx.try_recv() {
-                        Ok((source, bytes)) => layer.handle_datagram(now, source, &bytes),
+                        Ok(batch) => feed(&mut layer, &queued, now, batch),
                         Err(_) => break,
                     }
                 }
@@ -108,18 +128,13 @@ pub async fn run_udp<U: TransactionUser>(
         while let Some(event) = layer.poll_event() {
             // One span per call: every log line the TU writes carries the Call-ID.
             let call_id = match &event {
-                Event::Request { request, .. } | Event::Ack { request, .. } => {
-                    MessageIds::of(request).call_id
-                }
+                Event::Request { request, .. } | Event::Ack { request, .. } => call_id_of(request),
                 Event::Response { response, .. } | Event::Stray2xx { response } => {
-                    MessageIds::of(response).call_id
+                    call_id_of(response)
                 }
                 _ => None,
             };
-            let span = tracing::debug_span!(
-                "sip",
-                call_id = call_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
-            );
+            let span = tracing::debug_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
             span.in_scope(|| user.on_event(now, event, &mut layer));
         }
         while let Some(t) = layer.poll_transmit() {
@@ -131,7 +146,30 @@ pub async fn run_udp<U: TransactionUser>(
             m.update(&layer.stats(), layer.len());
         }
     }
-    Ok(layer.stats())
+    let mut stats = layer.stats();
+    stats.rejected_malformed += counters.malformed.load(Ordering::Relaxed);
+    stats.rejected_overload += counters.shed.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+fn feed(
+    layer: &mut TransactionLayer,
+    queued: &AtomicUsize,
+    now: Instant,
+    batch: Vec<(SocketAddr, Inbound)>,
+) {
+    queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    for (source, inbound) in batch {
+        layer.handle_inbound(now, source, inbound);
+    }
+}
+
+/// The Call-ID of a message, for the call's tracing span.
+fn call_id_of(message: &impl HasHeaders) -> Option<String> {
+    message.headers().iter().find_map(|h| match h {
+        Header::CallId(c) => Some(c.value().to_owned()),
+        _ => None,
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -141,54 +179,99 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn read_loop(
-    socket: UdpSocket,
-    queue: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+/// The socket reader: receives, parses, answers what is malformed, sheds what does not
+/// fit, and hands the rest to the core in batches.
+struct Reader {
+    queue: mpsc::UnboundedSender<Vec<(SocketAddr, Inbound)>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     retry_after: u32,
     metrics: Option<SipMetrics>,
-    shutdown: CancellationToken,
-) {
-    // One byte more than the largest datagram we accept, to notice truncation.
-    let mut buffer = vec![0u8; super::framing::MAX_DATAGRAM + 1];
-    loop {
-        let (len, source) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buffer) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP port unreachable surfaces here on some systems; keep going.
-                    tracing::debug!(error = %e, "SIP receive error");
-                    continue;
-                }
-            },
-        };
-        if len > super::framing::MAX_DATAGRAM {
-            tracing::warn!(%source, "dropped oversized SIP datagram");
-            continue;
-        }
-        match queue.try_send((source, buffer[..len].to_vec())) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full((source, bytes))) => {
-                tracing::warn!(%source, "SIP ingress queue full: answering 503");
-                if let Some(m) = &metrics {
-                    m.shed();
-                }
-                shed(&socket, source, &bytes, retry_after).await;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        }
-    }
+    counters: Arc<ReaderCounters>,
 }
 
-/// Overload: answer a request 503 + Retry-After without creating any state.
-async fn shed(socket: &UdpSocket, source: SocketAddr, bytes: &[u8], retry_after: u32) {
-    if let Ok(Inbound::Request(request)) = parse_datagram(bytes)
-        && request.method != Method::Ack
-    {
-        let response = with_header(
-            response_to(&request, 503, Some(&Tag::generate())),
-            Header::RetryAfter(RetryAfter::new(retry_after.to_string())),
-        );
-        let _ = socket.send_to(&response.to_bytes(), source).await;
+/// Datagrams taken per wake-up before handing a batch to the core.
+const READ_BATCH: usize = 32;
+
+impl Reader {
+    async fn run(self, socket: UdpSocket, shutdown: CancellationToken) {
+        // One byte more than the largest datagram we accept, to notice truncation.
+        let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = socket.recv_from(&mut buffer) => r,
+            };
+            let mut batch = Vec::new();
+            let mut received = Some(first);
+            while let Some(result) = received.take() {
+                match result {
+                    Ok((len, source)) => {
+                        if let Some(item) = self.admit(&socket, source, &buffer[..len]).await {
+                            batch.push(item);
+                        }
+                    }
+                    // ICMP port unreachable surfaces here on some systems; keep going.
+                    Err(e) => tracing::debug!(error = %e, "SIP receive error"),
+                }
+                if batch.len() < READ_BATCH {
+                    match socket.try_recv_from(&mut buffer) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        other => received = Some(other),
+                    }
+                }
+            }
+            if !batch.is_empty() && self.queue.send(batch).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Parses one datagram; answers or drops it here, or returns it for the core.
+    async fn admit(
+        &self,
+        socket: &UdpSocket,
+        source: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(SocketAddr, Inbound)> {
+        if bytes.len() > MAX_DATAGRAM {
+            tracing::warn!(%source, "dropped oversized SIP datagram");
+            return None;
+        }
+        let inbound = match parse_datagram(bytes) {
+            Ok(Inbound::KeepAlive) => return None,
+            Ok(inbound) => inbound,
+            Err(rejection) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.malformed();
+                }
+                tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
+                if let Some(response) = rejection.response() {
+                    let _ = socket.send_to(&response.to_bytes(), source).await;
+                }
+                return None;
+            }
+        };
+        if self.queued.fetch_add(1, Ordering::Relaxed) < self.limit {
+            return Some((source, inbound));
+        }
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.counters.shed.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.shed();
+        }
+        tracing::warn!(%source, "SIP ingress queue full: answering 503");
+        // Overload: answer requests 503 + Retry-After without creating any state.
+        if let Inbound::Request(request) = &inbound
+            && request.method != Method::Ack
+        {
+            let response = with_header(
+                response_to(request, 503, Some(&Tag::generate())),
+                Header::RetryAfter(RetryAfter::new(self.retry_after.to_string())),
+            );
+            let _ = socket.send_to(&response.to_bytes(), source).await;
+        }
+        None
     }
 }

@@ -61,7 +61,10 @@ impl Default for TimerConfig {
 #[derive(Debug, Clone)]
 pub struct LayerConfig {
     pub timers: TimerConfig,
-    /// Server transactions alive at once before new requests get 503.
+    /// Server transactions alive at once (lingering ones included) before new
+    /// out-of-dialog requests get 503; in-dialog requests may use twice as many. With
+    /// RFC timers a call leaves two server transactions for 32 s, so the default of
+    /// 200,000 carries about 3,000 calls/s.
     pub max_server_transactions: usize,
     /// Seconds put in Retry-After when shedding load.
     pub retry_after_secs: u32,
@@ -73,7 +76,7 @@ impl Default for LayerConfig {
     fn default() -> Self {
         Self {
             timers: TimerConfig::default(),
-            max_server_transactions: 10_000,
+            max_server_transactions: 200_000,
             retry_after_secs: 5,
             auto_trying: true,
         }
@@ -182,7 +185,12 @@ struct Transaction {
     invite: bool,
     /// Where our messages for this transaction go.
     peer: SocketAddr,
-    request: Request,
+    /// The request. A server transaction lets go of it once its final response is
+    /// sent: what lingers for Timers J/L is only the key and the response bytes, so
+    /// 64·T1 of lingering state stays small.
+    request: Option<Request>,
+    /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
+    accepted_key: Option<(String, u32)>,
     /// The request (client) or last response (server) as sent, for retransmission.
     last_sent: Option<Vec<u8>>,
     /// Status of the last response sent or received.
@@ -329,7 +337,13 @@ impl TransactionLayer {
             });
             return;
         }
-        if self.server_count >= self.config.max_server_transactions {
+        // In-dialog requests (a To tag: BYE, re-INVITE…) may use up to twice the limit:
+        // under load, calls can still end while new ones are refused.
+        let limit = match ids.to_tag {
+            Some(_) => self.config.max_server_transactions.saturating_mul(2),
+            None => self.config.max_server_transactions,
+        };
+        if self.server_count >= limit {
             self.stats.rejected_overload += 1;
             let response = with_header(
                 response_to(&request, 503, Some(&Tag::generate())),
@@ -349,7 +363,8 @@ impl TransactionLayer {
             }),
             invite,
             peer: source,
-            request: request.clone(),
+            request: Some(request.clone()),
+            accepted_key: None,
             last_sent: None,
             last_status: 0,
             interval: self.config.timers.t1,
@@ -384,9 +399,12 @@ impl TransactionLayer {
                     self.transactions.get(&invite_id).map(|t| &t.role),
                     Some(Role::Server(ServerState::Proceeding))
                 );
-                if proceeding && let Some(invite) = self.transactions.get(&invite_id) {
+                if proceeding
+                    && let Some(invite) = self.transactions.get(&invite_id)
+                    && let Some(invite_request) = &invite.request
+                {
                     let tag = invite.local_tag.clone().unwrap_or_else(Tag::generate);
-                    let terminated = response_to(&invite.request, 487, Some(&tag));
+                    let terminated = response_to(invite_request, 487, Some(&tag));
                     let _ = self.respond(now, invite_id, terminated);
                     self.events
                         .push_back(Event::Cancelled { invite: invite_id });
@@ -394,9 +412,12 @@ impl TransactionLayer {
                 200
             }
         };
-        let request = match self.transactions.get(&cancel_id) {
-            Some(t) => t.request.clone(),
-            None => return,
+        let Some(request) = self
+            .transactions
+            .get(&cancel_id)
+            .and_then(|t| t.request.clone())
+        else {
+            return;
         };
         let _ = self.respond(
             now,
@@ -476,7 +497,9 @@ impl TransactionLayer {
             (true, Calling | Proceeding, _) => Some(Completed),
             (true, Completed, 300..) => {
                 // Retransmitted final: resend the ACK, tell nobody (§17.1.1.2).
-                let ack = build_ack(&t.request, &response);
+                let Some(ack) = t.request.as_ref().map(|r| build_ack(r, &response)) else {
+                    return;
+                };
                 let peer = t.peer;
                 self.stats.retransmissions_sent += 1;
                 self.transmit(peer, ack.to_bytes());
@@ -503,9 +526,11 @@ impl TransactionLayer {
                 }
                 Completed if t.invite => {
                     t.deadlines = [None; Timer::COUNT];
-                    let ack = build_ack(&t.request, &response);
+                    let ack = t.request.as_ref().map(|r| build_ack(r, &response));
                     let peer = t.peer;
-                    self.transmit(peer, ack.to_bytes());
+                    if let Some(ack) = ack {
+                        self.transmit(peer, ack.to_bytes());
+                    }
                     // Timer D: at least 32 s over UDP.
                     self.schedule(
                         id,
@@ -561,7 +586,8 @@ impl TransactionLayer {
             }),
             invite,
             peer: destination,
-            request,
+            request: Some(request),
+            accepted_key: None,
             last_sent: Some(bytes.clone()),
             last_status: 0,
             interval: t1,
@@ -603,7 +629,9 @@ impl TransactionLayer {
                 CancelOutcome::Pending
             }
             Role::Client(ClientState::Proceeding) if t.invite => {
-                let cancel = build_cancel(&t.request);
+                let Some(cancel) = t.request.as_ref().map(build_cancel) else {
+                    return CancelOutcome::TooLate;
+                };
                 let peer = t.peer;
                 match self.send_request(now, peer, cancel) {
                     Ok(id) => CancelOutcome::Sent(id),
@@ -659,14 +687,20 @@ impl TransactionLayer {
         t.last_sent = Some(bytes.clone());
         t.last_status = status;
         let peer = t.peer;
+        if next == Accepted && state != Accepted {
+            let ids = t.request.as_ref().map(MessageIds::of).unwrap_or_default();
+            if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
+                let key = (call_id.as_str().to_owned(), cseq);
+                t.accepted_key = Some(key.clone());
+                self.accepted.insert(key, id);
+            }
+        }
+        if matches!(next, Accepted | Completed) {
+            t.request = None;
+        }
         if state != next || next == Completed {
             match next {
                 Accepted if state != Accepted => {
-                    let ids = MessageIds::of(&t.request);
-                    if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
-                        self.accepted
-                            .insert((call_id.as_str().to_owned(), cseq), id);
-                    }
                     t.interval = timers.t1;
                     self.schedule(id, Timer::G, now + timers.t1);
                     self.schedule(id, Timer::L, now + 64 * timers.t1);
@@ -763,14 +797,10 @@ impl TransactionLayer {
                 self.server_count -= 1;
             }
             self.by_key.remove(&(server, t.key));
-            if t.invite && server {
-                let ids = MessageIds::of(&t.request);
-                if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
-                    let k = (call_id.as_str().to_owned(), cseq);
-                    if self.accepted.get(&k) == Some(&id) {
-                        self.accepted.remove(&k);
-                    }
-                }
+            if let Some(k) = t.accepted_key
+                && self.accepted.get(&k) == Some(&id)
+            {
+                self.accepted.remove(&k);
             }
         }
     }

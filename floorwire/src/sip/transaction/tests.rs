@@ -608,3 +608,40 @@ fn message_too_large_for_a_datagram_is_refused_cleanly() {
     assert_eq!(layer.server_state(id), Some(ServerState::Trying));
     assert!(layer.poll_transmit().is_none());
 }
+
+#[test]
+fn overload_spares_in_dialog_requests() {
+    let config = LayerConfig {
+        max_server_transactions: 1,
+        ..LayerConfig::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let t0 = Instant::now();
+    layer.handle_datagram(
+        t0,
+        addr(UAC),
+        &request("OPTIONS", "z9hG4bKd0", 1).to_bytes(),
+    );
+    // A new call is refused...
+    layer.handle_datagram(t0, addr(UAC), &request("INVITE", "z9hG4bKd1", 1).to_bytes());
+    // ...but a BYE inside an existing dialog still gets through.
+    let bye = request("BYE", "z9hG4bKd2", 2);
+    let mut text = String::from_utf8(bye.to_bytes()).expect("utf8");
+    text = text.replace("To: <sip:bob@127.0.0.1>", "To: <sip:bob@127.0.0.1>;tag=bob");
+    layer.handle_datagram(t0, addr(UAC), text.as_bytes());
+    let (t, e) = drain(&mut layer);
+    let methods: Vec<_> = e
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { request, .. } => Some(request.method),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(methods, vec![Method::Options, Method::Bye]);
+    assert_eq!(
+        t.iter()
+            .filter_map(|t| status_of(&t.bytes))
+            .collect::<Vec<_>>(),
+        vec![503]
+    );
+}
