@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::{
-    Header, Headers, Method, Request, Response,
+    Header, Headers, HeadersExt, Method, Request, Response,
     headers::untyped::{CSeq, ContentLength, MaxForwards, RetryAfter, Via},
 };
 
@@ -45,6 +45,9 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum time a message stays in the network, 5 s.
     pub t4: Duration,
+    /// How long a client INVITE may stay in Proceeding without a final response
+    /// (Timer C, > 3 min; §16.6). Restarted by every provisional response.
+    pub timer_c: Duration,
 }
 
 impl Default for TimerConfig {
@@ -53,6 +56,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(181),
         }
     }
 }
@@ -199,6 +203,8 @@ struct Transaction {
     deadlines: [Option<Instant>; Timer::COUNT],
     /// Client INVITE: CANCEL asked for before any provisional arrived (§9.1).
     cancel_pending: bool,
+    /// Client INVITE: a CANCEL went out; Timer B now bounds the wait for a final.
+    cancel_sent: bool,
     /// Server: the To tag of the responses sent so far, reused for the 487 that a
     /// CANCEL triggers so the caller sees one early dialog, not two.
     local_tag: Option<Tag>,
@@ -325,6 +331,18 @@ impl TransactionLayer {
             return;
         };
         if let Some(&id) = self.by_key.get(&(true, key.clone())) {
+            if request.method == Method::Ack && self.server_state(id) == Some(ServerState::Accepted)
+            {
+                // RFC 6026 §7.1: an ACK that matches an Accepted INVITE (an RFC 2543
+                // peer, or a UA reusing the INVITE's branch) is for the TU.
+                let answered = self.match_2xx_ack(&ids);
+                self.events.push_back(Event::Ack {
+                    source,
+                    request,
+                    answered,
+                });
+                return;
+            }
             self.server_retransmission(now, id, &request);
             return;
         }
@@ -337,11 +355,13 @@ impl TransactionLayer {
             });
             return;
         }
-        // In-dialog requests (a To tag: BYE, re-INVITE…) may use up to twice the limit:
-        // under load, calls can still end while new ones are refused.
-        let limit = match ids.to_tag {
-            Some(_) => self.config.max_server_transactions.saturating_mul(2),
-            None => self.config.max_server_transactions,
+        // In-dialog requests (a To tag: BYE, re-INVITE…) and CANCEL may use up to twice
+        // the limit: under load, calls can still end or be cancelled while new ones are
+        // refused.
+        let spared = ids.to_tag.is_some() || request.method == Method::Cancel;
+        let limit = match spared {
+            true => self.config.max_server_transactions.saturating_mul(2),
+            false => self.config.max_server_transactions,
         };
         if self.server_count >= limit {
             self.stats.rejected_overload += 1;
@@ -370,6 +390,7 @@ impl TransactionLayer {
             interval: self.config.timers.t1,
             deadlines: [None; Timer::COUNT],
             cancel_pending: false,
+            cancel_sent: false,
             local_tag: None,
         });
         if is_cancel {
@@ -392,6 +413,9 @@ impl TransactionLayer {
     fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
         let invite_key = Key::of(ids, "INVITE", true);
         let invite_id = invite_key.and_then(|k| self.by_key.get(&(true, k)).copied());
+        let invite_tag = invite_id
+            .and_then(|id| self.transactions.get(&id))
+            .and_then(|t| t.local_tag.clone());
         let status = match invite_id {
             None => 481,
             Some(invite_id) => {
@@ -419,11 +443,9 @@ impl TransactionLayer {
         else {
             return;
         };
-        let _ = self.respond(
-            now,
-            cancel_id,
-            response_to(&request, status, Some(&Tag::generate())),
-        );
+        // §9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
+        let tag = invite_tag.unwrap_or_else(Tag::generate);
+        let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&tag)));
     }
 
     fn match_2xx_ack(&mut self, ids: &MessageIds) -> bool {
@@ -469,6 +491,12 @@ impl TransactionLayer {
 
     fn handle_response(&mut self, now: Instant, response: Response) {
         self.stats.responses_received += 1;
+        // §18.1.2: a response with more than one Via is not for a UA; discard it.
+        if response.has_multiple_vias() {
+            self.stats.rejected_malformed += 1;
+            tracing::debug!("discarded a response with more than one Via");
+            return;
+        }
         let ids = MessageIds::of(&response);
         let Some((_, method)) = ids.cseq.clone() else {
             return;
@@ -514,7 +542,11 @@ impl TransactionLayer {
             match next {
                 Proceeding if t.invite => {
                     t.deadlines[Timer::A as usize] = None;
-                    t.deadlines[Timer::B as usize] = None;
+                    // Timer B stays only as the §9.1 guard of a CANCEL already sent.
+                    if !t.cancel_sent {
+                        t.deadlines[Timer::B as usize] = None;
+                    }
+                    self.schedule(id, Timer::C, now + timers.timer_c);
                 }
                 Proceeding => {
                     // Timer E keeps firing, now at T2 (§17.1.2.2).
@@ -593,6 +625,7 @@ impl TransactionLayer {
             interval: t1,
             deadlines: [None; Timer::COUNT],
             cancel_pending: false,
+            cancel_sent: false,
             local_tag: None,
         });
         self.transmit(destination, bytes);
@@ -633,6 +666,10 @@ impl TransactionLayer {
                     return CancelOutcome::TooLate;
                 };
                 let peer = t.peer;
+                t.cancel_sent = true;
+                // §9.1: without a final response 64·T1 after the CANCEL, give up.
+                let guard = now + 64 * self.config.timers.t1;
+                self.schedule(invite, Timer::B, guard);
                 match self.send_request(now, peer, cancel) {
                     Ok(id) => CancelOutcome::Sent(id),
                     Err(_) => CancelOutcome::TooLate,
@@ -761,7 +798,7 @@ impl TransactionLayer {
                 }
                 self.schedule(id, timer, next);
             }
-            Timer::B | Timer::F | Timer::H => {
+            Timer::B | Timer::C | Timer::F | Timer::H => {
                 self.stats.timeouts += 1;
                 self.remove(id);
                 self.events.push_back(Event::Timeout { id });

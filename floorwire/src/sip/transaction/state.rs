@@ -35,8 +35,11 @@ pub enum ServerState {
 pub enum Timer {
     /// INVITE request retransmit.
     A,
-    /// INVITE transaction timeout.
+    /// INVITE transaction timeout; also the §9.1 guard after a CANCEL.
     B,
+    /// A client INVITE in Proceeding that never gets a final response (§16.6 step 11's
+    /// Timer C, used here as the UAC's bound too).
+    C,
     /// Wait for response retransmits (client INVITE, Completed).
     D,
     /// Non-INVITE request retransmit.
@@ -61,5 +64,5 @@ pub enum Timer {
 
 impl Timer {
     /// Number of timers, for per-transaction deadline arrays.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 }

@@ -645,3 +645,140 @@ fn overload_spares_in_dialog_requests() {
         vec![503]
     );
 }
+
+#[test]
+fn invite_stuck_in_proceeding_ends_by_timer_c_or_the_cancel_guard() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKstuck", 1);
+    let id = layer
+        .send_request(t0, addr(UAS), invite.clone())
+        .expect("send");
+    let ringing = crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")));
+    layer.handle_datagram(t0, addr(UAS), &ringing.to_bytes());
+    drain(&mut layer);
+    // 180 and then silence: Timer C (181 s) ends it.
+    let (_, events) = run_clock(&mut layer, t0, Duration::from_secs(180));
+    assert!(events.is_empty());
+    let (_, events) = run_clock(
+        &mut layer,
+        t0 + Duration::from_secs(180),
+        Duration::from_secs(2),
+    );
+    assert!(matches!(events.as_slice(), [Event::Timeout { id: t }] if *t == id));
+    assert!(layer.is_empty());
+
+    // With a CANCEL sent and no final response at all, 64·T1 is the limit (§9.1).
+    let invite = request("INVITE", "z9hG4bKstuck2", 1);
+    let id = layer
+        .send_request(t0, addr(UAS), invite.clone())
+        .expect("send");
+    let ringing2 = crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("b")));
+    layer.handle_datagram(t0, addr(UAS), &ringing2.to_bytes());
+    drain(&mut layer);
+    assert!(matches!(layer.cancel(t0, id), CancelOutcome::Sent(_)));
+    let (_, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Timeout { id: t } if *t == id)),
+        "{events:?}"
+    );
+    assert_eq!(layer.client_state(id), None);
+}
+
+#[test]
+fn rfc2543_ack_in_accepted_reaches_the_tu_and_stops_the_2xx() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    // No magic cookie: keyed RFC 2543-style, so the ACK matches the INVITE's key.
+    let invite = request("INVITE", "2543branch", 5);
+    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
+    let (_, e) = drain(&mut layer);
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    let ok = crate::sip::reply::with_header(
+        crate::sip::reply::response_to(&invite, 200, Some(&crate::sip::Tag::new("b"))),
+        rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
+    );
+    layer.respond(t0, id, ok).expect("200");
+    drain(&mut layer);
+    let mut ack = request("ACK", "2543branch", 5);
+    ack.headers
+        .retain(|h| !matches!(h, rsipstack::sip::Header::To(_)));
+    ack.headers.push(rsipstack::sip::Header::To(
+        "<sip:bob@127.0.0.1>;tag=b".into(),
+    ));
+    layer.handle_datagram(t0 + Duration::from_millis(100), addr(UAC), &ack.to_bytes());
+    let (_, e) = drain(&mut layer);
+    assert!(
+        matches!(e.as_slice(), [Event::Ack { answered: true, .. }]),
+        "{e:?}"
+    );
+    let (sent, events) = run_clock(
+        &mut layer,
+        t0 + Duration::from_millis(100),
+        Duration::from_secs(40),
+    );
+    assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
+}
+
+#[test]
+fn cancel_200_carries_the_invite_tag_and_passes_under_load() {
+    let config = LayerConfig {
+        max_server_transactions: 1,
+        ..LayerConfig::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKct", 1);
+    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
+    let (_, e) = drain(&mut layer);
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request");
+    };
+    layer
+        .respond(
+            t0,
+            id,
+            crate::sip::reply::response_to(&invite, 180, Some(&crate::sip::Tag::new("ring"))),
+        )
+        .expect("180");
+    drain(&mut layer);
+    // The table is full (1 transaction), yet the CANCEL is taken.
+    layer.handle_datagram(t0, addr(UAC), &build_cancel(&invite).to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert!(e.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+    let tags: Vec<_> = t
+        .iter()
+        .filter_map(|t| match parse_datagram(&t.bytes) {
+            Ok(Inbound::Response(r)) => Some((r.status_code.code(), MessageIds::of(&r).to_tag)),
+            _ => None,
+        })
+        .collect();
+    let ring = Some(crate::sip::Tag::new("ring"));
+    assert!(tags.contains(&(487, ring.clone())), "{tags:?}");
+    assert!(tags.contains(&(200, ring)), "{tags:?}");
+}
+
+#[test]
+fn response_with_two_vias_is_discarded() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let options = request("OPTIONS", "z9hG4bKvv", 1);
+    layer
+        .send_request(t0, addr(UAS), options.clone())
+        .expect("send");
+    drain(&mut layer);
+    let ok = crate::sip::reply::response_to(&options, 200, None);
+    let text = String::from_utf8(ok.to_bytes()).expect("utf8").replacen(
+        "Via: ",
+        "Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKx\r\nVia: ",
+        1,
+    );
+    layer.handle_datagram(t0, addr(UAS), text.as_bytes());
+    let (_, e) = drain(&mut layer);
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(layer.stats().rejected_malformed, 1);
+}
