@@ -467,6 +467,7 @@ fn rfc4475_application_layer_answers() {
     let verdict = server.verify(
         header_text(&r, "Authorization").as_deref(),
         "REGISTER",
+        &r.uri.to_string(),
         0,
         |_| None,
     );

@@ -36,11 +36,13 @@ impl TransactionUser for Registrar {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let authorization = header_text(&request, "Authorization");
-        let verdict = self
-            .digest
-            .verify(authorization.as_deref(), "REGISTER", unix, |user| {
-                (user == "dev1").then(|| self.stored_ha1.clone())
-            });
+        let verdict = self.digest.verify(
+            authorization.as_deref(),
+            "REGISTER",
+            &request.uri.to_string(),
+            unix,
+            |user| (user == "dev1").then(|| self.stored_ha1.clone()),
+        );
         let tag = Tag::generate();
         let response = match verdict {
             AuthVerdict::Authenticated { .. } => {

@@ -10,7 +10,7 @@ use rsipstack::sip::{Header, Method};
 use super::dialog::Dialog;
 use super::ids::{MessageIds, Tag};
 use super::reply::{response_to, with_body, with_header};
-use super::transaction::{Event, TransactionLayer};
+use super::transaction::{Event, TransactionId, TransactionLayer};
 use super::uas::{UasPolicy, check_request};
 use super::udp::TransactionUser;
 use crate::sdp::{self, Codec};
@@ -30,8 +30,13 @@ pub struct Answerer {
     contact: String,
     media: SocketAddr,
     codecs: Vec<Codec>,
-    /// Confirmed dialogs by (Call-ID, local tag).
+    /// Dialogs by (Call-ID, local tag).
     dialogs: HashMap<(String, String), Dialog>,
+    /// Answered INVITEs whose ACK has not come yet, by transaction: an ACK that never
+    /// comes (`Event::AckTimeout`) ends the dialog.
+    awaiting_ack: HashMap<TransactionId, (String, String)>,
+    /// Dialogs held at most; past this, new calls get 503.
+    max_dialogs: usize,
     stats: AnswererStats,
     stats_out: Option<tokio::sync::watch::Sender<AnswererStats>>,
 }
@@ -45,9 +50,17 @@ impl Answerer {
             media,
             codecs: vec![Codec::Pcma, Codec::Pcmu, Codec::G722, Codec::TelephoneEvent],
             dialogs: HashMap::new(),
+            awaiting_ack: HashMap::new(),
+            max_dialogs: 100_000,
             stats: AnswererStats::default(),
             stats_out: None,
         }
+    }
+
+    /// Sets the most dialogs held at once (100,000 by default).
+    pub fn with_max_dialogs(mut self, max: usize) -> Self {
+        self.max_dialogs = max;
+        self
     }
 
     /// Publishes counters on every change.
@@ -88,11 +101,27 @@ impl Answerer {
 
 impl TransactionUser for Answerer {
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
-        let Event::Request { id, request, .. } = event else {
-            if let Event::AckTimeout { .. } = event {
-                self.stats.calls_ended += 1;
+        let (id, request) = match event {
+            Event::Request { id, request, .. } => (id, request),
+            Event::Ack { request, .. } => {
+                let ids = MessageIds::of(&request);
+                if let (Some(call_id), Some(tag)) = (ids.call_id, ids.to_tag) {
+                    let key = (call_id.as_str().to_owned(), tag.as_str().to_owned());
+                    self.awaiting_ack.retain(|_, k| *k != key);
+                }
+                return;
             }
-            return;
+            Event::AckTimeout { id } => {
+                // §13.3.1.4: no ACK for our 2xx; the call never started.
+                if let Some(key) = self.awaiting_ack.remove(&id) {
+                    self.dialogs.remove(&key);
+                    self.stats.calls_ended += 1;
+                    tracing::info!(call_id = %key.0, "no ACK for the 200: call dropped");
+                    self.publish();
+                }
+                return;
+            }
+            _ => return,
         };
         let tag = Tag::generate();
         if let Err(refusal) = check_request(&request, &self.policy) {
@@ -123,11 +152,19 @@ impl TransactionUser for Answerer {
         };
         let contact = Header::Contact(format!("<{}>", self.contact).into());
         let response = match request.method {
+            Method::Invite if ids.to_tag.is_none() && self.dialogs.len() >= self.max_dialogs => {
+                self.stats.refused += 1;
+                with_header(
+                    response_to(&request, 503, Some(&tag)),
+                    Header::RetryAfter("5".into()),
+                )
+            }
             Method::Invite if ids.to_tag.is_none() => {
                 let _ = layer.respond(now, id, response_to(&request, 180, Some(&tag)));
                 if let Ok(dialog) = Dialog::from_uas(&request, tag.clone(), &self.contact) {
-                    self.dialogs
-                        .insert((call_id, tag.as_str().to_owned()), dialog);
+                    let key = (call_id, tag.as_str().to_owned());
+                    self.awaiting_ack.insert(id, key.clone());
+                    self.dialogs.insert(key, dialog);
                 }
                 self.stats.calls_answered += 1;
                 tracing::debug!("call answered");
@@ -294,6 +331,44 @@ Call-ID: answerer-test\r\nCSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n",
             .map(|r| r.status_code.code())
             .collect();
         assert_eq!(codes, vec![481]);
+    }
+
+    #[test]
+    fn unacknowledged_200_ends_the_dialog_and_the_cap_refuses_503() {
+        let mut layer = TransactionLayer::new(LayerConfig::default());
+        let media: SocketAddr = "127.0.0.1:30000".parse().expect("addr");
+        let mut answerer = Answerer::new("sip:uas@127.0.0.1:5060", media).with_max_dialogs(1);
+        let offer = crate::sdp::offer(&[Codec::Pcma], "127.0.0.1:4000".parse().expect("a"), 1);
+        let t0 = Instant::now();
+        let codes: Vec<u16> = exchange(
+            &mut layer,
+            &mut answerer,
+            &invite(&offer, "z9hG4bKna1", 1, None),
+        )
+        .iter()
+        .map(|r| r.status_code.code())
+        .collect();
+        assert_eq!(codes, vec![100, 180, 200]);
+        // The cap is reached: the next call is refused.
+        let mut second = invite(&offer, "z9hG4bKna2", 1, None);
+        second
+            .headers
+            .retain(|h| !matches!(h, rsipstack::sip::Header::CallId(_)));
+        second
+            .headers
+            .push(rsipstack::sip::Header::CallId("second-call".into()));
+        let codes: Vec<u16> = exchange(&mut layer, &mut answerer, &second)
+            .iter()
+            .map(|r| r.status_code.code())
+            .collect();
+        assert_eq!(codes, vec![100, 503]);
+        // No ACK ever comes: after 64·T1 the layer gives up and the dialog goes.
+        let later = t0 + std::time::Duration::from_secs(33);
+        layer.handle_timeout(later);
+        while let Some(e) = layer.poll_event() {
+            answerer.on_event(later, e, &mut layer);
+        }
+        assert_eq!(answerer.active_calls(), 0);
     }
 
     #[test]

@@ -293,6 +293,15 @@ fn digest_params(value: &str) -> Result<Vec<(String, String)>, Error> {
     Ok(params)
 }
 
+/// Equality that takes the same time wherever the strings differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Issues and checks stateless nonces.
 #[derive(Debug, Clone)]
 pub struct NonceIssuer {
@@ -326,7 +335,8 @@ impl NonceIssuer {
     pub fn check(&self, nonce: &str, realm: &str, now_unix: u64) -> Option<bool> {
         let (ts, mac) = nonce.split_once('.')?;
         let ts = u64::from_str_radix(ts, 16).ok()?;
-        (self.mac(ts, realm) == mac).then(|| now_unix.saturating_sub(ts) <= self.lifetime_secs)
+        constant_time_eq(&self.mac(ts, realm), mac)
+            .then(|| now_unix.saturating_sub(ts) <= self.lifetime_secs)
     }
 }
 
@@ -372,13 +382,19 @@ impl DigestServer {
     }
 
     /// Checks the credentials in `authorization` (the header value, if any) for a
-    /// request `method`; `lookup_ha1(username)` returns the stored HA1 for this realm
+    /// request `method` to `request_uri` (which the credentials' `uri` must equal,
+    /// RFC 7616 §3.4.6); `lookup_ha1(username)` returns the stored HA1 for this realm
     /// and algorithm. Unknown users and wrong passwords both give `Forbidden`, so the
     /// answer says nothing about which users exist.
+    ///
+    /// Nonces are stateless and nonce counts are not tracked: a captured header can be
+    /// replayed for the same method and URI until its nonce expires. Keep the lifetime
+    /// short (it is the `DigestServer::new` argument).
     pub fn verify(
         &self,
         authorization: Option<&str>,
         method: &str,
+        request_uri: &str,
         now_unix: u64,
         lookup_ha1: impl FnOnce(&str) -> Option<String>,
     ) -> AuthVerdict {
@@ -390,6 +406,9 @@ impl DigestServer {
             // with a scheme we know.
             return AuthVerdict::Challenge(self.challenge(now_unix, false));
         };
+        if credentials.uri != request_uri {
+            return AuthVerdict::Forbidden;
+        }
         if credentials.realm != self.realm || credentials.algorithm != self.algorithm {
             return AuthVerdict::Challenge(self.challenge(now_unix, false));
         }
@@ -414,7 +433,7 @@ impl DigestServer {
             method,
             &credentials.uri,
         );
-        if expected.eq_ignore_ascii_case(&credentials.response) {
+        if constant_time_eq(&expected, &credentials.response.to_ascii_lowercase()) {
             AuthVerdict::Authenticated {
                 username: credentials.username,
             }
@@ -475,7 +494,9 @@ mod tests {
     fn round_trip_both_algorithms() {
         for algorithm in [Algorithm::Md5, Algorithm::Sha256] {
             let server = DigestServer::new("floorwire", algorithm, 300);
-            let AuthVerdict::Challenge(ch) = server.verify(None, "REGISTER", 1000, |_| None) else {
+            let AuthVerdict::Challenge(ch) =
+                server.verify(None, "REGISTER", "sip:floorwire", 1000, |_| None)
+            else {
                 panic!("expected a challenge");
             };
             let ch = Challenge::parse(&ch.to_header_value()).expect("parse own challenge");
@@ -484,20 +505,33 @@ mod tests {
             let header = creds.to_header_value();
             let stored = ha1(algorithm, "dev1", "floorwire", "s3cret");
             assert_eq!(
-                server.verify(Some(&header), "REGISTER", 1010, |_| Some(stored.clone())),
+                server.verify(Some(&header), "REGISTER", "sip:floorwire", 1010, |_| Some(
+                    stored.clone()
+                )),
                 AuthVerdict::Authenticated {
                     username: "dev1".into()
                 }
             );
             let wrong = ha1(algorithm, "dev1", "floorwire", "other");
             assert_eq!(
-                server.verify(Some(&header), "REGISTER", 1010, |_| Some(wrong)),
+                server.verify(Some(&header), "REGISTER", "sip:floorwire", 1010, |_| Some(
+                    wrong
+                )),
                 AuthVerdict::Forbidden
             );
             assert!(matches!(
-                server.verify(Some(&header), "REGISTER", 5000, |_| Some(stored.clone())),
+                server.verify(Some(&header), "REGISTER", "sip:floorwire", 5000, |_| Some(
+                    stored.clone()
+                )),
                 AuthVerdict::Challenge(Challenge { stale: true, .. })
             ));
+            // Credentials for another Request-URI are refused (RFC 7616 §3.4.6).
+            assert_eq!(
+                server.verify(Some(&header), "REGISTER", "sip:elsewhere", 1010, |_| Some(
+                    stored.clone()
+                )),
+                AuthVerdict::Forbidden
+            );
         }
     }
 
@@ -508,6 +542,7 @@ mod tests {
             server.verify(
                 Some("NoOneKnowsThisScheme opaque-data=here"),
                 "REGISTER",
+                "sip:r",
                 0,
                 |_| None
             ),
