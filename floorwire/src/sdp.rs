@@ -127,7 +127,9 @@ fn set_direction(media: &mut Media, direction: Direction) {
     media.attributes.push(Attribute::new(direction.attribute()));
 }
 
-/// The payloads of a media description that we understand, in its order.
+/// The payloads of a media description that we understand, in its order. A dynamic
+/// payload type counts only at the clock rate we would answer with (8000 Hz), so an
+/// answer never changes what a payload type means (RFC 3264 §6.1).
 pub fn payloads(media: &Media) -> Vec<Payload> {
     media
         .fmt
@@ -138,10 +140,18 @@ pub fn payloads(media: &Media) -> Vec<Payload> {
                 let value = a.value.as_deref()?;
                 let (num, rest) = value.split_once(' ')?;
                 (a.attribute.eq_ignore_ascii_case("rtpmap") && num.trim().parse() == Ok(pt))
-                    .then(|| rest.split('/').next().unwrap_or("").trim().to_owned())
+                    .then(|| rest.trim().to_owned())
             });
             let codec = match rtpmap {
-                Some(name) => Codec::from_name(&name)?,
+                Some(encoding) => {
+                    let mut parts = encoding.split('/');
+                    let name = parts.next().unwrap_or("");
+                    let rate = parts.next().and_then(|r| r.trim().parse::<u32>().ok());
+                    if rate != Some(8000) {
+                        return None;
+                    }
+                    Codec::from_name(name)?
+                }
                 None => [Codec::Pcmu, Codec::Pcma, Codec::G722]
                     .into_iter()
                     .find(|c| c.static_payload_type() == Some(pt))?,
@@ -263,7 +273,10 @@ pub fn answer(
             .filter(|p| supported.contains(&p.codec))
             .collect();
         let has_voice = accepted.iter().any(|p| p.codec != Codec::TelephoneEvent);
-        if m.media != "audio" || m.port == 0 || !has_voice || port.is_none() {
+        // Only plain RTP/AVP is carried: an SRTP or DTLS offer is refused, not
+        // answered with a different transport.
+        let plain_rtp = m.proto.eq_ignore_ascii_case("RTP/AVP");
+        if m.media != "audio" || m.port == 0 || !has_voice || !plain_rtp || port.is_none() {
             // Refused stream: same media type and format, port 0 (§6).
             let mut refused = m.clone();
             refused.port = 0;
@@ -313,7 +326,7 @@ pub fn anchor(session: &mut Session, anchor: SocketAddr) {
             c.set_connection_ip_address(anchor.ip());
         }
     }
-    session.origin.sess_version += 1;
+    session.origin.sess_version = session.origin.sess_version.wrapping_add(1);
 }
 
 /// Puts every audio stream on hold (RFC 3264 §8.4): sendrecv → sendonly,
@@ -339,7 +352,7 @@ pub fn hold(session: &mut Session) {
             "sendrecv" | "sendonly" | "recvonly" | "inactive"
         )
     });
-    session.origin.sess_version += 1;
+    session.origin.sess_version = session.origin.sess_version.wrapping_add(1);
 }
 
 #[cfg(test)]
@@ -369,6 +382,25 @@ m=video 51372 RTP/AVP 31\r\n";
         assert_eq!(audio_endpoint(&answer), Some(anchor));
         let back = parse(&to_bytes(&answer)).expect("reparse");
         assert_eq!(payloads(&back.medias[0]).len(), 3);
+    }
+
+    #[test]
+    fn wideband_events_and_srtp_are_not_answered() {
+        let text = OFFER.replace(
+            "a=rtpmap:101 telephone-event/8000",
+            "a=rtpmap:101 telephone-event/48000",
+        );
+        let offer = parse(text.as_bytes()).expect("offer");
+        let anchor: SocketAddr = "127.0.0.1:11000".parse().expect("addr");
+        let a = answer(&offer, &[Codec::Pcma, Codec::TelephoneEvent], anchor, 1).expect("answer");
+        let text = String::from_utf8(to_bytes(&a)).expect("utf8");
+        assert!(text.contains("m=audio 11000 RTP/AVP 8\r\n"), "{text}");
+        let srtp =
+            parse(OFFER.replace("RTP/AVP 9 0 8", "RTP/SAVP 9 0 8").as_bytes()).expect("offer");
+        assert!(matches!(
+            answer(&srtp, &[Codec::Pcma], anchor, 1),
+            Err(Error::NoCommonCodec)
+        ));
     }
 
     #[test]

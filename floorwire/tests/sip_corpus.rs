@@ -412,6 +412,10 @@ fn rfc4475_message_layer_details() {
     assert_eq!(contacts.len(), 2);
     assert_ne!(contacts[0], contacts[1]);
     assert!(contacts.iter().all(|c| c.contains("%00")));
+    // A malformed ACK is dropped, never answered (§17): mismatch01 sent as an ACK.
+    let text =
+        String::from_utf8_lossy(&read("rfc4475/mismatch01.dat")).replacen("OPTIONS ", "ACK ", 1);
+    assert_eq!(outcome(&parse_datagram(text.as_bytes())), Outcome::Drop);
     // baddn: the terminated variant is answered 400.
     let result = parse_datagram(&read("rfc4475/variants/baddn.terminated.dat"));
     assert_eq!(outcome(&result), Outcome::Reply(400));

@@ -299,11 +299,11 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
         let answer = crate::sdp::parse(&ok.body).expect("answer");
         assert_eq!(direction(&answer, &answer.medias[0]), Direction::RecvOnly);
 
-        // A re-INVITE with an old CSeq is refused 500 (§12.2.2).
+        // A re-INVITE with an older CSeq is refused 500 (§12.2.2).
         let responses = exchange(
             &mut layer,
             &mut answerer,
-            &invite(&held, "z9hG4bKi3", 2, Some(tag.as_str())),
+            &invite(&held, "z9hG4bKi3", 1, Some(tag.as_str())),
         );
         assert_eq!(responses.last().map(|r| r.status_code.code()), Some(500));
 

@@ -68,6 +68,19 @@ fn record_routes(headers: &Headers) -> Vec<String> {
         .collect()
 }
 
+/// Whether a route URI carries the `lr` parameter (loose routing, RFC 3261 §19.1.1):
+/// parameters are what follows the host part, so a user part holding ";lr" or a
+/// parameter like "lrx" does not count.
+fn has_lr(uri: &str) -> bool {
+    let uri = uri.split('?').next().unwrap_or(uri);
+    let host_and_params = uri.rsplit_once('@').map_or(uri, |(_, h)| h);
+    host_and_params.split(';').skip(1).any(|p| {
+        p.split('=')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("lr"))
+    })
+}
+
 impl Dialog {
     /// The UAC's dialog from its INVITE and a 1xx/2xx response carrying a To tag
     /// (§12.1.2): route set is the Record-Route reversed.
@@ -196,9 +209,10 @@ impl Dialog {
         };
         // Loose routing: R-URI = remote target, Route = route set. Strict routing
         // (first route without ;lr): R-URI = first route, target appended last.
-        let strict = self.route_set.first().is_some_and(|r| {
-            parse_name_addr(r).is_ok_and(|n| !n.uri.to_ascii_lowercase().contains(";lr"))
-        });
+        let strict = self
+            .route_set
+            .first()
+            .is_some_and(|r| parse_name_addr(r).is_ok_and(|n| !has_lr(n.uri)));
         let (uri_text, routes): (String, Vec<String>) = if strict {
             let first = parse_name_addr(&self.route_set[0])
                 .map(|n| n.uri.to_owned())
@@ -307,6 +321,14 @@ Content-Length: 0
     }
 
     #[test]
+    fn lr_is_a_parameter_not_a_substring() {
+        assert!(has_lr("sip:p1.example;lr"));
+        assert!(has_lr("sip:p1.example;transport=udp;LR=on"));
+        assert!(!has_lr("sip:p1.example;lrx"));
+        assert!(!has_lr("sip:us;lr@p1.example"));
+    }
+
+    #[test]
     fn strict_route_puts_target_last() {
         let invite = req(INVITE);
         let ok = resp(
@@ -343,6 +365,8 @@ Content-Length: 0
             .replace("10.0.0.1", "10.0.0.9"));
         assert_eq!(d.receive_request(&reinvite), Ok(()));
         assert_eq!(d.remote_target, "sip:alice@10.0.0.9");
-        assert_eq!(d.receive_request(&reinvite), Err(500));
+        // Lower than the last CSeq: out of order (§12.2.2).
+        let old = req(&INVITE.replace("To: <sip:bob@b.example>", "To: <sip:bob@b.example>;tag=b1"));
+        assert_eq!(d.receive_request(&old), Err(500));
     }
 }

@@ -112,10 +112,16 @@ pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
         return Err(Rejection::drop("start line is not UTF-8"));
     };
     if start_line.starts_with("SIP/") {
-        parse_response(message, start_line)
-    } else {
-        parse_request(message, start_line)
+        return parse_response(message, start_line);
     }
+    let mut result = parse_request(message, start_line);
+    // An ACK is never answered (§17.1.1.3, §17.2.1): a bad one is dropped.
+    if let Err(rejection) = &mut result
+        && start_line.starts_with("ACK ")
+    {
+        rejection.status = None;
+    }
+    result
 }
 
 fn parse_response(message: &[u8], start_line: &str) -> Result<Inbound, Rejection> {
