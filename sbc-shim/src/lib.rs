@@ -1,11 +1,24 @@
 //! SBC shim: trunk edge with E.164 normalisation and active/standby (issue 5 builds these; this crate serves the admin port so far).
 
+pub mod normalise;
+
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use floorwire::service::{AdminSection, admin::Health, run_admin};
+
+/// The SBC's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A rule file was refused whole; names the file, the rule and the field.
+    #[error("rules {file}: {detail}")]
+    Rules { file: String, detail: String },
+    /// An error from the shared library (config, sockets…).
+    #[error(transparent)]
+    Floorwire(#[from] floorwire::Error),
+}
 
 /// The configuration embedded in the binary (every key documented in docs/configuration.md).
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
