@@ -29,6 +29,21 @@ fn bench(c: &mut Criterion) {
                 .count()
         })
     });
+    // Reference, same run: the `phonenumber` crate (libphonenumber's data) parsing
+    // the same mix as French numbers and formatting them E.164. It refuses the short
+    // codes and carrier-select forms the table handles; those count as done.
+    let _ = phonenumber::parse(Some(phonenumber::country::Id::FR), "0142685300");
+    group.bench_function("phonenumber_crate_mix_of_10", |b| {
+        b.iter(|| {
+            MIX.iter()
+                .filter_map(|n| {
+                    phonenumber::parse(Some(phonenumber::country::Id::FR), std::hint::black_box(n))
+                        .ok()
+                })
+                .map(|p| p.format().mode(phonenumber::Mode::E164).to_string().len())
+                .sum::<usize>()
+        })
+    });
     group.finish();
 }
 

@@ -78,6 +78,35 @@ fn french_preset_golden_table() {
     assert!(checked >= 40, "the golden table lost rows: {checked}");
 }
 
+/// Every French E.164 result of the golden table is a valid number for libphonenumber's
+/// data (the `phonenumber` crate), which knows the ranges but not the short codes.
+#[test]
+fn french_results_are_valid_for_phonenumber() {
+    let table = include_str!("golden/fr.tsv");
+    let mut checked = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols[3].starts_with("+33") {
+            let parsed =
+                phonenumber::parse(None, cols[3]).unwrap_or_else(|e| panic!("{}: {e}", cols[3]));
+            assert!(
+                phonenumber::is_valid(&parsed),
+                "{} is not a valid French number",
+                cols[3]
+            );
+            assert_eq!(
+                parsed.format().mode(phonenumber::Mode::E164).to_string(),
+                cols[3]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+}
+
 fn national() -> impl Strategy<Value = String> {
     ("[1-59]", "[0-9]{8}").prop_map(|(a, b)| format!("0{a}{b}"))
 }
