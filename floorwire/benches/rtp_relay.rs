@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
             a_remote: None,
             b_remote: Some(sink.local_addr().expect("addr")),
             clock_rate: 8000,
+            transcode: None,
         }
         .spawn(&shutdown);
         (generator, sink, leg_a_addr, shutdown)

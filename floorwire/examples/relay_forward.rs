@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
         a_remote: None,
         b_remote: Some(sink),
         clock_rate: 8000,
+        transcode: None,
     }
     .spawn(&shutdown);
     tokio::time::sleep(Duration::from_secs_f64(seconds.parse()?)).await;

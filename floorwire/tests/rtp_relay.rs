@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use floorwire::rtp::g711::Law;
+use floorwire::rtp::relay::Transcode;
 use floorwire::rtp::tone::{ToneGenerator, detect_tone};
 use floorwire::rtp::{Relay, g711};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
@@ -14,11 +16,19 @@ use tokio_util::sync::CancellationToken;
 const PACKETS: u16 = 50;
 
 async fn send_tone(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32) {
+    send_tone_as(socket, to, frequency, ssrc, Law::ALaw).await;
+}
+
+async fn send_tone_as(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32, law: Law) {
     let mut tone = ToneGenerator::new(frequency, 0.4);
     for seq in 0..PACKETS {
-        let payload = g711::encode_pcma(&tone.samples(160));
+        let samples = tone.samples(160);
+        let payload = match law {
+            Law::ALaw => g711::encode_pcma(&samples),
+            Law::MuLaw => g711::encode_pcmu(&samples),
+        };
         let packet = RtpPacketBuilder::new()
-            .payload_type(8)
+            .payload_type(law.payload_type())
             .ssrc(ssrc)
             .sequence(Seq::from(seq))
             .timestamp(seq as u32 * 160)
@@ -32,6 +42,11 @@ async fn send_tone(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32
 }
 
 async fn receive_audio(socket: &UdpSocket, packets: usize) -> Vec<i16> {
+    receive_audio_as(socket, packets, Law::ALaw).await
+}
+
+/// Receives `packets` packets that must all carry `law`'s payload type, decoded.
+async fn receive_audio_as(socket: &UdpSocket, packets: usize, law: Law) -> Vec<i16> {
     let mut samples = Vec::new();
     let mut buf = [0u8; 2048];
     for _ in 0..packets {
@@ -40,7 +55,11 @@ async fn receive_audio(socket: &UdpSocket, packets: usize) -> Vec<i16> {
             .expect("a relayed packet within 5 s")
             .expect("recv");
         let rtp = RtpReader::new(&buf[..len]).expect("RTP");
-        samples.extend(g711::decode_pcma(rtp.payload()));
+        assert_eq!(rtp.payload_type(), law.payload_type());
+        samples.extend(match law {
+            Law::ALaw => g711::decode_pcma(rtp.payload()),
+            Law::MuLaw => g711::decode_pcmu(rtp.payload()),
+        });
     }
     samples
 }
@@ -64,6 +83,7 @@ async fn tones_cross_both_ways_and_strays_are_refused() {
         a_remote: Some("127.0.0.1:9".parse().expect("addr")),
         b_remote: Some(carrier.local_addr().expect("addr")),
         clock_rate: 8000,
+        transcode: None,
     }
     .spawn(&shutdown);
 
@@ -100,6 +120,45 @@ async fn tones_cross_both_ways_and_strays_are_refused() {
     assert_eq!(stats.b_to_a.packets, PACKETS as u64);
     assert_eq!((stats.a_to_b.lost(), stats.b_to_a.lost()), (0, 0));
     assert_eq!(stats.a_to_b.bytes, PACKETS as u64 * (12 + 160));
+    relay.stop();
+    shutdown.cancel();
+}
+
+/// A-law on the turret side, µ-law on the carrier side: the relay converts each way
+/// and the tones still arrive.
+#[tokio::test]
+async fn alaw_to_ulaw_transcoding_both_ways() {
+    let leg_a = UdpSocket::bind("127.0.0.1:0").await.expect("leg a");
+    let leg_b = UdpSocket::bind("127.0.0.1:0").await.expect("leg b");
+    let (leg_a_addr, leg_b_addr) = (
+        leg_a.local_addr().expect("a"),
+        leg_b.local_addr().expect("b"),
+    );
+    let turret = UdpSocket::bind("127.0.0.1:0").await.expect("turret");
+    let carrier = UdpSocket::bind("127.0.0.1:0").await.expect("carrier");
+    let shutdown = CancellationToken::new();
+    let relay = Relay {
+        leg_a,
+        leg_b,
+        a_remote: None,
+        b_remote: Some(carrier.local_addr().expect("addr")),
+        clock_rate: 8000,
+        transcode: Some(Transcode {
+            a_side: Law::ALaw,
+            b_side: Law::MuLaw,
+        }),
+    }
+    .spawn(&shutdown);
+    let (_, heard) = tokio::join!(
+        send_tone_as(&turret, leg_a_addr, 1000.0, 1, Law::ALaw),
+        receive_audio_as(&carrier, PACKETS as usize, Law::MuLaw)
+    );
+    assert!(detect_tone(&heard, 1000.0) && !detect_tone(&heard, 1400.0));
+    let (_, heard) = tokio::join!(
+        send_tone_as(&carrier, leg_b_addr, 1400.0, 2, Law::MuLaw),
+        receive_audio_as(&turret, PACKETS as usize, Law::ALaw)
+    );
+    assert!(detect_tone(&heard, 1400.0) && !detect_tone(&heard, 1000.0));
     relay.stop();
     shutdown.cancel();
 }

@@ -1,6 +1,7 @@
 //! SBC shim: trunk edge with E.164 normalisation and active/standby (issue 5 builds these; this crate serves the admin port so far).
 
 pub mod normalise;
+pub mod policy;
 
 use std::net::SocketAddr;
 

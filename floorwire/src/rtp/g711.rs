@@ -1,6 +1,40 @@
 //! G.711 A-law and µ-law (ITU-T G.711), over `audio-codec-algorithms`.
 
-use audio_codec_algorithms::{decode_alaw, decode_ulaw, encode_alaw, encode_ulaw};
+use audio_codec_algorithms::{
+    convert_alaw_to_ulaw, convert_ulaw_to_alaw, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw,
+};
+
+/// A G.711 companding law.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Law {
+    /// A-law, PCMA, static payload type 8.
+    ALaw,
+    /// µ-law, PCMU, static payload type 0.
+    MuLaw,
+}
+
+impl Law {
+    /// The static RTP payload type.
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Self::ALaw => 8,
+            Self::MuLaw => 0,
+        }
+    }
+}
+
+/// Converts G.711 octets from one law to the other in place (ITU-T G.711 tables).
+pub fn convert(octets: &mut [u8], from: Law, to: Law) {
+    match (from, to) {
+        (Law::ALaw, Law::MuLaw) => octets
+            .iter_mut()
+            .for_each(|o| *o = convert_alaw_to_ulaw(*o)),
+        (Law::MuLaw, Law::ALaw) => octets
+            .iter_mut()
+            .for_each(|o| *o = convert_ulaw_to_alaw(*o)),
+        _ => {}
+    }
+}
 
 /// A-law encodes 16-bit linear samples.
 pub fn encode_pcma(samples: &[i16]) -> Vec<u8> {
@@ -42,6 +76,19 @@ mod tests {
                 // Companding error grows with amplitude: under ~3.2 % plus a step.
                 assert!(err <= (a.unsigned_abs() as i32) / 30 + 140, "{a} -> {b}");
             }
+        }
+    }
+
+    #[test]
+    fn law_conversion_keeps_the_signal() {
+        let samples: Vec<i16> = (-8000..8000).step_by(37).map(|s| s as i16).collect();
+        let mut octets = encode_pcma(&samples);
+        convert(&mut octets, Law::ALaw, Law::MuLaw);
+        for (a, b) in samples.iter().zip(decode_pcmu(&octets)) {
+            assert!(
+                (*a as i32 - b as i32).abs() <= (a.unsigned_abs() as i32) / 15 + 40,
+                "{a} -> {b}"
+            );
         }
     }
 

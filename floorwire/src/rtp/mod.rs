@@ -10,5 +10,5 @@ pub mod stats;
 pub mod tone;
 
 pub use pool::PortPool;
-pub use relay::{Relay, RelayHandle};
+pub use relay::{Relay, RelayHandle, Transcode};
 pub use stats::StreamStats;

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::g711::{Law, convert};
 use super::stats::StreamStats;
 
 /// Source latching for one leg (sans-IO).
@@ -81,6 +82,14 @@ impl RelayHandle {
     }
 }
 
+/// G.711 transcoding between the legs: what leg A's endpoint sends and receives in
+/// `a_side`, leg B's in `b_side`. Other payloads (telephone-event) pass untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transcode {
+    pub a_side: Law,
+    pub b_side: Law,
+}
+
 /// Two legs and what is known of their endpoints.
 #[derive(Debug)]
 pub struct Relay {
@@ -89,6 +98,8 @@ pub struct Relay {
     pub a_remote: Option<SocketAddr>,
     pub b_remote: Option<SocketAddr>,
     pub clock_rate: u32,
+    /// A-law↔µ-law conversion when the two sides share no codec.
+    pub transcode: Option<Transcode>,
 }
 
 impl Relay {
@@ -119,15 +130,37 @@ impl Relay {
                 _ = stop.cancelled() => return,
                 r = self.leg_a.recv_from(&mut buf_a) => {
                     let Ok((len, source)) = r else { continue };
-                    forward(&buf_a[..len], source, &mut latch_a, &latch_b, &self.leg_b, &stats, origin, true).await;
+                    let laws = self.transcode.map(|t| (t.a_side, t.b_side));
+                    let packet = transcoded(&mut buf_a[..len], laws);
+                    forward(packet, source, &mut latch_a, &latch_b, &self.leg_b, &stats, origin, true).await;
                 }
                 r = self.leg_b.recv_from(&mut buf_b) => {
                     let Ok((len, source)) = r else { continue };
-                    forward(&buf_b[..len], source, &mut latch_b, &latch_a, &self.leg_a, &stats, origin, false).await;
+                    let laws = self.transcode.map(|t| (t.b_side, t.a_side));
+                    let packet = transcoded(&mut buf_b[..len], laws);
+                    forward(packet, source, &mut latch_b, &latch_a, &self.leg_a, &stats, origin, false).await;
                 }
             }
         }
     }
+}
+
+/// Rewrites a G.711 packet from one law to the other in place (payload type and
+/// payload); anything else is returned untouched.
+fn transcoded(packet: &mut [u8], laws: Option<(Law, Law)>) -> &[u8] {
+    let Some((from, to)) = laws else {
+        return packet;
+    };
+    let range = match rtp_rs::RtpReader::new(packet) {
+        Ok(rtp) if rtp.payload_type() == from.payload_type() => {
+            let start = rtp.payload_offset();
+            start..start + rtp.payload().len()
+        }
+        _ => return packet,
+    };
+    packet[1] = (packet[1] & 0x80) | to.payload_type();
+    convert(&mut packet[range], from, to);
+    packet
 }
 
 #[allow(clippy::too_many_arguments)] // one call site, the relay loop's two arms
