@@ -330,23 +330,17 @@ impl TransactionLayer {
         let Some(key) = Key::of(&ids, &method, true) else {
             return;
         };
-        if let Some(&id) = self.by_key.get(&(true, key.clone())) {
-            if request.method == Method::Ack && self.server_state(id) == Some(ServerState::Accepted)
-            {
-                // RFC 6026 §7.1: an ACK that matches an Accepted INVITE (an RFC 2543
-                // peer, or a UA reusing the INVITE's branch) is for the TU.
-                let answered = self.match_2xx_ack(&ids);
-                self.events.push_back(Event::Ack {
-                    source,
-                    request,
-                    answered,
-                });
-                return;
-            }
+        let matched = self.by_key.get(&(true, key.clone())).copied();
+        // An ACK outside any transaction is the ACK for a 2xx. So is one that matches an
+        // Accepted INVITE (an RFC 2543 peer, or a UA reusing the INVITE's branch): RFC
+        // 6026 §7.1 hands it to the TU.
+        let ack_for_2xx = request.method == Method::Ack
+            && matched.is_none_or(|id| self.server_state(id) == Some(ServerState::Accepted));
+        if let (Some(id), false) = (matched, ack_for_2xx) {
             self.server_retransmission(now, id, &request);
             return;
         }
-        if request.method == Method::Ack {
+        if ack_for_2xx {
             let answered = self.match_2xx_ack(&ids);
             self.events.push_back(Event::Ack {
                 source,
