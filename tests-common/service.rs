@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running service binary.
 pub struct Service {
@@ -73,17 +73,13 @@ pub fn terminate(mut service: Service) -> ExitStatus {
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = service.child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = service.child.kill();
-            panic!("service did not stop within 20 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(service.child.wait());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("service stops within 20 s of SIGTERM")
+        .expect("wait")
 }
 
 /// Runs `bin serve --config FILE` on `toml` and returns (exit status, stderr).

@@ -21,7 +21,10 @@ async fn send_tone(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32
 
 async fn send_tone_as(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: u32, law: Law) {
     let mut tone = ToneGenerator::new(frequency, 0.4);
+    // A packet clock (1 ms, a fast real stream) so socket buffers never overflow.
+    let mut clock = tokio::time::interval(Duration::from_millis(1));
     for seq in 0..PACKETS {
+        clock.tick().await;
         let samples = tone.samples(160);
         let payload = match law {
             Law::ALaw => g711::encode_pcma(&samples),
@@ -36,8 +39,6 @@ async fn send_tone_as(socket: &UdpSocket, to: SocketAddr, frequency: f64, ssrc: 
             .build()
             .expect("packet");
         socket.send_to(&packet, to).await.expect("send");
-        // Paced like a (fast) real stream so socket buffers never overflow.
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

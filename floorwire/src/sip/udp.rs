@@ -137,13 +137,14 @@ pub async fn run_udp<U: TransactionUser>(
             let span = tracing::debug_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
             span.in_scope(|| user.on_event(now, event, &mut layer));
         }
+        // Counters first: whoever gets our answer can already read them.
+        if let Some(m) = metrics.as_mut() {
+            m.update(&layer.stats(), layer.len());
+        }
         while let Some(t) = layer.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
                 tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
             }
-        }
-        if let Some(m) = metrics.as_mut() {
-            m.update(&layer.stats(), layer.len());
         }
     }
     let mut stats = layer.stats();
