@@ -104,7 +104,7 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Inbound, Rejection> {
 /// Parses and validates one framed message (from [`frame_datagram`] or a stream's
 /// `StreamFramer`).
 pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
-    let Some((head_len, _)) = find_head_end(message) else {
+    let Some(head @ (head_len, _)) = find_head_end(message) else {
         return Err(Rejection::drop("no end of headers"));
     };
     let start_line_end = first_line_len(message).unwrap_or(head_len);
@@ -112,9 +112,9 @@ pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
         return Err(Rejection::drop("start line is not UTF-8"));
     };
     if start_line.starts_with("SIP/") {
-        return parse_response(message, start_line);
+        return parse_response(message, head, start_line);
     }
-    let mut result = parse_request(message, start_line);
+    let mut result = parse_request(message, head, start_line);
     // An ACK is never answered (§17.1.1.3, §17.2.1): a bad one is dropped.
     if let Err(rejection) = &mut result
         && start_line.starts_with("ACK ")
@@ -124,7 +124,12 @@ pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
     result
 }
 
-fn parse_response(message: &[u8], start_line: &str) -> Result<Inbound, Rejection> {
+/// `head` is `(head_len, body_start)` from [`find_head_end`], found once per message.
+fn parse_response(
+    message: &[u8],
+    head: (usize, usize),
+    start_line: &str,
+) -> Result<Inbound, Rejection> {
     let mut parts = start_line.splitn(3, ' ');
     let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -138,18 +143,23 @@ fn parse_response(message: &[u8], start_line: &str) -> Result<Inbound, Rejection
             "status code {code:?} out of range"
         )));
     }
-    let response = match SipMessage::try_from(tolerate_ipv6(message).as_ref()) {
+    let response = match SipMessage::try_from(tolerate_ipv6(message, head.0).as_ref()) {
         Ok(SipMessage::Response(r)) => r,
         Ok(SipMessage::Request(_)) => return Err(Rejection::drop("not a response")),
         Err(e) => return Err(Rejection::drop(e.to_string())),
     };
     let mut response = response;
-    response.body = body_of(message).to_vec();
+    // As for requests (see `parse_request`): framing decided the body.
+    response.body = message[head.1..].to_vec();
     check_headers(&response.headers).map_err(Rejection::drop)?;
     Ok(Inbound::Response(response))
 }
 
-fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection> {
+fn parse_request(
+    message: &[u8],
+    head: (usize, usize),
+    start_line: &str,
+) -> Result<Inbound, Rejection> {
     let parts: Vec<&str> = start_line.split(' ').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.contains('\t')) {
         return Err(Rejection::reply(
@@ -189,13 +199,16 @@ fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection>
             lenient_head(message),
         ));
     }
-    let request = match SipMessage::try_from(tolerate_ipv6(message).as_ref()) {
+    let request = match SipMessage::try_from(tolerate_ipv6(message, head.0).as_ref()) {
         Ok(SipMessage::Request(r)) => r,
         Ok(SipMessage::Response(_)) => return Err(Rejection::drop("not a request")),
         Err(e) => return Err(Rejection::reply(400, e.to_string(), lenient_head(message))),
     };
     let mut request = request;
-    request.body = body_of(message).to_vec();
+    // The body is everything after the empty line: rsipstack reads a missing
+    // Content-Length as 0, but over UDP the body is then the rest of the datagram
+    // (§18.3, RFC 4475 `inv2543`), and framing has already cut the message to size.
+    request.body = message[head.1..].to_vec();
     repair_user_part(&mut request.uri, uri);
     if let Err(e) = check_headers(&request.headers) {
         return Err(Rejection::reply(400, e, Some(request)));
@@ -214,13 +227,6 @@ fn parse_request(message: &[u8], start_line: &str) -> Result<Inbound, Rejection>
         ));
     }
     Ok(Inbound::Request(request))
-}
-
-/// The body of a framed message: everything after the empty line. rsipstack reads a
-/// missing Content-Length as 0, but over UDP the body is then the rest of the datagram
-/// (§18.3, RFC 4475 `inv2543`), and framing has already cut the message to size.
-fn body_of(message: &[u8]) -> &[u8] {
-    find_head_end(message).map_or(&[][..], |(_, body_start)| &message[body_start..])
 }
 
 /// rsipstack reads `sip:user;par=u%40example.net@example.com` (RFC 4475 `semiuri`) as
@@ -332,10 +338,7 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
 
 /// RFC 5118 §4.10: tolerate `[2001:db8:::192.0.2.1]` (the RFC 3261 ABNF bug) by
 /// reading it as `[2001:db8::192.0.2.1]`.
-fn tolerate_ipv6(message: &[u8]) -> Cow<'_, [u8]> {
-    let Some((head_len, _)) = find_head_end(message) else {
-        return Cow::Borrowed(message);
-    };
+fn tolerate_ipv6(message: &[u8], head_len: usize) -> Cow<'_, [u8]> {
     let head = &message[..head_len];
     static TRIPLE_COLON: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b":::"));
