@@ -224,6 +224,17 @@ fn audio_media(
     media
 }
 
+/// An empty session of ours: origin and connection at `media`'s address.
+fn session_at(media: SocketAddr, session_id: u64) -> Session {
+    let mut session = Session::new(
+        Origin::with_ip_addr(session_id, session_id, media.ip()),
+        "floorwire",
+    );
+    session.origin.set_username("floorwire");
+    session.connection = Some(Connection::from_ip_addr(media.ip()));
+    session
+}
+
 /// An offer for one audio stream at `media` with `codecs` in preference order.
 pub fn offer(codecs: &[Codec], media: SocketAddr, session_id: u64) -> Session {
     let payloads: Vec<Payload> = codecs
@@ -233,12 +244,7 @@ pub fn offer(codecs: &[Codec], media: SocketAddr, session_id: u64) -> Session {
             payload_type: codec.static_payload_type().unwrap_or(101),
         })
         .collect();
-    let mut session = Session::new(
-        Origin::with_ip_addr(session_id, session_id, media.ip()),
-        "floorwire",
-    );
-    session.origin.set_username("floorwire");
-    session.connection = Some(Connection::from_ip_addr(media.ip()));
+    let mut session = session_at(media, session_id);
     session.medias.push(audio_media(
         media.port(),
         &payloads,
@@ -259,12 +265,7 @@ pub fn answer(
     media: SocketAddr,
     session_id: u64,
 ) -> Result<Session, Error> {
-    let mut session = Session::new(
-        Origin::with_ip_addr(session_id, session_id, media.ip()),
-        "floorwire",
-    );
-    session.origin.set_username("floorwire");
-    session.connection = Some(Connection::from_ip_addr(media.ip()));
+    let mut session = session_at(media, session_id);
     let mut voice = false;
     let mut port = Some(media.port());
     for m in &offer.medias {

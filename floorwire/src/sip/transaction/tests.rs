@@ -47,6 +47,21 @@ fn drain(layer: &mut TransactionLayer) -> (Vec<Transmit>, Vec<Event>) {
     (t, e)
 }
 
+/// Delivers `request` from the UAC at `now`; returns what the layer sent and the id of
+/// the server transaction it opened (the first event must be that request).
+fn deliver(
+    layer: &mut TransactionLayer,
+    now: Instant,
+    request: &Request,
+) -> (Vec<Transmit>, TransactionId) {
+    layer.handle_datagram(now, addr(UAC), &request.to_bytes());
+    let (t, e) = drain(layer);
+    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
+        panic!("no request event for {}", request.method);
+    };
+    (t, id)
+}
+
 fn status_of(bytes: &[u8]) -> Option<u16> {
     match parse_datagram(bytes) {
         Ok(Inbound::Response(r)) => Some(r.status_code.code()),
@@ -148,12 +163,8 @@ fn server_invite_final_retransmitted_until_ack_then_timer_i() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
     let invite = request("INVITE", "z9hG4bKs1", 1);
-    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
-    let (t, e) = drain(&mut layer);
+    let (t, id) = deliver(&mut layer, t0, &invite);
     assert_eq!(status_of(&t[0].bytes), Some(100));
-    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
-        panic!("no request event");
-    };
     let busy = crate::sip::reply::response_to(&invite, 486, Some(&crate::sip::Tag::new("b")));
     layer.respond(t0, id, busy).expect("respond");
     let (sent, _) = run_clock(&mut layer, t0, Duration::from_millis(4000));
@@ -188,11 +199,7 @@ fn server_invite_without_ack_times_out_with_timer_h() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
     let invite = request("INVITE", "z9hG4bKs2", 1);
-    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
-    let (_, e) = drain(&mut layer);
-    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
-        panic!("no request");
-    };
+    let (_, id) = deliver(&mut layer, t0, &invite);
     layer
         .respond(t0, id, crate::sip::reply::response_to(&invite, 404, None))
         .expect("respond");
@@ -212,11 +219,7 @@ fn uas_2xx_retransmitted_until_its_ack() {
     let mut layer = TransactionLayer::new(LayerConfig::default());
     let t0 = Instant::now();
     let invite = request("INVITE", "z9hG4bKs3", 7);
-    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
-    let (_, e) = drain(&mut layer);
-    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
-        panic!("no request");
-    };
+    let (_, id) = deliver(&mut layer, t0, &invite);
     let ok = crate::sip::reply::with_header(
         crate::sip::reply::response_to(&invite, 200, Some(&crate::sip::Tag::new("bob1"))),
         rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
@@ -693,11 +696,7 @@ fn rfc2543_ack_in_accepted_reaches_the_tu_and_stops_the_2xx() {
     let t0 = Instant::now();
     // No magic cookie: keyed RFC 2543-style, so the ACK matches the INVITE's key.
     let invite = request("INVITE", "2543branch", 5);
-    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
-    let (_, e) = drain(&mut layer);
-    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
-        panic!("no request");
-    };
+    let (_, id) = deliver(&mut layer, t0, &invite);
     let ok = crate::sip::reply::with_header(
         crate::sip::reply::response_to(&invite, 200, Some(&crate::sip::Tag::new("b"))),
         rsipstack::sip::Header::Contact("<sip:bob@127.0.0.1:5060>".into()),
@@ -733,11 +732,7 @@ fn cancel_200_carries_the_invite_tag_and_passes_under_load() {
     let mut layer = TransactionLayer::new(config);
     let t0 = Instant::now();
     let invite = request("INVITE", "z9hG4bKct", 1);
-    layer.handle_datagram(t0, addr(UAC), &invite.to_bytes());
-    let (_, e) = drain(&mut layer);
-    let Some(Event::Request { id, .. }) = e.into_iter().next() else {
-        panic!("no request");
-    };
+    let (_, id) = deliver(&mut layer, t0, &invite);
     layer
         .respond(
             t0,
