@@ -5,7 +5,7 @@ use audio_codec_algorithms::{
 };
 
 /// A G.711 companding law.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Law {
     /// A-law, PCMA, static payload type 8.
     ALaw,

@@ -3,12 +3,14 @@
 //! Packets are read with `rtp-rs` (zero-copy); the relay itself only looks at the
 //! header for counters and latching, and forwards payloads untouched.
 
+pub mod anchor;
 pub mod g711;
 pub mod pool;
 pub mod relay;
 pub mod stats;
 pub mod tone;
 
+pub use anchor::{MediaAnchor, MediaMapping, RelayAnchor};
 pub use pool::PortPool;
 pub use relay::{Relay, RelayHandle, Transcode};
 pub use stats::StreamStats;

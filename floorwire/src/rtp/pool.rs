@@ -50,6 +50,19 @@ impl PortPool {
         Ok(port)
     }
 
+    /// Takes a given free port (a standby taking over a call binds the ports the
+    /// active used); false if it is outside the range or already taken.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        match self.free.iter().position(|&p| p == port) {
+            Some(at) => {
+                self.free.remove(at);
+                self.in_use.insert(port);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Gives a port back; unknown ports are ignored.
     pub fn release(&mut self, port: u16) {
         if self.in_use.remove(&port) {

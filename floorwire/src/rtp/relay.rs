@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::g711::{Law, convert};
@@ -65,7 +66,11 @@ pub struct RelayStats {
 pub struct RelayHandle {
     stats: Arc<Mutex<RelayStats>>,
     stop: CancellationToken,
+    remotes: Arc<watch::Sender<Remotes>>,
 }
+
+/// What signalling says of each endpoint: (A's address, B's address).
+type Remotes = (Option<SocketAddr>, Option<SocketAddr>);
 
 impl RelayHandle {
     /// A snapshot of the counters.
@@ -80,11 +85,17 @@ impl RelayHandle {
     pub fn stop(&self) {
         self.stop.cancel();
     }
+
+    /// New endpoint addresses from signalling (a re-INVITE moved a party): a leg whose
+    /// address changed forgets its latch and starts again from the new address.
+    pub fn set_remotes(&self, a_remote: Option<SocketAddr>, b_remote: Option<SocketAddr>) {
+        self.remotes.send_replace((a_remote, b_remote));
+    }
 }
 
 /// G.711 transcoding between the legs: what leg A's endpoint sends and receives in
 /// `a_side`, leg B's in `b_side`. Other payloads (telephone-event) pass untouched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transcode {
     pub a_side: Law,
     pub b_side: Law,
@@ -111,23 +122,47 @@ impl Relay {
             unroutable: 0,
         }));
         let stop = shutdown.child_token();
+        let (remotes, updates) = watch::channel((self.a_remote, self.b_remote));
         let handle = RelayHandle {
             stats: stats.clone(),
             stop: stop.clone(),
+            remotes: Arc::new(remotes),
         };
-        tokio::spawn(self.run(stats, stop));
+        tokio::spawn(self.run(stats, stop, updates));
         handle
     }
 
-    async fn run(self, stats: Arc<Mutex<RelayStats>>, stop: CancellationToken) {
+    async fn run(
+        self,
+        stats: Arc<Mutex<RelayStats>>,
+        stop: CancellationToken,
+        mut updates: watch::Receiver<Remotes>,
+    ) {
         let mut latch_a = Latch::new(self.a_remote);
         let mut latch_b = Latch::new(self.b_remote);
+        let mut known = (self.a_remote, self.b_remote);
+        let mut signalled = true;
         let origin = Instant::now();
         let mut buf_a = vec![0u8; 2048];
         let mut buf_b = vec![0u8; 2048];
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                changed = updates.changed(), if signalled => {
+                    if changed.is_err() {
+                        // Every handle is gone: relay on with what is known.
+                        signalled = false;
+                        continue;
+                    }
+                    let (a, b) = *updates.borrow_and_update();
+                    if a != known.0 && a.is_some() {
+                        latch_a = Latch::new(a);
+                    }
+                    if b != known.1 && b.is_some() {
+                        latch_b = Latch::new(b);
+                    }
+                    known = (a, b);
+                }
                 r = self.leg_a.recv_from(&mut buf_a) => {
                     let Ok((len, source)) = r else { continue };
                     let laws = self.transcode.map(|t| (t.a_side, t.b_side));

@@ -11,7 +11,7 @@ use super::syntax::{parse_name_addr, split_list};
 use crate::error::Error;
 
 /// §12: a dialog is identified by Call-ID, local tag and remote tag.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DialogId {
     pub call_id: CallIdValue,
     pub local_tag: Tag,
@@ -19,15 +19,15 @@ pub struct DialogId {
 }
 
 /// Early (after a 1xx with To tag) or confirmed (after 2xx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DialogState {
     Early,
     Confirmed,
     Terminated,
 }
 
-/// One side's view of a dialog.
-#[derive(Debug, Clone)]
+/// One side's view of a dialog (serialisable: an SBC pair replicates it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dialog {
     pub id: DialogId,
     pub state: DialogState,

@@ -7,6 +7,7 @@
 
 pub mod answerer;
 pub mod auth;
+pub mod b2bua;
 pub mod dialog;
 pub mod framing;
 pub mod ids;

@@ -582,6 +582,15 @@ impl TransactionLayer {
         }
     }
 
+    /// The request of a server transaction that has not sent its final response yet.
+    pub fn server_request(&self, id: TransactionId) -> Option<Request> {
+        let t = self.transactions.get(&id)?;
+        match t.role {
+            Role::Server(_) => t.request.clone(),
+            Role::Client(_) => None,
+        }
+    }
+
     /// Starts a client transaction for `request` (not ACK: see [`Self::send_stateless`]).
     pub fn send_request(
         &mut self,

@@ -1,0 +1,1756 @@
+//! A back-to-back user agent (sans-IO): every call is two independent dialogs, leg A
+//! (the caller, towards whom we are the UAS) and leg B (the callee, towards whom we are
+//! the UAC). Nothing of leg A's Via, Contact, Record-Route or Call-ID reaches leg B.
+//!
+//! The core does the SIP mechanics — provisional and final responses relayed, early
+//! media, CANCEL, BYE from either side, re-INVITE and other in-dialog requests relayed,
+//! the ACK of leg B sent at once, failover to the next destination on 408/503/timeout —
+//! and asks two collaborators for the rest:
+//! - a [`Router`] decides where a new call goes and what it looks like there (numbers,
+//!   codecs, extra headers), or refuses it;
+//! - a [`MediaAnchor`] gives each leg a local RTP address and relays between them.
+//!
+//! Each established call is a [`CallSnapshot`] of plain data; every change to one is
+//! reported by [`B2bua::poll_change`] so an active/standby pair can replicate the call
+//! table, and [`B2bua::restore`] takes a call over from a snapshot.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rsipstack::sip::{
+    Header, Headers, Method, Request, Response, Uri, Version,
+    headers::untyped::{CSeq, CallId, ContentLength, From, MaxForwards, RetryAfter, To, Via},
+};
+use serde::{Deserialize, Serialize};
+
+use super::dialog::Dialog;
+use super::ids::{Branch, CallId as CallIdValue, MessageIds, Tag};
+use super::reply::{response_to, with_body, with_header};
+use super::syntax::parse_name_addr;
+use super::transaction::{CancelOutcome, Event, TransactionId, TransactionLayer};
+use super::uas::{UasPolicy, check_proxy_request, check_request};
+use super::udp::TransactionUser;
+use crate::error::Error;
+use crate::rtp::anchor::{MediaAnchor, MediaMapping};
+use crate::rtp::g711::Law;
+use crate::rtp::relay::Transcode;
+use crate::sdp::{self, Codec, Session};
+
+/// Why the router refuses a call: the status for leg A and a reason for the log (and
+/// the `Warning` header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRefusal {
+    pub status: u16,
+    pub reason: String,
+    /// Seconds for Retry-After (load refusals).
+    pub retry_after: Option<u32>,
+}
+
+/// Where and how a new call goes out on leg B.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Next hops, tried in order when one times out or answers 408/503.
+    pub destinations: Vec<SocketAddr>,
+    /// Leg B's Request-URI.
+    pub request_uri: String,
+    /// Leg B's From (name-addr, without tag: the core adds its own).
+    pub from: String,
+    /// Leg B's To (name-addr).
+    pub to: String,
+    /// Extra headers for leg B's INVITE (e.g. `Priority: emergency`).
+    pub headers: Vec<(String, String)>,
+    /// Codecs to offer on leg B, in order; `None` passes leg A's offer through.
+    pub codecs: Option<Vec<Codec>>,
+    /// G.711 conversion between the legs (A side's law, B side's law).
+    pub transcode: Option<Transcode>,
+    /// What admitted the call (a trunk name); handed back to [`Router::ended`].
+    pub label: String,
+}
+
+/// Decides what happens to new calls.
+pub trait Router {
+    /// Routes a new INVITE from `source` whose offer carries `offered` codecs.
+    fn route(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        invite: &Request,
+        offered: &[Codec],
+    ) -> Result<Outbound, RouteRefusal>;
+    /// A call routed with `label` has ended (answered or not).
+    fn ended(&mut self, label: &str);
+    /// A call with `label` was taken over from a snapshot.
+    fn restored(&mut self, _label: &str) {}
+}
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Side {
+    /// The caller's leg (we are its UAS).
+    A,
+    /// The callee's leg (we are its UAC).
+    B,
+}
+
+impl Side {
+    fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+}
+
+/// An established call as plain data: what a standby needs to carry it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    /// The core's call number (the media anchor's key too).
+    pub call: u64,
+    pub a_dialog: Dialog,
+    pub b_dialog: Dialog,
+    /// Where leg A's in-dialog requests go when the route set does not say.
+    pub a_peer: SocketAddr,
+    /// Where leg B's in-dialog requests go when the route set does not say.
+    pub b_peer: SocketAddr,
+    pub media: Option<MediaMapping>,
+    pub label: String,
+    /// When the call was answered (Unix milliseconds).
+    pub answered_unix_ms: u64,
+}
+
+/// A change to the table of established calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A call was answered or changed (dialog CSeq, media).
+    Upsert(Box<CallSnapshot>),
+    /// A call ended.
+    Remove(u64),
+}
+
+/// Core settings.
+#[derive(Debug, Clone)]
+pub struct B2buaConfig {
+    /// Our SIP address: Via sent-by and Contact on both legs.
+    pub local: SocketAddr,
+    /// User part of our Contact.
+    pub contact_user: String,
+    /// Calls (ringing and established) at once; past this, new INVITEs get 503.
+    pub max_calls: usize,
+    /// Seconds in Retry-After when refusing for load.
+    pub retry_after_secs: u32,
+}
+
+impl B2buaConfig {
+    /// Settings for a B2BUA at `local`.
+    pub fn new(local: SocketAddr) -> Self {
+        Self {
+            local,
+            contact_user: "b2bua".into(),
+            max_calls: 10_000,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+/// What the core has done, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct B2buaStats {
+    pub calls_attempted: u64,
+    pub calls_answered: u64,
+    /// Calls refused by the core or the router (never sent on leg B).
+    pub calls_refused: u64,
+    /// Calls that ended without an answer (busy, cancelled, timed out…).
+    pub calls_unanswered: u64,
+    /// Answered calls that ended.
+    pub calls_ended: u64,
+    /// Calls taken over from snapshots.
+    pub calls_restored: u64,
+    /// Calls up now (ringing or established).
+    pub calls_active: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Leg B's INVITE is out, no dialog yet.
+    Calling,
+    /// Leg B answered 2xx; leg A has its 200.
+    Answered,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: u64,
+    phase: Phase,
+    label: String,
+    cancelled: bool,
+    a_peer: SocketAddr,
+    a_call_id: String,
+    a_tag: Tag,
+    /// Leg A's INVITE and its server transaction, until its final response.
+    a_invite: Option<(TransactionId, Request)>,
+    a_offer: Option<Session>,
+    a_dialog: Option<Dialog>,
+    outbound: Outbound,
+    /// Destinations not tried yet.
+    b_next: VecDeque<SocketAddr>,
+    b_peer: SocketAddr,
+    b_call_id: String,
+    b_tag: Tag,
+    b_cseq: u32,
+    b_offer: Vec<u8>,
+    /// Leg B's INVITE (for its dialog) and client transaction, until answered.
+    b_invite: Option<(TransactionId, Request)>,
+    b_dialog: Option<Dialog>,
+    /// Our ACK for leg B's 2xx, resent on each retransmission of it.
+    b_ack: Option<Vec<u8>>,
+    media: Option<MediaMapping>,
+    answered_unix_ms: u64,
+}
+
+impl Call {
+    fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
+        match side {
+            Side::A => self.a_dialog.as_mut(),
+            Side::B => self.b_dialog.as_mut(),
+        }
+    }
+
+    fn peer(&self, side: Side) -> SocketAddr {
+        match side {
+            Side::A => self.a_peer,
+            Side::B => self.b_peer,
+        }
+    }
+
+    fn snapshot(&self) -> Option<CallSnapshot> {
+        Some(CallSnapshot {
+            call: self.id,
+            a_dialog: self.a_dialog.clone()?,
+            b_dialog: self.b_dialog.clone()?,
+            a_peer: self.a_peer,
+            b_peer: self.b_peer,
+            media: self.media.clone(),
+            label: self.label.clone(),
+            answered_unix_ms: self.answered_unix_ms,
+        })
+    }
+}
+
+/// What a client transaction of ours was for.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// Leg B's initial INVITE.
+    Invite(u64),
+    /// A request relayed from `from`'s side; its answer goes to `server`.
+    Relayed {
+        call: u64,
+        server: TransactionId,
+        from: Side,
+        method: Method,
+        cseq: u32,
+    },
+    /// A request of our own (BYE); its answer concerns nobody.
+    Own,
+}
+
+/// The B2BUA core; drive it as the [`TransactionUser`] of a transaction layer.
+pub struct B2bua<R, M> {
+    config: B2buaConfig,
+    policy: UasPolicy,
+    router: R,
+    media: M,
+    next_call: u64,
+    calls: HashMap<u64, Call>,
+    /// (Call-ID, our tag) of each leg → call and side.
+    legs: HashMap<(String, String), (u64, Side)>,
+    /// Leg A INVITE server transactions still unanswered → call.
+    a_invites: HashMap<TransactionId, u64>,
+    /// Leg A INVITEs answered 2xx whose ACK has not come → call.
+    awaiting_ack: HashMap<TransactionId, u64>,
+    client: HashMap<TransactionId, Pending>,
+    changes: VecDeque<Change>,
+    stats: B2buaStats,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where an in-dialog request goes: the first route's host if it is an address, else
+/// the leg's peer (the address the leg's signalling came from or went to).
+fn next_hop(dialog: &Dialog, peer: SocketAddr) -> SocketAddr {
+    dialog
+        .route_set
+        .first()
+        .and_then(|route| parse_name_addr(route).ok().and_then(|n| uri_address(n.uri)))
+        .unwrap_or(peer)
+}
+
+/// The host:port of a SIP URI when the host is an IP address (port 5060 by default).
+fn uri_address(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?']).next()?;
+    if let Ok(address) = hostport.parse::<SocketAddr>() {
+        return Some(address);
+    }
+    let host = hostport.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+/// Where an SDP says media should go, unless it is on hold with an unspecified address.
+fn endpoint_of(session: &Session) -> Option<SocketAddr> {
+    sdp::audio_endpoint(session).filter(|a| !a.ip().is_unspecified())
+}
+
+/// A dialog-forming response of ours to leg A: Record-Route copied from the request
+/// (§12.1.1), our Contact, and the SDP if any.
+fn dialog_response(
+    request: &Request,
+    status: u16,
+    tag: &Tag,
+    contact: Header,
+    body: Option<Vec<u8>>,
+) -> Response {
+    let mut response = response_to(request, status, Some(tag));
+    for rr in request
+        .headers
+        .iter()
+        .filter(|h| matches!(h, Header::RecordRoute(_)))
+    {
+        response = with_header(response, rr.clone());
+    }
+    response = with_header(response, contact);
+    match body {
+        Some(body) => with_body(response, "application/sdp", body),
+        None => response,
+    }
+}
+
+fn content_type(request: &Request) -> Option<String> {
+    request.headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_owned()),
+        _ => None,
+    })
+}
+
+fn law_of(codec: Codec) -> Option<Law> {
+    match codec {
+        Codec::Pcma => Some(Law::ALaw),
+        Codec::Pcmu => Some(Law::MuLaw),
+        _ => None,
+    }
+}
+
+fn codec_of(law: Law) -> Codec {
+    match law {
+        Law::ALaw => Codec::Pcma,
+        Law::MuLaw => Codec::Pcmu,
+    }
+}
+
+impl<R, M> std::fmt::Debug for B2bua<R, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("B2bua")
+            .field("local", &self.config.local)
+            .field("calls", &self.calls.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Router, M: MediaAnchor> B2bua<R, M> {
+    /// A core with its router and media plane.
+    pub fn new(config: B2buaConfig, router: R, media: M) -> Self {
+        Self {
+            config,
+            policy: UasPolicy::default(),
+            router,
+            media,
+            next_call: rand::random::<u32>() as u64,
+            calls: HashMap::new(),
+            legs: HashMap::new(),
+            a_invites: HashMap::new(),
+            awaiting_ack: HashMap::new(),
+            client: HashMap::new(),
+            changes: VecDeque::new(),
+            stats: B2buaStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> B2buaStats {
+        let mut stats = self.stats;
+        stats.calls_active = self.calls.len() as u64;
+        stats
+    }
+
+    /// The router (to reload its rules, read its state).
+    pub fn router_mut(&mut self) -> &mut R {
+        &mut self.router
+    }
+
+    /// The media plane.
+    pub fn media(&self) -> &M {
+        &self.media
+    }
+
+    /// The next change to the table of established calls.
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.changes.pop_front()
+    }
+
+    /// Every established call now (for a standby that has just connected).
+    pub fn snapshots(&self) -> Vec<CallSnapshot> {
+        self.calls.values().filter_map(Call::snapshot).collect()
+    }
+
+    /// Takes over an established call from a snapshot: its dialogs answer in-dialog
+    /// requests from now on and its media is relayed on the same ports.
+    pub fn restore(&mut self, snapshot: CallSnapshot) -> Result<(), Error> {
+        if let Some(mapping) = &snapshot.media {
+            self.media.restore(snapshot.call, mapping)?;
+        }
+        let a = &snapshot.a_dialog.id;
+        let b = &snapshot.b_dialog.id;
+        self.legs.insert(
+            (
+                a.call_id.as_str().to_owned(),
+                a.local_tag.as_str().to_owned(),
+            ),
+            (snapshot.call, Side::A),
+        );
+        self.legs.insert(
+            (
+                b.call_id.as_str().to_owned(),
+                b.local_tag.as_str().to_owned(),
+            ),
+            (snapshot.call, Side::B),
+        );
+        self.router.restored(&snapshot.label);
+        self.stats.calls_restored += 1;
+        self.next_call = self.next_call.max(snapshot.call + 1);
+        let call = Call {
+            id: snapshot.call,
+            phase: Phase::Answered,
+            label: snapshot.label,
+            cancelled: false,
+            a_peer: snapshot.a_peer,
+            a_call_id: snapshot.a_dialog.id.call_id.as_str().to_owned(),
+            a_tag: snapshot.a_dialog.id.local_tag.clone(),
+            a_invite: None,
+            a_offer: None,
+            outbound: Outbound {
+                destinations: vec![snapshot.b_peer],
+                request_uri: String::new(),
+                from: String::new(),
+                to: String::new(),
+                headers: Vec::new(),
+                codecs: None,
+                transcode: snapshot.media.as_ref().and_then(|m| m.transcode),
+                label: String::new(),
+            },
+            b_next: VecDeque::new(),
+            b_peer: snapshot.b_peer,
+            b_call_id: snapshot.b_dialog.id.call_id.as_str().to_owned(),
+            b_tag: snapshot.b_dialog.id.local_tag.clone(),
+            b_cseq: snapshot.b_dialog.local_seq,
+            b_offer: Vec::new(),
+            b_invite: None,
+            b_dialog: Some(snapshot.b_dialog),
+            a_dialog: Some(snapshot.a_dialog),
+            b_ack: None,
+            media: snapshot.media,
+            answered_unix_ms: snapshot.answered_unix_ms,
+        };
+        tracing::info!(call = call.id, "call taken over from the replicated table");
+        self.calls.insert(call.id, call);
+        Ok(())
+    }
+
+    fn contact(&self) -> Header {
+        Header::Contact(format!("<sip:{}@{}>", self.config.contact_user, self.config.local).into())
+    }
+
+    fn changed(&mut self, call: u64) {
+        if let Some(snapshot) = self.calls.get(&call).and_then(Call::snapshot) {
+            self.changes.push_back(Change::Upsert(Box::new(snapshot)));
+        }
+    }
+
+    /// Ends a call: media released, router told, indices cleared.
+    fn end(&mut self, call: u64, why: &str) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        self.media.close(call);
+        self.router.ended(&c.label);
+        self.legs
+            .remove(&(c.b_call_id.clone(), c.b_tag.as_str().to_owned()));
+        self.legs
+            .remove(&(c.a_call_id.clone(), c.a_tag.as_str().to_owned()));
+        if let Some((tx, _)) = &c.a_invite {
+            self.a_invites.remove(tx);
+        }
+        self.awaiting_ack.retain(|_, v| *v != call);
+        self.client.retain(|_, p| match p {
+            Pending::Invite(c) | Pending::Relayed { call: c, .. } => *c != call,
+            Pending::Own => true,
+        });
+        if c.phase == Phase::Answered {
+            self.stats.calls_ended += 1;
+            self.changes.push_back(Change::Remove(call));
+        } else {
+            self.stats.calls_unanswered += 1;
+        }
+        tracing::info!(call, label = %c.label, why, "call ended");
+    }
+
+    /// Sends BYE on `side` of `call`, if that leg has a dialog.
+    fn send_bye(&mut self, now: Instant, layer: &mut TransactionLayer, call: u64, side: Side) {
+        let local = self.config.local.to_string();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let peer = c.peer(side);
+        let Some(dialog) = c.dialog_mut(side) else {
+            return;
+        };
+        match dialog.request(Method::Bye, &local, None) {
+            Ok(bye) => {
+                let hop = next_hop(dialog, peer);
+                match layer.send_request(now, hop, bye) {
+                    Ok(tx) => {
+                        self.client.insert(tx, Pending::Own);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not send BYE"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not build BYE"),
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: TransactionId,
+        request: &Request,
+        refusal: &RouteRefusal,
+    ) {
+        self.stats.calls_refused += 1;
+        tracing::info!(status = refusal.status, reason = %refusal.reason, "call refused");
+        let mut response = response_to(request, refusal.status, Some(&Tag::generate()));
+        if let Some(secs) = refusal.retry_after {
+            response = with_header(
+                response,
+                Header::RetryAfter(RetryAfter::new(secs.to_string())),
+            );
+        }
+        let text = refusal.reason.replace(['"', '\\', '\r', '\n'], " ");
+        response = with_header(
+            response,
+            Header::Other(
+                "Warning".into(),
+                format!("399 {} \"{text}\"", self.config.local.ip()),
+            ),
+        );
+        let _ = layer.respond(now, id, response);
+    }
+
+    fn new_call(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: TransactionId,
+        source: SocketAddr,
+        request: Request,
+    ) {
+        self.stats.calls_attempted += 1;
+        let tag = Tag::generate();
+        let check = check_request(&request, &self.policy)
+            .and_then(|()| check_proxy_request(&request, &self.policy.extensions));
+        let max_forwards = match check {
+            Ok(n) => n,
+            Err(refusal) => {
+                self.stats.calls_refused += 1;
+                let _ = layer.respond(now, id, refusal.response(&request, &tag));
+                return;
+            }
+        };
+        if self.calls.len() >= self.config.max_calls {
+            let refusal = RouteRefusal {
+                status: 503,
+                reason: format!("{} calls up, the limit", self.calls.len()),
+                retry_after: Some(self.config.retry_after_secs),
+            };
+            return self.refuse(now, layer, id, &request, &refusal);
+        }
+        let offer = if request.body.is_empty() {
+            None
+        } else {
+            match sdp::parse(&request.body) {
+                Ok(offer) => Some(offer),
+                Err(e) => {
+                    let refusal = RouteRefusal {
+                        status: 488,
+                        reason: format!("offer refused: {e}"),
+                        retry_after: None,
+                    };
+                    return self.refuse(now, layer, id, &request, &refusal);
+                }
+            }
+        };
+        let Some(offer) = offer else {
+            let refusal = RouteRefusal {
+                status: 488,
+                reason: "an INVITE without an SDP offer is not supported".into(),
+                retry_after: None,
+            };
+            return self.refuse(now, layer, id, &request, &refusal);
+        };
+        let offered: Vec<Codec> = offer
+            .medias
+            .iter()
+            .find(|m| m.media == "audio" && m.port != 0)
+            .map(|m| sdp::payloads(m).into_iter().map(|p| p.codec).collect())
+            .unwrap_or_default();
+        let outbound = match self.router.route(now, source, &request, &offered) {
+            Ok(outbound) if !outbound.destinations.is_empty() => outbound,
+            Ok(outbound) => {
+                self.router.ended(&outbound.label);
+                let refusal = RouteRefusal {
+                    status: 404,
+                    reason: "no destination".into(),
+                    retry_after: None,
+                };
+                return self.refuse(now, layer, id, &request, &refusal);
+            }
+            Err(refusal) => return self.refuse(now, layer, id, &request, &refusal),
+        };
+        let call = self.next_call;
+        self.next_call += 1;
+        let (a_local, b_local) = match self.media.open(call) {
+            Ok(local) => local,
+            Err(e) => {
+                self.router.ended(&outbound.label);
+                let refusal = RouteRefusal {
+                    status: 503,
+                    reason: format!("media: {e}"),
+                    retry_after: Some(self.config.retry_after_secs),
+                };
+                return self.refuse(now, layer, id, &request, &refusal);
+            }
+        };
+        let b_session = match &outbound.codecs {
+            Some(codecs) => sdp::offer(codecs, b_local, rand::random::<u32>() as u64),
+            None => {
+                let mut s = offer.clone();
+                sdp::anchor(&mut s, b_local);
+                s
+            }
+        };
+        let mapping = MediaMapping {
+            a_local,
+            b_local,
+            a_remote: endpoint_of(&offer),
+            b_remote: None,
+            transcode: outbound.transcode,
+        };
+        self.media.update(call, &mapping);
+        let a_call_id = MessageIds::of(&request)
+            .call_id
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
+        let mut destinations: VecDeque<SocketAddr> =
+            outbound.destinations.iter().copied().collect();
+        let first = destinations.pop_front().unwrap_or(source);
+        let mut c = Call {
+            id: call,
+            phase: Phase::Calling,
+            label: outbound.label.clone(),
+            cancelled: false,
+            a_peer: source,
+            a_call_id: a_call_id.clone(),
+            a_tag: tag.clone(),
+            a_invite: Some((id, request)),
+            a_offer: Some(offer),
+            a_dialog: None,
+            outbound,
+            b_next: destinations,
+            b_peer: first,
+            b_call_id: CallIdValue::generate(&self.config.local.ip().to_string())
+                .as_str()
+                .to_owned(),
+            b_tag: Tag::generate(),
+            b_cseq: 0,
+            b_offer: sdp::to_bytes(&b_session),
+            b_invite: None,
+            b_dialog: None,
+            b_ack: None,
+            media: Some(mapping),
+            answered_unix_ms: 0,
+        };
+        self.legs
+            .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
+        self.legs.insert(
+            (c.b_call_id.clone(), c.b_tag.as_str().to_owned()),
+            (call, Side::B),
+        );
+        self.a_invites.insert(id, call);
+        let sent = self.send_b_invite(now, layer, &mut c, max_forwards);
+        self.calls.insert(call, c);
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not send leg B's INVITE");
+            self.fail_a(now, layer, call, 500);
+        }
+    }
+
+    /// Sends (or re-sends to the next destination) leg B's INVITE.
+    fn send_b_invite(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        c: &mut Call,
+        max_forwards: u32,
+    ) -> Result<(), Error> {
+        c.b_cseq += 1;
+        let local = self.config.local;
+        let uri = Uri::try_from(c.outbound.request_uri.as_str())
+            .map_err(|e| Error::Dialog(format!("request URI {:?}: {e}", c.outbound.request_uri)))?;
+        let mut headers = Headers::default();
+        headers.push(Header::Via(Via::new(format!(
+            "SIP/2.0/UDP {local};branch={};rport",
+            Branch::generate()
+        ))));
+        headers.push(Header::MaxForwards(MaxForwards::new(
+            max_forwards.to_string(),
+        )));
+        headers.push(Header::From(From::new(format!(
+            "{};tag={}",
+            c.outbound.from,
+            c.b_tag.as_str()
+        ))));
+        headers.push(Header::To(To::new(c.outbound.to.clone())));
+        headers.push(Header::CallId(CallId::new(c.b_call_id.clone())));
+        headers.push(Header::CSeq(CSeq::new(format!("{} INVITE", c.b_cseq))));
+        headers.push(self.contact());
+        headers.push(Header::Allow(
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+                .to_owned()
+                .into(),
+        ));
+        for (name, value) in &c.outbound.headers {
+            headers.push(Header::Other(name.clone(), value.clone()));
+        }
+        headers.push(Header::ContentType("application/sdp".to_owned().into()));
+        headers.push(Header::ContentLength(ContentLength::new(
+            c.b_offer.len().to_string(),
+        )));
+        let invite = Request {
+            method: Method::Invite,
+            uri,
+            version: Version::V2,
+            headers,
+            body: c.b_offer.clone(),
+        };
+        let tx = layer.send_request(now, c.b_peer, invite.clone())?;
+        self.client.insert(tx, Pending::Invite(c.id));
+        c.b_invite = Some((tx, invite));
+        Ok(())
+    }
+
+    /// Leg B failed (408, 503, timeout): sends its INVITE to the next destination, if
+    /// any is left and leg A still waits. True if one was sent.
+    fn try_next_destination(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+    ) -> bool {
+        let Some(mut c) = self.calls.remove(&call) else {
+            return false;
+        };
+        let mut sent = false;
+        while !c.cancelled
+            && !sent
+            && let Some(next) = c.b_next.pop_front()
+        {
+            tracing::info!(next = %next, "leg B failed: trying the next destination");
+            c.b_peer = next;
+            sent = self.send_b_invite(now, layer, &mut c, 69).is_ok();
+        }
+        self.calls.insert(call, c);
+        sent
+    }
+
+    /// Answers leg A's INVITE with a failure and ends the call.
+    fn fail_a(&mut self, now: Instant, layer: &mut TransactionLayer, call: u64, status: u16) {
+        if let Some(c) = self.calls.get_mut(&call)
+            && let Some((tx, request)) = c.a_invite.take()
+        {
+            self.a_invites.remove(&tx);
+            let _ = layer.respond(now, tx, response_to(&request, status, Some(&c.a_tag)));
+        }
+        self.end(call, "leg B failed");
+    }
+
+    /// The SDP for leg A built from leg B's: anchored at our A-side address; when the
+    /// router chose codecs for leg B, an answer to leg A's own offer with the codecs
+    /// leg B accepted (through transcoding).
+    fn sdp_for_a(&self, c: &Call, b_sdp: &Session) -> Option<Vec<u8>> {
+        let mapping = c.media.as_ref()?;
+        if c.outbound.codecs.is_some()
+            && let Some(offer) = &c.a_offer
+        {
+            let accepted: Vec<Codec> = b_sdp
+                .medias
+                .iter()
+                .find(|m| m.media == "audio" && m.port != 0)
+                .map(|m| sdp::payloads(m).into_iter().map(|p| p.codec).collect())
+                .unwrap_or_default();
+            let accepted: Vec<Codec> = accepted
+                .into_iter()
+                .map(|codec| match (c.outbound.transcode, law_of(codec)) {
+                    (Some(t), Some(law)) if law == t.b_side => codec_of(t.a_side),
+                    _ => codec,
+                })
+                .collect();
+            return sdp::answer(
+                offer,
+                &accepted,
+                mapping.a_local,
+                rand::random::<u32>() as u64,
+            )
+            .ok()
+            .map(|s| sdp::to_bytes(&s));
+        }
+        let mut s = b_sdp.clone();
+        sdp::anchor(&mut s, mapping.a_local);
+        Some(sdp::to_bytes(&s))
+    }
+
+    fn on_b_invite_response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        response: Response,
+    ) {
+        let status = response.status_code.code();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let b_sdp = if response.body.is_empty() {
+            None
+        } else {
+            sdp::parse(&response.body).ok()
+        };
+        match status {
+            100 => {}
+            101..=199 => {
+                if c.cancelled || c.phase != Phase::Calling {
+                    return;
+                }
+                let mut body = None;
+                if let Some(b_sdp) = &b_sdp
+                    && let Some(mapping) = c.media.as_mut()
+                {
+                    mapping.b_remote = endpoint_of(b_sdp).or(mapping.b_remote);
+                    let mapping = mapping.clone();
+                    self.media.update(call, &mapping);
+                    body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
+                }
+                let contact = self.contact();
+                let Some(c) = self.calls.get(&call) else {
+                    return;
+                };
+                if let Some((tx, request)) = &c.a_invite {
+                    let r = dialog_response(request, status, &c.a_tag, contact, body);
+                    let _ = layer.respond(now, *tx, r);
+                }
+            }
+            200..=299 => self.on_b_answer(now, layer, call, response, b_sdp),
+            _ => {
+                c.b_invite = None;
+                if matches!(status, 408 | 503) && self.try_next_destination(now, layer, call) {
+                    return;
+                }
+                if self.calls.get(&call).is_some_and(|c| c.cancelled) {
+                    self.end(call, "cancelled");
+                } else {
+                    // Relay the failure; a redirection or challenge from the far side is
+                    // not leg A's business.
+                    let status = match status {
+                        300..=399 => 480,
+                        401 | 407 => 403,
+                        s => s,
+                    };
+                    self.fail_a(now, layer, call, status);
+                }
+            }
+        }
+    }
+
+    fn on_b_answer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        response: Response,
+        b_sdp: Option<Session>,
+    ) {
+        let local = self.config.local.to_string();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let to_tag = MessageIds::of(&response).to_tag;
+        if let Some(dialog) = &c.b_dialog {
+            if Some(&dialog.id.remote_tag) == to_tag.as_ref() {
+                // A retransmitted 2xx: our ACK got lost (§13.2.2.4).
+                if let Some(ack) = c.b_ack.clone() {
+                    let hop = next_hop(dialog, c.b_peer);
+                    let _ = layer.send_stateless(hop, ack);
+                }
+            } else if let Some((_, invite)) = &c.b_invite {
+                // A second fork answered: ACK and release it.
+                let peer = c.b_peer;
+                if let Ok(mut extra) = Dialog::from_uac(invite, &response) {
+                    if let Ok(ack) = extra.ack(c.b_cseq, &local) {
+                        let _ = layer.send_stateless(peer, ack.to_bytes());
+                    }
+                    if let Ok(bye) = extra.request(Method::Bye, &local, None)
+                        && let Ok(tx) = layer.send_request(now, peer, bye)
+                    {
+                        self.client.insert(tx, Pending::Own);
+                    }
+                }
+            }
+            return;
+        }
+        let Some((_, invite)) = c.b_invite.clone() else {
+            return;
+        };
+        let mut dialog = match Dialog::from_uac(&invite, &response) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "leg B's 2xx unusable");
+                return;
+            }
+        };
+        if let Ok(ack) = dialog.ack(c.b_cseq, &local) {
+            let bytes = ack.to_bytes();
+            let _ = layer.send_stateless(next_hop(&dialog, c.b_peer), bytes.clone());
+            c.b_ack = Some(bytes);
+        }
+        c.b_dialog = Some(dialog);
+        if c.cancelled || c.a_invite.is_none() {
+            // Leg A gave up while leg B answered: hang leg B up.
+            self.send_bye(now, layer, call, Side::B);
+            self.end(call, "answered after CANCEL");
+            return;
+        }
+        let mut body = None;
+        if let Some(b_sdp) = &b_sdp
+            && let Some(mapping) = c.media.as_mut()
+        {
+            mapping.b_remote = endpoint_of(b_sdp).or(mapping.b_remote);
+            let mapping = mapping.clone();
+            self.media.update(call, &mapping);
+            body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
+        }
+        let contact_uri = format!("sip:{}@{}", self.config.contact_user, self.config.local);
+        let contact = self.contact();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some((tx, request)) = c.a_invite.take() else {
+            return;
+        };
+        self.a_invites.remove(&tx);
+        match Dialog::from_uas(&request, c.a_tag.clone(), &contact_uri) {
+            Ok(d) => c.a_dialog = Some(d),
+            Err(e) => tracing::warn!(error = %e, "leg A's dialog"),
+        }
+        let ok = dialog_response(&request, 200, &c.a_tag, contact, body);
+        c.phase = Phase::Answered;
+        c.answered_unix_ms = unix_ms();
+        self.awaiting_ack.insert(tx, call);
+        self.stats.calls_answered += 1;
+        let _ = layer.respond(now, tx, ok);
+        tracing::info!(call, "call answered");
+        self.changed(call);
+    }
+
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: TransactionId,
+        request: Request,
+        call: u64,
+        side: Side,
+    ) {
+        let local = self.config.local.to_string();
+        let Some(c) = self.calls.get_mut(&call) else {
+            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            return;
+        };
+        let Some(dialog) = c.dialog_mut(side) else {
+            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            return;
+        };
+        if let Err(status) = dialog.receive_request(&request) {
+            let _ = layer.respond(now, id, response_to(&request, status, None));
+            return;
+        }
+        if request.method == Method::Bye {
+            let _ = layer.respond(now, id, response_to(&request, 200, None));
+            self.send_bye(now, layer, call, side.other());
+            self.end(
+                call,
+                if side == Side::A {
+                    "BYE from A"
+                } else {
+                    "BYE from B"
+                },
+            );
+            return;
+        }
+        // Relay to the other leg, SDP anchored there.
+        let mut body = request.body.clone();
+        if !body.is_empty()
+            && matches!(request.method, Method::Invite | Method::Update)
+            && let Ok(mut session) = sdp::parse(&body)
+            && let Some(mapping) = c.media.as_mut()
+        {
+            let remote = endpoint_of(&session);
+            let local_other = match side {
+                Side::A => {
+                    mapping.a_remote = remote.or(mapping.a_remote);
+                    mapping.b_local
+                }
+                Side::B => {
+                    mapping.b_remote = remote.or(mapping.b_remote);
+                    mapping.a_local
+                }
+            };
+            sdp::anchor(&mut session, local_other);
+            body = sdp::to_bytes(&session);
+            let mapping = mapping.clone();
+            self.media.update(call, &mapping);
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let other = side.other();
+        let peer = c.peer(other);
+        let Some(dialog) = c.dialog_mut(other) else {
+            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            return;
+        };
+        let mut relayed = match dialog.request(request.method, &local, None) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not relay in-dialog request");
+                let _ = layer.respond(now, id, response_to(&request, 500, None));
+                return;
+            }
+        };
+        let cseq = dialog.local_seq;
+        if !body.is_empty() {
+            relayed
+                .headers
+                .retain(|h| !matches!(h, Header::ContentLength(_)));
+            let ct = content_type(&request).unwrap_or_else(|| "application/sdp".into());
+            relayed.headers.push(Header::ContentType(ct.into()));
+            relayed
+                .headers
+                .push(Header::ContentLength(ContentLength::new(
+                    body.len().to_string(),
+                )));
+            relayed.body = body;
+        }
+        let hop = next_hop(dialog, peer);
+        let method = request.method;
+        match layer.send_request(now, hop, relayed) {
+            Ok(tx) => {
+                self.client.insert(
+                    tx,
+                    Pending::Relayed {
+                        call,
+                        server: id,
+                        from: side,
+                        method,
+                        cseq,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not relay in-dialog request");
+                let _ = layer.respond(now, id, response_to(&request, 500, None));
+            }
+        }
+        self.changed(call);
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parts of one Pending::Relayed
+    fn on_relayed_response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        server: TransactionId,
+        from: Side,
+        method: Method,
+        cseq: u32,
+        response: Response,
+    ) {
+        let status = response.status_code.code();
+        if status < 200 {
+            return;
+        }
+        let local = self.config.local.to_string();
+        let contact = self.contact();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let other = from.other();
+        // The ACK for a relayed re-INVITE's 2xx is ours to send, at once.
+        if method == Method::Invite && (200..300).contains(&status) {
+            let peer = c.peer(other);
+            if let Some(dialog) = c.dialog_mut(other)
+                && let Ok(ack) = dialog.ack(cseq, &local)
+            {
+                let _ = layer.send_stateless(next_hop(dialog, peer), ack.to_bytes());
+            }
+        }
+        let mut body = response.body.clone();
+        if !body.is_empty()
+            && let Ok(mut session) = sdp::parse(&body)
+            && let Some(mapping) = c.media.as_mut()
+        {
+            let remote = endpoint_of(&session);
+            let local_from = match from {
+                Side::A => {
+                    mapping.b_remote = remote.or(mapping.b_remote);
+                    mapping.a_local
+                }
+                Side::B => {
+                    mapping.a_remote = remote.or(mapping.a_remote);
+                    mapping.b_local
+                }
+            };
+            sdp::anchor(&mut session, local_from);
+            body = sdp::to_bytes(&session);
+            let mapping = mapping.clone();
+            self.media.update(call, &mapping);
+        }
+        // The server transaction still holds the request; answer from the layer's copy.
+        let Some(request) = layer.server_request(server) else {
+            return;
+        };
+        let mut r = response_to(&request, status, None);
+        if (200..300).contains(&status) && method == Method::Invite {
+            r = with_header(r, contact);
+        }
+        if !body.is_empty() {
+            r = with_body(r, "application/sdp", body);
+        }
+        let _ = layer.respond(now, server, r);
+        self.changed(call);
+    }
+}
+
+impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUser for B2bua<R, M> {
+    fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
+        match event {
+            Event::Request {
+                id,
+                source,
+                request,
+            } => {
+                let ids = MessageIds::of(&request);
+                match (&ids.to_tag, request.method) {
+                    (Some(tag), _) => {
+                        let key = (
+                            ids.call_id
+                                .map(|c| c.as_str().to_owned())
+                                .unwrap_or_default(),
+                            tag.as_str().to_owned(),
+                        );
+                        match self.legs.get(&key).copied() {
+                            Some((call, side)) => {
+                                self.in_dialog(now, layer, id, request, call, side)
+                            }
+                            None => {
+                                let _ = layer.respond(now, id, response_to(&request, 481, None));
+                            }
+                        }
+                    }
+                    (None, Method::Invite) => self.new_call(now, layer, id, source, request),
+                    (None, Method::Options) => {
+                        let ok = with_header(
+                            response_to(&request, 200, Some(&Tag::generate())),
+                            Header::Allow(
+                                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+                                    .to_owned()
+                                    .into(),
+                            ),
+                        );
+                        let _ = layer.respond(now, id, ok);
+                    }
+                    (None, Method::Bye) => {
+                        let _ = layer.respond(
+                            now,
+                            id,
+                            response_to(&request, 481, Some(&Tag::generate())),
+                        );
+                    }
+                    (None, _) => {
+                        let refused = with_header(
+                            response_to(&request, 405, Some(&Tag::generate())),
+                            Header::Allow(
+                                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+                                    .to_owned()
+                                    .into(),
+                            ),
+                        );
+                        let _ = layer.respond(now, id, refused);
+                    }
+                }
+            }
+            Event::Ack { request, .. } => {
+                let ids = MessageIds::of(&request);
+                if let (Some(call_id), Some(tag)) = (ids.call_id, ids.to_tag)
+                    && let Some((call, Side::A)) = self
+                        .legs
+                        .get(&(call_id.as_str().to_owned(), tag.as_str().to_owned()))
+                        .copied()
+                {
+                    self.awaiting_ack.retain(|_, c| *c != call);
+                }
+            }
+            Event::AckTimeout { id } => {
+                if let Some(call) = self.awaiting_ack.remove(&id) {
+                    // §13.3.1.4: no ACK from leg A; end both legs.
+                    self.send_bye(now, layer, call, Side::A);
+                    self.send_bye(now, layer, call, Side::B);
+                    self.end(call, "no ACK from leg A");
+                }
+            }
+            Event::Cancelled { invite } => {
+                let Some(call) = self.a_invites.remove(&invite) else {
+                    return;
+                };
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                c.cancelled = true;
+                // The layer has answered leg A 487.
+                c.a_invite = None;
+                let outcome = match &c.b_invite {
+                    Some((tx, _)) => layer.cancel(now, *tx),
+                    None => CancelOutcome::TooLate,
+                };
+                if outcome == CancelOutcome::TooLate {
+                    self.end(call, "cancelled");
+                }
+            }
+            Event::Response { id, response } => {
+                let is_final = response.status_code.code() >= 200;
+                let pending = if is_final {
+                    self.client.remove(&id)
+                } else {
+                    self.client.get(&id).cloned()
+                };
+                match pending {
+                    Some(Pending::Invite(call)) => {
+                        if is_final && (200..300).contains(&response.status_code.code()) {
+                            // Keep listening for retransmitted or forked 2xx (Timer M).
+                            self.client.insert(id, Pending::Invite(call));
+                        }
+                        self.on_b_invite_response(now, layer, call, response);
+                    }
+                    Some(Pending::Relayed {
+                        call,
+                        server,
+                        from,
+                        method,
+                        cseq,
+                    }) => self.on_relayed_response(
+                        now, layer, call, server, from, method, cseq, response,
+                    ),
+                    Some(Pending::Own) | None => {}
+                }
+            }
+            Event::Stray2xx { response } => {
+                // A late 2xx retransmission for leg B: ACK it again.
+                let ids = MessageIds::of(&response);
+                if let (Some(call_id), Some(tag)) = (ids.call_id, ids.from_tag)
+                    && let Some((call, Side::B)) = self
+                        .legs
+                        .get(&(call_id.as_str().to_owned(), tag.as_str().to_owned()))
+                        .copied()
+                    && let Some(c) = self.calls.get(&call)
+                    && let (Some(ack), Some(dialog)) = (&c.b_ack, &c.b_dialog)
+                {
+                    let _ = layer.send_stateless(next_hop(dialog, c.b_peer), ack.clone());
+                }
+            }
+            Event::Timeout { id } => match self.client.remove(&id) {
+                Some(Pending::Invite(call)) => {
+                    let Some(c) = self.calls.get_mut(&call) else {
+                        return;
+                    };
+                    c.b_invite = None;
+                    if self.try_next_destination(now, layer, call) {
+                        return;
+                    }
+                    let cancelled = self.calls.get(&call).is_some_and(|c| c.cancelled);
+                    if cancelled {
+                        self.end(call, "cancelled");
+                    } else {
+                        self.fail_a(now, layer, call, 408);
+                    }
+                }
+                Some(Pending::Relayed { server, .. }) => {
+                    if let Some(request) = layer.server_request(server) {
+                        let _ = layer.respond(now, server, response_to(&request, 408, None));
+                    }
+                }
+                Some(Pending::Own) | None => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::ingress::{Inbound, parse_datagram};
+    use crate::sip::transaction::LayerConfig;
+
+    const A: &str = "127.0.0.1:5070";
+    const B1: &str = "127.0.0.1:5080";
+    const B2: &str = "127.0.0.1:5090";
+    const US: &str = "127.0.0.1:5060";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    /// Routes every call to B1 then B2; counts what it admitted and released.
+    #[derive(Default)]
+    struct TestRouter {
+        admitted: u32,
+        ended: u32,
+        refuse: bool,
+    }
+
+    impl Router for TestRouter {
+        fn route(
+            &mut self,
+            _now: Instant,
+            _source: SocketAddr,
+            _invite: &Request,
+            _offered: &[Codec],
+        ) -> Result<Outbound, RouteRefusal> {
+            if self.refuse {
+                return Err(RouteRefusal {
+                    status: 403,
+                    reason: "blocked destination".into(),
+                    retry_after: None,
+                });
+            }
+            self.admitted += 1;
+            Ok(Outbound {
+                destinations: vec![addr(B1), addr(B2)],
+                request_uri: "sip:+33142685300@127.0.0.1:5080".into(),
+                from: "<sip:+33140000000@127.0.0.1>".into(),
+                to: "<sip:+33142685300@127.0.0.1>".into(),
+                headers: vec![("X-Trunk".into(), "carrier".into())],
+                codecs: None,
+                transcode: None,
+                label: "carrier".into(),
+            })
+        }
+        fn ended(&mut self, _label: &str) {
+            self.ended += 1;
+        }
+    }
+
+    /// Hands out fixed ports and remembers every mapping it was told.
+    #[derive(Default)]
+    struct TestMedia {
+        open: HashMap<u64, MediaMapping>,
+        closed: u32,
+    }
+
+    impl MediaAnchor for TestMedia {
+        fn open(&mut self, call: u64) -> Result<(SocketAddr, SocketAddr), Error> {
+            let local = (addr("127.0.0.1:16000"), addr("127.0.0.1:16002"));
+            self.open.insert(
+                call,
+                MediaMapping {
+                    a_local: local.0,
+                    b_local: local.1,
+                    a_remote: None,
+                    b_remote: None,
+                    transcode: None,
+                },
+            );
+            Ok(local)
+        }
+        fn update(&mut self, call: u64, mapping: &MediaMapping) {
+            self.open.insert(call, mapping.clone());
+        }
+        fn restore(&mut self, call: u64, mapping: &MediaMapping) -> Result<(), Error> {
+            self.open.insert(call, mapping.clone());
+            Ok(())
+        }
+        fn close(&mut self, call: u64) {
+            self.open.remove(&call);
+            self.closed += 1;
+        }
+    }
+
+    type Core = B2bua<TestRouter, TestMedia>;
+
+    struct Harness {
+        layer: TransactionLayer,
+        core: Core,
+        now: Instant,
+    }
+
+    enum Out {
+        Request(SocketAddr, Request),
+        Response(SocketAddr, Response),
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                layer: TransactionLayer::new(LayerConfig::default()),
+                core: B2bua::new(
+                    B2buaConfig::new(addr(US)),
+                    TestRouter::default(),
+                    TestMedia::default(),
+                ),
+                now: Instant::now(),
+            }
+        }
+
+        /// Delivers `text` from `source`; returns what went out.
+        fn deliver(&mut self, source: &str, text: &str) -> Vec<Out> {
+            let bytes = text.replace('\n', "\r\n");
+            self.layer
+                .handle_datagram(self.now, addr(source), bytes.as_bytes());
+            self.pump()
+        }
+
+        fn pump(&mut self) -> Vec<Out> {
+            while let Some(e) = self.layer.poll_event() {
+                self.core.on_event(self.now, e, &mut self.layer);
+            }
+            std::iter::from_fn(|| self.layer.poll_transmit())
+                .map(|t| match parse_datagram(&t.bytes) {
+                    Ok(Inbound::Request(r)) => Out::Request(t.destination, r),
+                    Ok(Inbound::Response(r)) => Out::Response(t.destination, r),
+                    other => panic!("unparseable output {other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    fn responses(out: &[Out], to: &str) -> Vec<u16> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Response(d, r) if *d == addr(to) => Some(r.status_code.code()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn requests<'a>(out: &'a [Out], to: &str) -> Vec<&'a Request> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Request(d, r) if *d == addr(to) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn header(message: &impl rsipstack::sip::HasHeaders, name: &str) -> Option<String> {
+        crate::sip::uas::header_text(message, name)
+    }
+
+    const SDP_A: &str = "v=0\no=a 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=sendrecv\n";
+    const SDP_B: &str = "v=0\no=b 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 42000 RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=sendrecv\n";
+
+    fn with_sdp(head: &str, sdp: &str) -> String {
+        let body = sdp.replace('\n', "\r\n");
+        format!(
+            "{head}Content-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+            body.len()
+        )
+    }
+
+    fn invite_from_a() -> String {
+        with_sdp(
+            &format!(
+                "INVITE sip:0142685300@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa1\n\
+Max-Forwards: 70\nFrom: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>\n\
+Call-ID: a-leg-call\nCSeq: 1 INVITE\nContact: <sip:a@{A}>\nRecord-Route: <sip:leak@10.9.9.9;lr>\n"
+            ),
+            SDP_A,
+        )
+    }
+
+    /// The response B sends to leg B's INVITE, built from it.
+    fn b_response(invite: &Request, status: u16, tag: &str, sdp: Option<&str>) -> String {
+        let mut text = format!("SIP/2.0 {status} Whatever\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            text.push_str(&format!("{name}: {}\n", header(invite, name).expect(name)));
+        }
+        text.push_str(&format!(
+            "To: {};tag={tag}\n",
+            header(invite, "To").expect("To")
+        ));
+        text.push_str(&format!("Contact: <sip:b@{B1}>\n"));
+        match sdp {
+            Some(sdp) => with_sdp(&text, sdp),
+            None => format!("{text}Content-Length: 0\n\n"),
+        }
+    }
+
+    /// Sets a call up to answered; returns leg B's INVITE and leg A's 200.
+    fn answered_call(h: &mut Harness) -> (Request, Response) {
+        let out = h.deliver(A, &invite_from_a());
+        assert_eq!(responses(&out, A), vec![100]);
+        let b_invite = requests(&out, B1)[0].clone();
+        let out = h.deliver(B1, &b_response(&b_invite, 180, "bt", None));
+        assert_eq!(responses(&out, A), vec![180]);
+        let out = h.deliver(B1, &b_response(&b_invite, 200, "bt", Some(SDP_B)));
+        let acks = requests(&out, B1);
+        assert_eq!(acks.len(), 1, "leg B ACKed at once");
+        assert_eq!(acks[0].method, Method::Ack);
+        let ok = out
+            .into_iter()
+            .find_map(|o| match o {
+                Out::Response(d, r) if d == addr(A) && r.status_code.code() == 200 => Some(r),
+                _ => None,
+            })
+            .expect("200 to leg A");
+        (b_invite, ok)
+    }
+
+    #[test]
+    fn legs_are_independent_and_a_call_goes_up_and_down() {
+        let mut h = Harness::new();
+        let (b_invite, ok) = answered_call(&mut h);
+        // Nothing of leg A reaches leg B.
+        let text = String::from_utf8(b_invite.to_bytes()).expect("utf8");
+        for leaked in [
+            "a-leg-call",
+            A,
+            "leak@10.9.9.9",
+            "branch=z9hG4bKa1",
+            "tag=at",
+        ] {
+            assert!(
+                !text.contains(leaked),
+                "{leaked} leaked into leg B:\n{text}"
+            );
+        }
+        assert!(text.contains("X-Trunk: carrier"));
+        assert!(
+            text.contains("m=audio 16002 "),
+            "leg B's offer anchored:\n{text}"
+        );
+        // Leg A's answer is anchored at the A-side port, with leg B's codecs.
+        let answer = String::from_utf8(ok.body.clone()).expect("utf8");
+        assert!(answer.contains("m=audio 16000 RTP/AVP 8 101"), "{answer}");
+        let mapping = h
+            .core
+            .media()
+            .open
+            .values()
+            .next()
+            .expect("mapping")
+            .clone();
+        assert_eq!(mapping.a_remote, Some(addr("127.0.0.1:40000")));
+        assert_eq!(mapping.b_remote, Some(addr("127.0.0.1:42000")));
+        let Some(Change::Upsert(snapshot)) = h.core.poll_change() else {
+            panic!("answered call replicated");
+        };
+        assert_eq!(snapshot.a_dialog.id.call_id.as_str(), "a-leg-call");
+        // Leg A hangs up: 200 to A, BYE to B, call gone.
+        let a_tag = MessageIds::of(&ok).to_tag.expect("our tag");
+        let bye = format!(
+            "BYE sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa2\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>;tag={a_tag}\n\
+Call-ID: a-leg-call\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+        );
+        let out = h.deliver(A, &bye);
+        assert_eq!(responses(&out, A), vec![200]);
+        let byes = requests(&out, B1);
+        assert_eq!(byes[0].method, Method::Bye);
+        assert_eq!(header(byes[0], "Call-ID"), header(&b_invite, "Call-ID"));
+        assert_eq!(h.core.poll_change(), Some(Change::Remove(snapshot.call)));
+        assert_eq!(h.core.stats().calls_active, 0);
+        assert_eq!(h.core.media().closed, 1);
+        assert_eq!(h.core.router_mut().ended, 1);
+    }
+
+    #[test]
+    fn cancel_from_a_cancels_leg_b() {
+        let mut h = Harness::new();
+        let out = h.deliver(A, &invite_from_a());
+        let b_invite = requests(&out, B1)[0].clone();
+        h.deliver(B1, &b_response(&b_invite, 180, "bt", None));
+        let cancel = format!(
+            "CANCEL sip:0142685300@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa1\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>\nCall-ID: a-leg-call\n\
+CSeq: 1 CANCEL\nContent-Length: 0\n\n"
+        );
+        let out = h.deliver(A, &cancel);
+        let mut to_a = responses(&out, A);
+        to_a.sort();
+        assert_eq!(to_a, vec![200, 487]);
+        let b_cancel = requests(&out, B1);
+        assert_eq!(b_cancel[0].method, Method::Cancel);
+        let out = h.deliver(B1, &b_response(&b_invite, 487, "bt", None));
+        assert_eq!(requests(&out, B1)[0].method, Method::Ack);
+        assert_eq!(h.core.stats().calls_active, 0);
+        assert_eq!(h.core.stats().calls_unanswered, 1);
+        assert_eq!(h.core.router_mut().ended, 1);
+        assert_eq!(
+            h.core.poll_change(),
+            None,
+            "never answered, never replicated"
+        );
+    }
+
+    #[test]
+    fn a_503_moves_the_call_to_the_next_destination_and_failures_reach_a() {
+        let mut h = Harness::new();
+        let out = h.deliver(A, &invite_from_a());
+        let first = requests(&out, B1)[0].clone();
+        let out = h.deliver(B1, &b_response(&first, 503, "x1", None));
+        let second = requests(&out, B2);
+        assert_eq!(second.len(), 1, "retried on B2");
+        assert_eq!(header(second[0], "Call-ID"), header(&first, "Call-ID"));
+        assert_ne!(header(second[0], "CSeq"), header(&first, "CSeq"));
+        let second = second[0].clone();
+        let out = h.deliver(B2, &b_response(&second, 486, "x2", None));
+        assert_eq!(responses(&out, A), vec![486]);
+        assert_eq!(h.core.stats().calls_active, 0);
+    }
+
+    #[test]
+    fn refusals_carry_the_reason_and_load_refusals_retry_after() {
+        let mut h = Harness::new();
+        h.core.router_mut().refuse = true;
+        let out = h.deliver(A, &invite_from_a());
+        let refused = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Response(_, r) if r.status_code.code() == 403 => Some(r),
+                _ => None,
+            })
+            .expect("403");
+        assert!(
+            header(refused, "Warning")
+                .expect("Warning")
+                .contains("blocked destination")
+        );
+        let mut h = Harness::new();
+        h.core.config.max_calls = 0;
+        let out = h.deliver(A, &invite_from_a());
+        let busy = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Response(_, r) if r.status_code.code() == 503 => Some(r),
+                _ => None,
+            })
+            .expect("503");
+        assert_eq!(header(busy, "Retry-After").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn reinvite_is_relayed_with_sdp_anchored_and_acked_by_us() {
+        let mut h = Harness::new();
+        let (b_invite, ok) = answered_call(&mut h);
+        h.core.poll_change();
+        let a_tag = MessageIds::of(&ok).to_tag.expect("tag");
+        let hold = SDP_A.replace("a=sendrecv", "a=sendonly");
+        let reinvite = with_sdp(
+            &format!(
+                "INVITE sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa3\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>;tag={a_tag}\n\
+Call-ID: a-leg-call\nCSeq: 2 INVITE\nContact: <sip:a@{A}>\n"
+            ),
+            &hold,
+        );
+        let out = h.deliver(A, &reinvite);
+        let relayed = requests(&out, B1)[0].clone();
+        assert_eq!(relayed.method, Method::Invite);
+        assert_eq!(header(&relayed, "Call-ID"), header(&b_invite, "Call-ID"));
+        let body = String::from_utf8(relayed.body.clone()).expect("utf8");
+        assert!(
+            body.contains("a=sendonly") && body.contains("m=audio 16002"),
+            "{body}"
+        );
+        let answer = SDP_B.replace("a=sendrecv", "a=recvonly");
+        let out = h.deliver(B1, &b_response(&relayed, 200, "bt", Some(&answer)));
+        assert_eq!(requests(&out, B1)[0].method, Method::Ack, "we ACK leg B");
+        assert_eq!(responses(&out, A), vec![200]);
+        assert!(matches!(h.core.poll_change(), Some(Change::Upsert(_))));
+    }
+
+    #[test]
+    fn a_restored_call_carries_on_on_another_core() {
+        let mut active = Harness::new();
+        let (b_invite, _ok) = answered_call(&mut active);
+        let Some(Change::Upsert(snapshot)) = active.core.poll_change() else {
+            panic!("snapshot");
+        };
+        // The snapshot travels as JSON over the replication link.
+        let wire = serde_json::to_string(&*snapshot).expect("json");
+        let snapshot: CallSnapshot = serde_json::from_str(&wire).expect("json back");
+        let mut standby = Harness::new();
+        standby.core.restore(snapshot.clone()).expect("restore");
+        assert_eq!(
+            standby.core.media().open.get(&snapshot.call),
+            snapshot.media.as_ref()
+        );
+        // The callee hangs up on the standby: 200 to B, BYE to A with the next CSeq.
+        let b_call_id = header(&b_invite, "Call-ID").expect("call id");
+        let from = header(&b_invite, "From").expect("from");
+        let to = header(&b_invite, "To").expect("to");
+        let bye = format!(
+            "BYE sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKb9\nMax-Forwards: 70\n\
+From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 7 BYE\nContent-Length: 0\n\n"
+        );
+        let out = standby.deliver(B1, &bye);
+        assert_eq!(responses(&out, B1), vec![200]);
+        // Leg A's route set (its INVITE's Record-Route) decides where the BYE goes.
+        let to_a = requests(&out, "10.9.9.9:5060");
+        assert_eq!(to_a[0].method, Method::Bye);
+        assert_eq!(
+            header(to_a[0], "Route").as_deref(),
+            Some("<sip:leak@10.9.9.9;lr>")
+        );
+        assert_eq!(header(to_a[0], "Call-ID").as_deref(), Some("a-leg-call"));
+        assert_eq!(standby.core.stats().calls_active, 0);
+        assert_eq!(standby.core.stats().calls_restored, 1);
+    }
+}
