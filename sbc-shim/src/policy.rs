@@ -203,37 +203,47 @@ impl Admission {
                 called.number
             )));
         }
-        if state.active >= p.max_concurrent_calls {
-            return Err(PolicyRefusal {
-                status: 503,
-                reason: format!("{trunk}: {} calls up, the limit", state.active),
-                retry_after: Some(5),
-            });
-        }
-        // Token bucket: refill at the rate, capped at one second's worth.
-        let rate = p.max_calls_per_second as f64;
-        if let Some(last) = state.refilled {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            state.tokens = (state.tokens + elapsed * rate).min(rate);
-        }
-        state.refilled = Some(now);
-        if state.tokens < 1.0 {
-            let wait = ((1.0 - state.tokens) / rate.max(f64::MIN_POSITIVE)).ceil();
-            return Err(PolicyRefusal {
-                status: 503,
-                reason: format!(
-                    "{trunk}: more than {} new calls per second",
-                    p.max_calls_per_second
-                ),
-                retry_after: Some(Duration::from_secs_f64(wait.clamp(1.0, 3600.0)).as_secs() as u32),
-            });
-        }
-        state.tokens -= 1.0;
-        state.active += 1;
+        take_load(state, trunk, now)?;
         Ok(Permit {
             trunk: trunk.to_owned(),
             counted: true,
         })
+    }
+
+    /// Admits a call on `trunk` by load alone (concurrency and rate): calls from the
+    /// carrier towards the floor, whose destination is ours.
+    pub fn admit_load(&mut self, trunk: &str, now: Instant) -> Result<Permit, PolicyRefusal> {
+        let Some(state) = self.trunks.get_mut(trunk) else {
+            return Err(PolicyRefusal {
+                status: 404,
+                reason: format!("no trunk {trunk:?}"),
+                retry_after: None,
+            });
+        };
+        take_load(state, trunk, now)?;
+        Ok(Permit {
+            trunk: trunk.to_owned(),
+            counted: true,
+        })
+    }
+
+    /// Counts a call taken over from the active of an HA pair (already admitted there).
+    pub fn count_restored(&mut self, trunk: &str) -> Permit {
+        if let Some(state) = self.trunks.get_mut(trunk) {
+            state.active += 1;
+        }
+        Permit {
+            trunk: trunk.to_owned(),
+            counted: true,
+        }
+    }
+
+    /// Ends a call admitted on `trunk` (the B2BUA keeps the trunk name, not the permit).
+    pub fn release_trunk(&mut self, trunk: &str) {
+        self.release(Permit {
+            trunk: trunk.to_owned(),
+            counted: true,
+        });
     }
 
     /// Ends an admitted call.
@@ -291,6 +301,39 @@ impl Admission {
             "no codec in common with {trunk} and no transcoding path"
         )))
     }
+}
+
+/// Takes one call's worth of a trunk's load allowance: concurrency, then the rate
+/// bucket (refilled at the rate, capped at one second's worth).
+fn take_load(state: &mut TrunkState, trunk: &str, now: Instant) -> Result<(), PolicyRefusal> {
+    if state.active >= state.policy.max_concurrent_calls {
+        return Err(PolicyRefusal {
+            status: 503,
+            reason: format!("{trunk}: {} calls up, the limit", state.active),
+            retry_after: Some(5),
+        });
+    }
+    // Token bucket: refill at the rate, capped at one second's worth.
+    let rate = state.policy.max_calls_per_second as f64;
+    if let Some(last) = state.refilled {
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * rate).min(rate);
+    }
+    state.refilled = Some(now);
+    if state.tokens < 1.0 {
+        let wait = ((1.0 - state.tokens) / rate.max(f64::MIN_POSITIVE)).ceil();
+        return Err(PolicyRefusal {
+            status: 503,
+            reason: format!(
+                "{trunk}: more than {} new calls per second",
+                state.policy.max_calls_per_second
+            ),
+            retry_after: Some(Duration::from_secs_f64(wait.clamp(1.0, 3600.0)).as_secs() as u32),
+        });
+    }
+    state.tokens -= 1.0;
+    state.active += 1;
+    Ok(())
 }
 
 #[cfg(test)]
