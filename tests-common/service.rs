@@ -10,16 +10,30 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A running service binary.
+/// A running service binary; killed if the test ends (or panics) without stopping it.
 pub struct Service {
     pub child: Child,
     pub admin: SocketAddr,
 }
 
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `bin serve` with `env`, waiting (at most 60 s) for `NAME ready: admin=ADDR`.
 pub fn start(bin: &str, env: &[(&str, &str)]) -> Service {
+    start_with_args(bin, &["serve"], env)
+}
+
+/// Starts `bin ARGS...` with `env`, waiting (at most 60 s) for its ready line.
+pub fn start_with_args(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
     let mut child = Command::new(bin)
-        .arg("serve")
+        .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -66,6 +80,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (code, text)
 }
 
+/// The value of an unlabelled metric in a `/metrics` page (`None` if absent).
+pub fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits (at most `within`) until `check` holds, polling every 20 ms.
+pub fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends SIGTERM and waits (at most 20 s) for the exit.
 pub fn terminate(mut service: Service) -> ExitStatus {
     let pid = service.child.id().to_string();
@@ -104,9 +137,11 @@ pub fn run_with_config(bin: &str, toml: &str) -> (ExitStatus, String, String) {
 }
 
 /// The checks every service binary passes.
-pub fn check_service_binary(bin: &str, env_prefix: &str) {
+pub fn check_service_binary(bin: &str, env_prefix: &str, extra_env: &[(&str, &str)]) {
     let key = format!("{env_prefix}__ADMIN__LISTEN");
-    let service = start(bin, &[(key.as_str(), "127.0.0.1:0")]);
+    let mut env = vec![(key.as_str(), "127.0.0.1:0")];
+    env.extend_from_slice(extra_env);
+    let service = start(bin, &env);
     let (code, body) = http_get(service.admin, "/healthz");
     assert_eq!(code, 200, "{body}");
     let (code, body) = http_get(service.admin, "/metrics");

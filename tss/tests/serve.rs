@@ -5,5 +5,5 @@ mod service;
 
 #[test]
 fn serve_admin_shutdown_and_config_errors() {
-    service::check_service_binary(env!("CARGO_BIN_EXE_tss"), "TSS");
+    service::check_service_binary(env!("CARGO_BIN_EXE_tss"), "TSS", &[]);
 }

@@ -75,7 +75,9 @@ pub async fn serve(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
-    let listener = TcpListener::bind(listen).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("admin port {listen}: {e}")))?;
     let addr = listener.local_addr()?;
     let app = router(registry, health);
     let fut = async move {
