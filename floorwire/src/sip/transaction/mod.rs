@@ -403,43 +403,39 @@ impl TransactionLayer {
         });
     }
 
-    /// §9.2: CANCEL matches the INVITE server transaction with the same key.
+    /// §9.2: CANCEL matches the INVITE server transaction with the same key. The 200
+    /// to the CANCEL goes out first, then the INVITE's 487 (the order peers expect).
     fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
         let invite_key = Key::of(ids, "INVITE", true);
         let invite_id = invite_key.and_then(|k| self.by_key.get(&(true, k)).copied());
         let invite_tag = invite_id
             .and_then(|id| self.transactions.get(&id))
             .and_then(|t| t.local_tag.clone());
-        let status = match invite_id {
-            None => 481,
-            Some(invite_id) => {
-                let proceeding = matches!(
-                    self.transactions.get(&invite_id).map(|t| &t.role),
-                    Some(Role::Server(ServerState::Proceeding))
-                );
-                if proceeding
-                    && let Some(invite) = self.transactions.get(&invite_id)
-                    && let Some(invite_request) = &invite.request
-                {
-                    let tag = invite.local_tag.clone().unwrap_or_else(Tag::generate);
-                    let terminated = response_to(invite_request, 487, Some(&tag));
-                    let _ = self.respond(now, invite_id, terminated);
-                    self.events
-                        .push_back(Event::Cancelled { invite: invite_id });
-                }
-                200
-            }
-        };
-        let Some(request) = self
+        // §9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
+        let tag = invite_tag.unwrap_or_else(Tag::generate);
+        let status = if invite_id.is_some() { 200 } else { 481 };
+        if let Some(request) = self
             .transactions
             .get(&cancel_id)
             .and_then(|t| t.request.clone())
-        else {
+        {
+            let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&tag)));
+        }
+        let Some(invite_id) = invite_id else {
             return;
         };
-        // §9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
-        let tag = invite_tag.unwrap_or_else(Tag::generate);
-        let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&tag)));
+        let terminated = match self.transactions.get(&invite_id) {
+            Some(invite) if matches!(invite.role, Role::Server(ServerState::Proceeding)) => invite
+                .request
+                .as_ref()
+                .map(|r| response_to(r, 487, Some(&tag))),
+            _ => None,
+        };
+        if let Some(terminated) = terminated {
+            let _ = self.respond(now, invite_id, terminated);
+            self.events
+                .push_back(Event::Cancelled { invite: invite_id });
+        }
     }
 
     fn match_2xx_ack(&mut self, ids: &MessageIds) -> bool {
