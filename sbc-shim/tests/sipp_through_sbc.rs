@@ -18,13 +18,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_sbc-shim");
 const TPO_IP: &str = "127.0.6.21";
 const CARRIER_IP: &str = "127.0.6.3";
 
-/// A standalone SBC on `ip`:5060 with the carrier at `carrier`.
-fn sbc(ip: &str, carrier: &str, rules: Option<&str>, ports: (u16, u16)) -> service::Service {
+/// A standalone SBC on `ip`:5060 with the carrier at `carrier` and the TPO at `tpo`.
+fn sbc(
+    ip: &str,
+    carrier: &str,
+    tpo: &str,
+    rules: Option<&str>,
+    ports: (u16, u16),
+) -> service::Service {
     let config = sbc_config(
         &format!("{ip}:9200"),
         &format!("{ip}:5060"),
         carrier,
-        &format!("{TPO_IP}:5060"),
+        tpo,
         ports,
         rules,
         "mode = \"standalone\"\nnode = \"sbc\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nheartbeat_ms = 100\ndead_after_ms = 500",
@@ -33,16 +39,9 @@ fn sbc(ip: &str, carrier: &str, rules: Option<&str>, ports: (u16, u16)) -> servi
     service::start_with_args(BIN, &["serve", "--config", &path], &[])
 }
 
-fn sipp_uas(scenario: &str, calls: u32, dir: &std::path::Path) -> Child {
+fn sipp_uas(scenario: &str, ip: &str, calls: u32, dir: &std::path::Path) -> Child {
     Command::new("sipp")
-        .args([
-            "-sf",
-            &peers::scenario(scenario),
-            "-i",
-            CARRIER_IP,
-            "-p",
-            "5060",
-        ])
+        .args(["-sf", &peers::scenario(scenario), "-i", ip, "-p", "5060"])
         .args([
             "-m",
             &calls.to_string(),
@@ -93,6 +92,7 @@ fn sipp_uac(
 /// Waits for a backgrounded SIPp (it daemonises with -bg) to finish: its process is
 /// found by its scenario file and waited on through /proc.
 fn wait_sipp_uas(scenario: &str) {
+    // (by the scenario's path: each test uses its own scenario files)
     let name = peers::scenario(scenario);
     service::wait_until(
         Duration::from_secs(60),
@@ -111,7 +111,7 @@ fn wait_sipp_uas(scenario: &str) {
 /// status says every call passed; the error logs of both say no check failed (the
 /// carrier's `ereg` checks fail calls on its side).
 fn run_pair(uas: &str, uac: &str, calls: u32, sbc_ip: &str, dir: &std::path::PathBuf) {
-    let mut carrier = sipp_uas(uas, calls, dir);
+    let mut carrier = sipp_uas(uas, CARRIER_IP, calls, dir);
     let _ = carrier.wait();
     // SIPp's -bg parent exits at once; the carrier is now listening in the background.
     let out = sipp_uac(uac, calls, 100, &format!("{sbc_ip}:5060"), dir);
@@ -149,7 +149,14 @@ fn sipp_calls_through_the_sbc_arrive_in_e164_and_end_cleanly() {
         return;
     }
     let sbc_ip = "127.0.6.30";
-    let sbc = sbc(sbc_ip, &format!("{CARRIER_IP}:5060"), None, (22000, 22999));
+    let tpo = format!("{TPO_IP}:5060");
+    let sbc = sbc(
+        sbc_ip,
+        &format!("{CARRIER_IP}:5060"),
+        &tpo,
+        None,
+        (22000, 22999),
+    );
     let dir = peers::scratch("sbc-sipp");
     // Caller hangs up, callee hangs up, caller cancels.
     run_pair("carrier-uas.xml", "tpo-uac.xml", 200, sbc_ip, &dir);
@@ -191,7 +198,13 @@ fn strangers_and_premium_numbers_are_refused_and_rules_reload_without_dropping_c
     let rules_v1 = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/fr.toml"))
         .expect("French preset");
     let rules_path = write_scratch("reload-rules.toml", &rules_v1);
-    let sbc = sbc(sbc_ip, carrier_sip, Some(&rules_path), (23000, 23999));
+    let sbc = sbc(
+        sbc_ip,
+        carrier_sip,
+        &format!("{TPO_IP}:5060"),
+        Some(&rules_path),
+        (23000, 23999),
+    );
     let target = format!("{sbc_ip}:5060").parse().expect("addr");
     let m = |name: &str| service::metric(sbc.admin, name).unwrap_or(-1.0);
 
@@ -280,5 +293,57 @@ fn strangers_and_premium_numbers_are_refused_and_rules_reload_without_dropping_c
     service::wait_until(Duration::from_secs(5), "the carrier saw the BYE", || {
         carrier.stats().calls_ended == 1
     });
+    assert!(service::terminate(sbc).success());
+}
+
+#[test]
+fn inbound_calls_reach_the_tpo_with_a_national_calling_number() {
+    if !peers::sipp_available() {
+        return;
+    }
+    let sbc_ip = "127.0.9.30";
+    let tpo_ip = "127.0.9.21";
+    let carrier_ip = "127.0.9.3";
+    let sbc = sbc(
+        sbc_ip,
+        &format!("{carrier_ip}:5060"),
+        &format!("{tpo_ip}:5060"),
+        None,
+        (24000, 24999),
+    );
+    let dir = peers::scratch("sbc-inbound");
+    let mut tpo = sipp_uas("tpo-uas.xml", tpo_ip, 5, &dir);
+    let _ = tpo.wait();
+    // The carrier (a UAC on its address) calls a DID in E.164, from an E.164 caller.
+    let mut carrier = Uac::bind(&format!("{carrier_ip}:0"));
+    let target = format!("{sbc_ip}:5060").parse().expect("addr");
+    let media = format!("{carrier_ip}:40000").parse().expect("addr");
+    for i in 0..5 {
+        let mut call = carrier
+            .call(target, "+33142685300", "+33140000000", media)
+            .unwrap_or_else(|status| panic!("inbound call {i}: {status}"));
+        assert_eq!(
+            carrier.in_dialog(&mut call, floorwire::sip::msg::Method::Bye, None),
+            200
+        );
+    }
+    wait_sipp_uas("tpo-uas.xml");
+    let errors: String = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("_errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| {
+            !l.contains("The following events occurred") && !l.contains("Failed to delete FD")
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert!(
+        errors.trim().is_empty(),
+        "the TPO's checks failed:\n{errors}"
+    );
+    let m = |name: &str| service::metric(sbc.admin, name).unwrap_or(-1.0);
+    assert_eq!(m("floorwire_sbc_calls_ended_total"), 5.0);
     assert!(service::terminate(sbc).success());
 }
