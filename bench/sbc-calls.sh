@@ -58,7 +58,7 @@ run_uac() { # $1 = target; prints "elapsed_s failed"
 }
 
 start_carrier() {
-  sipp -sn uas -i 127.0.8.3 -p 5060 -nostdin -buff_size 4194304 > "$work/uas.txt" 2>&1 &
+  (cd "$work" && exec sipp -sn uas -i 127.0.8.3 -p 5060 -nostdin -buff_size 4194304 -trace_err > "$work/uas.txt" 2>&1) &
   uas=$!
   sleep 0.5
   kill -0 "$uas" || { echo "the SIPp carrier did not start:" >&2; cat "$work/uas.txt" >&2; exit 1; }
@@ -79,6 +79,7 @@ for _ in $(seq "$RUNS"); do
   read -r elapsed failed < <(run_uac 127.0.8.30:5060)
   after=$(cpu_ns $sbc)
   rss_mb=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$sbc/status")
+  curl -s http://127.0.8.30:9200/metrics > "$work/sbc-metrics.txt" || true
   kill -TERM "$sbc" "$uas"; wait "$sbc" "$uas" 2>/dev/null || true
   printf 'through-sbc\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
     "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)" "$rss_mb"

@@ -120,11 +120,14 @@ pub async fn run_udp<U: TransactionUser>(
                     }
                 }
             }
-            _ = sleep_until(deadline) => {
-                layer.handle_timeout(tokio::time::Instant::now().into_std());
-            }
+            _ = sleep_until(deadline) => {}
         }
         let now = tokio::time::Instant::now().into_std();
+        // Timers fire here, not only when the queue is idle: under sustained load the
+        // biased select always finds a batch, and retransmissions must not starve.
+        if layer.poll_timeout().is_some_and(|at| at <= now) {
+            layer.handle_timeout(now);
+        }
         while let Some(event) = layer.poll_event() {
             // One span per call: every log line the TU writes carries the Call-ID.
             let call_id = match &event {
