@@ -97,19 +97,41 @@ pub struct LinkTiming {
     pub dead_after: Duration,
 }
 
-/// The active's side of the link: a bounded queue of changes from the B2BUA, and a
-/// flag raised when the queue overflowed (the publisher then sends the whole table).
-#[derive(Debug, Clone)]
+/// The whole table handed from the B2BUA to the publisher after an overflow, with the
+/// number of the last change it includes.
+type TableSlot = Arc<std::sync::Mutex<Option<(u64, Vec<CallSnapshot>)>>>;
+
+/// The active's side of the link: a bounded queue of numbered changes from the
+/// B2BUA. When the queue overflows, the change is lost to the queue, so the B2BUA is
+/// asked for its whole table ([`ChangeSink::wants_table`]) and hands it over with
+/// [`ChangeSink::table`]; the publisher sends that and skips older queued changes.
+#[derive(Debug)]
 pub struct ChangeSink {
-    queue: mpsc::Sender<Change>,
+    queue: mpsc::Sender<(u64, Change)>,
     resync: Arc<AtomicBool>,
+    table: TableSlot,
+    seq: u64,
 }
 
 impl ChangeSink {
-    /// Queues a change without waiting; a full queue asks for a full resync instead.
-    pub fn push(&self, change: Change) {
-        if self.queue.try_send(change).is_err() {
+    /// Queues a change without waiting; a full queue asks for the whole table.
+    pub fn push(&mut self, change: Change) {
+        self.seq += 1;
+        if self.queue.try_send((self.seq, change)).is_err() {
             self.resync.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the publisher needs the whole table (a change could not be queued).
+    pub fn wants_table(&self) -> bool {
+        self.resync.load(Ordering::Relaxed)
+    }
+
+    /// Hands over the whole table as of now (every change pushed so far included).
+    pub fn table(&mut self, calls: Vec<CallSnapshot>) {
+        if let Ok(mut slot) = self.table.lock() {
+            *slot = Some((self.seq, calls));
+            self.resync.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -127,13 +149,15 @@ pub async fn publish(
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     let (queue, changes) = mpsc::channel(65_536);
-    let resync = Arc::new(AtomicBool::new(false));
+    let table = Arc::new(std::sync::Mutex::new(None));
     let sink = ChangeSink {
         queue,
-        resync: resync.clone(),
+        resync: Arc::new(AtomicBool::new(false)),
+        table: table.clone(),
+        seq: 0,
     };
     tokio::spawn(run_publisher(
-        listener, node, initial, changes, resync, timing, shutdown,
+        listener, node, initial, changes, table, timing, shutdown,
     ));
     tracing::info!(%bound, "replication link listening");
     Ok((sink, bound))
@@ -163,13 +187,15 @@ async fn run_publisher(
     listener: TcpListener,
     node: String,
     mut table: CallTable,
-    mut changes: mpsc::Receiver<Change>,
-    resync: Arc<AtomicBool>,
+    mut changes: mpsc::Receiver<(u64, Change)>,
+    resync: TableSlot,
     timing: LinkTiming,
     shutdown: CancellationToken,
 ) {
     let mut standby: Option<TcpStream> = None;
     let mut tick = tokio::time::interval(timing.heartbeat);
+    // Changes up to this number are in the table already (after a resync).
+    let mut applied = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -182,18 +208,20 @@ async fn run_publisher(
                 send(&mut standby, &Message::Table { calls: table.snapshots() }, timing).await;
             }
             change = changes.recv() => {
-                let Some(change) = change else { return };
+                let Some((seq, change)) = change else { return };
+                if seq <= applied {
+                    continue;
+                }
                 let message = Message::from(change);
                 table.apply(message.clone());
                 send(&mut standby, &message, timing).await;
             }
             _ = tick.tick() => {
-                if resync.swap(false, Ordering::Relaxed) {
-                    // Changes were dropped on the floor: the queue's content is stale
-                    // too, so drain it into our table and send the whole of it.
-                    while let Ok(change) = changes.try_recv() {
-                        table.apply(Message::from(change));
-                    }
+                let whole = resync.lock().ok().and_then(|mut slot| slot.take());
+                if let Some((seq, calls)) = whole {
+                    tracing::warn!(calls = calls.len(), "replication queue overflowed: sending the whole table");
+                    applied = seq;
+                    table.apply(Message::Table { calls });
                     send(&mut standby, &Message::Table { calls: table.snapshots() }, timing).await;
                 }
                 send(&mut standby, &Message::Heartbeat, timing).await;
@@ -335,7 +363,7 @@ mod tests {
             call: Box::new(snapshot(1)),
         });
         let active = shutdown.child_token();
-        let (sink, bound) = publish(
+        let (mut sink, bound) = publish(
             "127.0.0.1:0".parse().expect("addr"),
             "sbc-a".into(),
             initial,

@@ -226,9 +226,14 @@ impl TransactionUser for SbcUser {
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
         self.core.on_event(now, event, layer);
         while let Some(change) = self.core.poll_change() {
-            if let Some(sink) = &self.changes {
+            if let Some(sink) = &mut self.changes {
                 sink.push(change);
             }
+        }
+        if let Some(sink) = &mut self.changes
+            && sink.wants_table()
+        {
+            sink.table(self.core.snapshots());
         }
         self.metrics.update(&self.core.stats());
     }
@@ -269,7 +274,7 @@ pub async fn run(
                 None => return Ok(()),
             },
         };
-        serve_active(
+        let served = serve_active(
             &config,
             socket,
             table,
@@ -278,7 +283,13 @@ pub async fn run(
             sip_metrics,
             shutdown.clone(),
         )
-        .await
+        .await;
+        if served.is_err() {
+            // Not serving any more: say so (keepalived moves the address away) and stop.
+            health.set_ready(false);
+            shutdown.cancel();
+        }
+        served
     };
     let (service, admin_result) = tokio::join!(service, admin_serving);
     service?;

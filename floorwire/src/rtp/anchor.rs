@@ -123,7 +123,12 @@ impl RelayAnchor {
             let port = self.pool.allocate()?;
             match self.bind_pair(port) {
                 Ok(leg) => return Ok(leg),
-                Err(e) => tracing::debug!(port, error = %e, "RTP port busy, trying the next pair"),
+                Err(e) => {
+                    // Busy for now (another process, or a relay still closing): back to
+                    // the end of the pool, not lost.
+                    tracing::debug!(port, error = %e, "RTP port busy, trying the next pair");
+                    self.pool.release(port);
+                }
             }
         }
         Err(self
@@ -235,7 +240,10 @@ impl MediaAnchor for RelayAnchor {
             relay: None,
             transcode: None,
         };
-        self.start_relay(&mut anchored, mapping)?;
+        if let Err(e) = self.start_relay(&mut anchored, mapping) {
+            self.release(anchored);
+            return Err(e);
+        }
         self.calls.insert(call, anchored);
         Ok(())
     }

@@ -273,6 +273,9 @@ pub struct B2bua<R, M> {
     stats: B2buaStats,
 }
 
+/// How far a restored dialog's CSeq jumps over the replicated one.
+const CSEQ_MARGIN: u32 = 100;
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -414,7 +417,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 
     /// Takes over an established call from a snapshot: its dialogs answer in-dialog
     /// requests from now on and its media is relayed on the same ports.
-    pub fn restore(&mut self, snapshot: CallSnapshot) -> Result<(), Error> {
+    pub fn restore(&mut self, mut snapshot: CallSnapshot) -> Result<(), Error> {
+        // The active may have sent a request after its last replicated change: start
+        // our CSeqs well above what it used.
+        snapshot.a_dialog.local_seq = snapshot.a_dialog.local_seq.wrapping_add(CSEQ_MARGIN);
+        snapshot.b_dialog.local_seq = snapshot.b_dialog.local_seq.wrapping_add(CSEQ_MARGIN);
         if let Some(mapping) = &snapshot.media {
             self.media.restore(snapshot.call, mapping)?;
         }
@@ -485,8 +492,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         }
     }
 
-    /// Ends a call: media released, router told, indices cleared.
-    fn end(&mut self, call: u64, why: &str) {
+    /// Ends a call: media released, router told, indices cleared; requests still being
+    /// relayed for it are answered 487 (§15.1.2), so their transactions end too.
+    fn end(&mut self, now: Instant, layer: &mut TransactionLayer, call: u64, why: &str) {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
@@ -500,10 +508,24 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.a_invites.remove(tx);
         }
         self.awaiting_ack.retain(|_, v| *v != call);
+        let mut unanswered = Vec::new();
         self.client.retain(|_, p| match p {
-            Pending::Invite(c) | Pending::Relayed { call: c, .. } => *c != call,
+            Pending::Invite(c) => *c != call,
+            Pending::Relayed {
+                call: c, server, ..
+            } => {
+                if *c == call {
+                    unanswered.push(*server);
+                }
+                *c != call
+            }
             Pending::Own => true,
         });
+        for server in unanswered {
+            if let Some(request) = layer.server_request(server) {
+                let _ = layer.respond(now, server, response_to(&request, 487, None));
+            }
+        }
         if c.phase == Phase::Answered {
             self.stats.calls_ended += 1;
             self.changes.push_back(Change::Remove(call));
@@ -799,7 +821,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.a_invites.remove(&tx);
             let _ = layer.respond(now, tx, response_to(&request, status, Some(&c.a_tag)));
         }
-        self.end(call, "leg B failed");
+        self.end(now, layer, call, "leg B failed");
     }
 
     /// The SDP for leg A built from leg B's: anchored at our A-side address; when the
@@ -884,7 +906,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     return;
                 }
                 if self.calls.get(&call).is_some_and(|c| c.cancelled) {
-                    self.end(call, "cancelled");
+                    self.end(now, layer, call, "cancelled");
                 } else {
                     // Relay the failure; a redirection or challenge from the far side is
                     // not leg A's business.
@@ -941,7 +963,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let mut dialog = match Dialog::from_uac(&invite, &response) {
             Ok(d) => d,
             Err(e) => {
+                // No To tag or no Contact: no dialog to ACK or hang up; leg A hears 502.
                 tracing::warn!(error = %e, "leg B's 2xx unusable");
+                self.fail_a(now, layer, call, 502);
                 return;
             }
         };
@@ -954,7 +978,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if c.cancelled || c.a_invite.is_none() {
             // Leg A gave up while leg B answered: hang leg B up.
             self.send_bye(now, layer, call, Side::B);
-            self.end(call, "answered after CANCEL");
+            self.end(now, layer, call, "answered after CANCEL");
             return;
         }
         let mut body = None;
@@ -980,11 +1004,18 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Err(e) => tracing::warn!(error = %e, "leg A's dialog"),
         }
         let ok = dialog_response(&request, 200, &c.a_tag, contact, body);
+        if let Err(e) = layer.respond(now, tx, ok) {
+            // Leg A's INVITE is over already (a CANCEL crossed leg B's 200 in the same
+            // batch): nobody to connect leg B to.
+            tracing::info!(call, error = %e, "leg A gone as leg B answered: hanging leg B up");
+            self.send_bye(now, layer, call, Side::B);
+            self.end(now, layer, call, "leg A gone before the answer");
+            return;
+        }
         c.phase = Phase::Answered;
         c.answered_unix_ms = unix_ms();
         self.awaiting_ack.insert(tx, call);
         self.stats.calls_answered += 1;
-        let _ = layer.respond(now, tx, ok);
         tracing::info!(call, "call answered");
         self.changed(call);
     }
@@ -1015,6 +1046,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             let _ = layer.respond(now, id, response_to(&request, 200, None));
             self.send_bye(now, layer, call, side.other());
             self.end(
+                now,
+                layer,
                 call,
                 if side == Side::A {
                     "BYE from A"
@@ -1243,11 +1276,19 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     // §13.3.1.4: no ACK from leg A; end both legs.
                     self.send_bye(now, layer, call, Side::A);
                     self.send_bye(now, layer, call, Side::B);
-                    self.end(call, "no ACK from leg A");
+                    self.end(now, layer, call, "no ACK from leg A");
                 }
             }
             Event::Cancelled { invite } => {
                 let Some(call) = self.a_invites.remove(&invite) else {
+                    // A relayed re-INVITE cancelled by its sender: cancel it onwards.
+                    let relayed = self.client.iter().find_map(|(tx, p)| match p {
+                        Pending::Relayed { server, .. } if *server == invite => Some(*tx),
+                        _ => None,
+                    });
+                    if let Some(tx) = relayed {
+                        let _ = layer.cancel(now, tx);
+                    }
                     return;
                 };
                 let Some(c) = self.calls.get_mut(&call) else {
@@ -1256,12 +1297,15 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 c.cancelled = true;
                 // The layer has answered leg A 487.
                 c.a_invite = None;
-                let outcome = match &c.b_invite {
-                    Some((tx, _)) => layer.cancel(now, *tx),
-                    None => CancelOutcome::TooLate,
+                let (outcome, b_alive) = match &c.b_invite {
+                    Some((tx, _)) => (layer.cancel(now, *tx), layer.client_state(*tx).is_some()),
+                    None => (CancelOutcome::TooLate, false),
                 };
-                if outcome == CancelOutcome::TooLate {
-                    self.end(call, "cancelled");
+                // Too late to cancel but leg B's transaction lives: its final response
+                // is on its way (maybe already in this batch) and ends the call, with
+                // an ACK and a BYE if it is a 2xx.
+                if outcome == CancelOutcome::TooLate && !b_alive {
+                    self.end(now, layer, call, "cancelled");
                 }
             }
             Event::Response { id, response } => {
@@ -1316,7 +1360,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     }
                     let cancelled = self.calls.get(&call).is_some_and(|c| c.cancelled);
                     if cancelled {
-                        self.end(call, "cancelled");
+                        self.end(now, layer, call, "cancelled");
                     } else {
                         self.fail_a(now, layer, call, 408);
                     }
@@ -1453,6 +1497,17 @@ mod tests {
             let bytes = text.replace('\n', "\r\n");
             self.layer
                 .handle_datagram(self.now, addr(source), bytes.as_bytes());
+            self.pump()
+        }
+
+        /// Delivers several datagrams in one batch (as the UDP driver may) before the
+        /// core sees any event.
+        fn deliver_batch(&mut self, datagrams: &[(&str, String)]) -> Vec<Out> {
+            for (source, text) in datagrams {
+                let bytes = text.replace('\n', "\r\n");
+                self.layer
+                    .handle_datagram(self.now, addr(source), bytes.as_bytes());
+            }
             self.pump()
         }
 
@@ -1752,5 +1807,82 @@ From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 7 BYE\nContent-Length
         assert_eq!(header(to_a[0], "Call-ID").as_deref(), Some("a-leg-call"));
         assert_eq!(standby.core.stats().calls_active, 0);
         assert_eq!(standby.core.stats().calls_restored, 1);
+    }
+    #[test]
+    fn a_cancel_crossing_leg_bs_answer_hangs_leg_b_up() {
+        for cancel_first in [true, false] {
+            let mut h = Harness::new();
+            let out = h.deliver(A, &invite_from_a());
+            let b_invite = requests(&out, B1)[0].clone();
+            h.deliver(B1, &b_response(&b_invite, 180, "bt", None));
+            let cancel = format!(
+                "CANCEL sip:0142685300@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa1\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>\nCall-ID: a-leg-call\n\
+CSeq: 1 CANCEL\nContent-Length: 0\n\n"
+            );
+            let answer = b_response(&b_invite, 200, "bt", Some(SDP_B));
+            let batch = if cancel_first {
+                vec![(A, cancel), (B1, answer)]
+            } else {
+                vec![(B1, answer), (A, cancel)]
+            };
+            let out = h.deliver_batch(&batch);
+            // Leg A's INVITE ends 487 and never gets a 200 (the 200 goes to the CANCEL).
+            let invite_answers: Vec<u16> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Out::Response(d, r)
+                        if *d == addr(A)
+                            && header(r, "CSeq").is_some_and(|c| c.ends_with("INVITE")) =>
+                    {
+                        Some(r.status_code.code())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(invite_answers, vec![487], "cancel first: {cancel_first}");
+            let methods: Vec<Method> = requests(&out, B1).iter().map(|r| r.method).collect();
+            assert!(
+                methods.contains(&Method::Ack),
+                "leg B's 200 ACKed: {methods:?}"
+            );
+            assert!(methods.contains(&Method::Bye), "leg B hung up: {methods:?}");
+            assert_eq!(
+                h.core.stats().calls_active,
+                0,
+                "cancel first: {cancel_first}"
+            );
+            assert_eq!(h.core.router_mut().ended, 1);
+        }
+    }
+
+    #[test]
+    fn requests_still_relayed_when_a_call_ends_are_answered() {
+        let mut h = Harness::new();
+        let (b_invite, ok) = answered_call(&mut h);
+        let a_tag = MessageIds::of(&ok).to_tag.expect("tag");
+        let info = format!(
+            "INFO sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa5\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>;tag={a_tag}\n\
+Call-ID: a-leg-call\nCSeq: 2 INFO\nContent-Length: 0\n\n"
+        );
+        let out = h.deliver(A, &info);
+        assert_eq!(
+            requests(&out, B1)[0].method,
+            Method::Info,
+            "relayed; B never answers"
+        );
+        let b_call_id = header(&b_invite, "Call-ID").expect("call id");
+        let from = header(&b_invite, "From").expect("from");
+        let to = header(&b_invite, "To").expect("to");
+        let bye = format!(
+            "BYE sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKb7\nMax-Forwards: 70\n\
+From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 5 BYE\nContent-Length: 0\n\n"
+        );
+        let out = h.deliver(B1, &bye);
+        let mut to_a = responses(&out, A);
+        to_a.sort();
+        assert_eq!(to_a, vec![487], "leg A's INFO answered when the call ended");
+        assert_eq!(h.core.stats().calls_active, 0);
     }
 }
