@@ -131,11 +131,20 @@ impl Uac {
         calling: &str,
         media: SocketAddr,
     ) -> Result<UacCall, u16> {
-        let offer = sdp::to_bytes(&sdp::offer(
-            &[Codec::Pcma, Codec::Pcmu, Codec::TelephoneEvent],
-            media,
-            1,
-        ));
+        let codecs = [Codec::Pcma, Codec::Pcmu, Codec::TelephoneEvent];
+        self.call_offering(target, called, calling, media, &codecs)
+    }
+
+    /// [`Uac::call`] offering `codecs`.
+    pub fn call_offering(
+        &mut self,
+        target: SocketAddr,
+        called: &str,
+        calling: &str,
+        media: SocketAddr,
+        codecs: &[Codec],
+    ) -> Result<UacCall, u16> {
+        let offer = sdp::to_bytes(&sdp::offer(codecs, media, 1));
         let local = self.local;
         let head = format!(
             "INVITE sip:{called}@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={}\r\n\
@@ -239,6 +248,8 @@ Call-ID: {}\r\nCSeq: 1 INVITE\r\nContact: <sip:tpo@{local}>\r\n",
 pub struct Carrier {
     pub stats: tokio::sync::watch::Receiver<AnswererStats>,
     pub echoed: Arc<std::sync::atomic::AtomicU64>,
+    /// RTP payload types the echo has seen.
+    pub payload_types: Arc<std::sync::Mutex<std::collections::BTreeSet<u8>>>,
     stop: CancellationToken,
     echo_stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -272,13 +283,20 @@ impl Carrier {
             .expect("timeout");
         let echo_stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let payload_types = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
         let echo_thread = std::thread::spawn({
             let echo_stop = echo_stop.clone();
             let echoed = echoed.clone();
+            let payload_types = payload_types.clone();
             move || {
                 let mut buf = [0u8; 2048];
                 while !echo_stop.load(Ordering::Relaxed) {
                     if let Ok((len, source)) = echo.recv_from(&mut buf) {
+                        if len > 1
+                            && let Ok(mut seen) = payload_types.lock()
+                        {
+                            seen.insert(buf[1] & 0x7f);
+                        }
                         let _ = echo.send_to(&buf[..len], source);
                         echoed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -288,6 +306,7 @@ impl Carrier {
         Self {
             stats,
             echoed,
+            payload_types,
             stop,
             echo_stop,
             threads: vec![sip_thread, echo_thread],
