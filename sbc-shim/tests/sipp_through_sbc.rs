@@ -12,7 +12,7 @@ mod service;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Carrier, Uac, sbc_config, write_scratch};
+use common::{Carrier, STANDALONE, Uac, sbc_config, write_scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sbc-shim");
 const TPO_IP: &str = "127.0.6.21";
@@ -33,7 +33,7 @@ fn sbc(
         tpo,
         ports,
         rules,
-        "mode = \"standalone\"\nnode = \"sbc\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nheartbeat_ms = 100\ndead_after_ms = 500",
+        STANDALONE,
     );
     let path = write_scratch(&format!("sbc-{ip}.toml"), &config);
     service::start_with_args(BIN, &["serve", "--config", &path], &[])
@@ -90,9 +90,8 @@ fn sipp_uac(
 }
 
 /// Waits for a backgrounded SIPp (it daemonises with -bg) to finish: its process is
-/// found by its scenario file and waited on through /proc.
+/// found by its scenario file (each test uses its own scenario files).
 fn wait_sipp_uas(scenario: &str) {
-    // (by the scenario's path: each test uses its own scenario files)
     let name = peers::scenario(scenario);
     service::wait_until(
         Duration::from_secs(60),
@@ -105,6 +104,22 @@ fn wait_sipp_uas(scenario: &str) {
             out.stdout.is_empty()
         },
     );
+}
+
+/// What SIPp's error logs in `dir` report, less SIPp's notes about its own socket
+/// clean-up (no call error): empty when every check passed.
+fn sipp_errors(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("_errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.contains("The following events occurred"))
+        .filter(|l| !l.contains("Failed to delete FD from epoll"))
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs SIPp's carrier in the background and SIPp's TPO against the SBC: the TPO's exit
@@ -121,26 +136,8 @@ fn run_pair(uas: &str, uac: &str, calls: u32, sbc_ip: &str, dir: &std::path::Pat
         peers::tail(&out)
     );
     wait_sipp_uas(uas);
-    let errors: Vec<_> = std::fs::read_dir(dir)
-        .expect("dir")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().contains("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        // SIPp notes its own socket clean-up in the error log; that is no call error.
-        .map(|text| {
-            text.lines()
-                .filter(|l| !l.contains("The following events occurred"))
-                .filter(|l| !l.contains("Failed to delete FD from epoll"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|text| !text.trim().is_empty())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "SIPp errors ({uas} / {uac}):\n{}",
-        errors.join("\n")
-    );
+    let errors = sipp_errors(dir);
+    assert!(errors.is_empty(), "SIPp errors ({uas} / {uac}):\n{errors}");
 }
 
 #[test]
@@ -328,21 +325,8 @@ fn inbound_calls_reach_the_tpo_with_a_national_calling_number() {
         );
     }
     wait_sipp_uas("tpo-uas.xml");
-    let errors: String = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().contains("_errors.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
-        .filter(|l| {
-            !l.contains("The following events occurred") && !l.contains("Failed to delete FD")
-        })
-        .map(|l| l + "\n")
-        .collect();
-    assert!(
-        errors.trim().is_empty(),
-        "the TPO's checks failed:\n{errors}"
-    );
+    let errors = sipp_errors(&dir);
+    assert!(errors.is_empty(), "the TPO's checks failed:\n{errors}");
     let m = |name: &str| service::metric(sbc.admin, name).unwrap_or(-1.0);
     assert_eq!(m("floorwire_sbc_calls_ended_total"), 5.0);
     assert!(service::terminate(sbc).success());

@@ -10,7 +10,7 @@ mod service;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{Carrier, Uac, sbc_config, write_scratch};
+use common::{Carrier, STANDALONE, Uac, sbc_config, write_scratch};
 use floorwire::rtp::g711::{decode_pcma, encode_pcma};
 use floorwire::rtp::tone::{ToneGenerator, detect_tone};
 use floorwire::sdp::{self, Codec};
@@ -26,7 +26,7 @@ fn a_law_caller_and_mu_law_trunk_hear_each_other() {
         "127.0.10.21:5060",
         (25000, 25999),
         None,
-        "mode = \"standalone\"\nnode = \"sbc\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nheartbeat_ms = 100\ndead_after_ms = 500",
+        STANDALONE,
     )
     .replace(
         "codecs = [\"PCMA\", \"PCMU\", \"telephone-event\"]",

@@ -6,7 +6,7 @@ mod common;
 #[path = "../../tests-common/service.rs"]
 mod service;
 
-use common::{Carrier, Uac, sbc_config, write_scratch};
+use common::{Carrier, STANDALONE, Uac, sbc_config, write_scratch};
 use floorwire::sip::msg::Method;
 
 #[test]
@@ -19,7 +19,7 @@ fn concurrency_limit_refuses_503_but_never_emergency_calls() {
         "127.0.11.21:5060",
         (26000, 26999),
         None,
-        "mode = \"standalone\"\nnode = \"sbc\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nheartbeat_ms = 100\ndead_after_ms = 500",
+        STANDALONE,
     )
     .replace("max_concurrent_calls = 500", "max_concurrent_calls = 1");
     assert!(config.contains("max_concurrent_calls = 1\n"));

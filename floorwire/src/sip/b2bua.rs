@@ -824,6 +824,33 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         self.end(now, layer, call, "leg B failed");
     }
 
+    /// An SDP from `side`'s endpoint: remember where it wants media (unless on hold
+    /// at an unspecified address) and tell the media plane. The mapping now in force.
+    fn learn_endpoint(&mut self, call: u64, side: Side, session: &Session) -> Option<MediaMapping> {
+        let mapping = self.calls.get_mut(&call)?.media.as_mut()?;
+        let remote = endpoint_of(session);
+        match side {
+            Side::A => mapping.a_remote = remote.or(mapping.a_remote),
+            Side::B => mapping.b_remote = remote.or(mapping.b_remote),
+        }
+        let mapping = mapping.clone();
+        self.media.update(call, &mapping);
+        Some(mapping)
+    }
+
+    /// An in-dialog SDP body from `from`, learnt and anchored at our address facing the
+    /// other side; `None` when it is no SDP we can read or the call has no media.
+    fn relay_sdp(&mut self, call: u64, from: Side, body: &[u8]) -> Option<Vec<u8>> {
+        let mut session = sdp::parse(body).ok()?;
+        let mapping = self.learn_endpoint(call, from, &session)?;
+        let facing_other = match from {
+            Side::A => mapping.b_local,
+            Side::B => mapping.a_local,
+        };
+        sdp::anchor(&mut session, facing_other);
+        Some(sdp::to_bytes(&session))
+    }
+
     /// The SDP for leg A built from leg B's: anchored at our A-side address; when the
     /// router chose codecs for leg B, an answer to leg A's own offer with the codecs
     /// leg B accepted (through transcoding).
@@ -882,12 +909,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     return;
                 }
                 let mut body = None;
-                if let Some(b_sdp) = &b_sdp
-                    && let Some(mapping) = c.media.as_mut()
-                {
-                    mapping.b_remote = endpoint_of(b_sdp).or(mapping.b_remote);
-                    let mapping = mapping.clone();
-                    self.media.update(call, &mapping);
+                if let Some(b_sdp) = &b_sdp {
+                    self.learn_endpoint(call, Side::B, b_sdp);
                     body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
                 }
                 let contact = self.contact();
@@ -982,12 +1005,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         }
         let mut body = None;
-        if let Some(b_sdp) = &b_sdp
-            && let Some(mapping) = c.media.as_mut()
-        {
-            mapping.b_remote = endpoint_of(b_sdp).or(mapping.b_remote);
-            let mapping = mapping.clone();
-            self.media.update(call, &mapping);
+        if let Some(b_sdp) = &b_sdp {
+            self.learn_endpoint(call, Side::B, b_sdp);
             body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
         }
         let contact_uri = format!("sip:{}@{}", self.config.contact_user, self.config.local);
@@ -1061,24 +1080,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let mut body = request.body.clone();
         if !body.is_empty()
             && matches!(request.method, Method::Invite | Method::Update)
-            && let Ok(mut session) = sdp::parse(&body)
-            && let Some(mapping) = c.media.as_mut()
+            && let Some(anchored) = self.relay_sdp(call, side, &body)
         {
-            let remote = endpoint_of(&session);
-            let local_other = match side {
-                Side::A => {
-                    mapping.a_remote = remote.or(mapping.a_remote);
-                    mapping.b_local
-                }
-                Side::B => {
-                    mapping.b_remote = remote.or(mapping.b_remote);
-                    mapping.a_local
-                }
-            };
-            sdp::anchor(&mut session, local_other);
-            body = sdp::to_bytes(&session);
-            let mapping = mapping.clone();
-            self.media.update(call, &mapping);
+            body = anchored;
         }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -1165,26 +1169,12 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 let _ = layer.send_stateless(next_hop(dialog, peer), ack.to_bytes());
             }
         }
+        // The answer comes from the side the request was relayed to.
         let mut body = response.body.clone();
         if !body.is_empty()
-            && let Ok(mut session) = sdp::parse(&body)
-            && let Some(mapping) = c.media.as_mut()
+            && let Some(anchored) = self.relay_sdp(call, other, &body)
         {
-            let remote = endpoint_of(&session);
-            let local_from = match from {
-                Side::A => {
-                    mapping.b_remote = remote.or(mapping.b_remote);
-                    mapping.a_local
-                }
-                Side::B => {
-                    mapping.a_remote = remote.or(mapping.a_remote);
-                    mapping.b_local
-                }
-            };
-            sdp::anchor(&mut session, local_from);
-            body = sdp::to_bytes(&session);
-            let mapping = mapping.clone();
-            self.media.update(call, &mapping);
+            body = anchored;
         }
         // The server transaction still holds the request; answer from the layer's copy.
         let Some(request) = layer.server_request(server) else {

@@ -418,6 +418,9 @@ impl Streams {
     }
 }
 
+/// The `[ha]` section of a standalone SBC (the replication addresses go unused).
+pub const STANDALONE: &str = "mode = \"standalone\"\nnode = \"sbc\"\nlisten = \"127.0.0.1:0\"\npeer = \"127.0.0.1:9\"\nheartbeat_ms = 100\ndead_after_ms = 500";
+
 /// An SBC config: service on `service`, carrier at `carrier`, the TPO at `tpo`,
 /// media ports `ports`, and the `[ha]` section given.
 pub fn sbc_config(
