@@ -246,13 +246,11 @@ fn strangers_and_premium_numbers_are_refused_and_rules_reload_without_dropping_c
     assert_ne!(rules_v2, rules_v1);
     std::fs::write(&rules_path, &rules_v2).expect("write v2");
     let pid = sbc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    let hang_up = || {
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.expect("kill").success(), "SIGHUP to the SBC");
+    };
+    hang_up();
     service::wait_until(Duration::from_secs(5), "rules v2 in force", || {
         service::http_get(sbc.admin, "/metrics")
             .1
@@ -266,13 +264,7 @@ fn strangers_and_premium_numbers_are_refused_and_rules_reload_without_dropping_c
     // A broken rule file is refused whole; v2 stays in force.
     std::fs::write(&rules_path, "version = \"broken\"\n[[rule]]\nname = 3\n")
         .expect("write broken");
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    hang_up();
     service::wait_until(Duration::from_secs(5), "the refused reload counted", || {
         m("floorwire_sbc_rules_reload_failures_total") == 1.0
     });

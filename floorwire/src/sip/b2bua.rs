@@ -337,6 +337,15 @@ fn dialog_response(
     }
 }
 
+/// The methods the B2BUA handles, for `Allow`.
+fn allow() -> Header {
+    Header::Allow(
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+            .to_owned()
+            .into(),
+    )
+}
+
 fn content_type(request: &Request) -> Option<String> {
     request.headers.iter().find_map(|h| match h {
         Header::ContentType(c) => Some(c.value().to_owned()),
@@ -764,11 +773,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         headers.push(Header::CallId(CallId::new(c.b_call_id.clone())));
         headers.push(Header::CSeq(CSeq::new(format!("{} INVITE", c.b_cseq))));
         headers.push(self.contact());
-        headers.push(Header::Allow(
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-                .to_owned()
-                .into(),
-        ));
+        headers.push(allow());
         for (name, value) in &c.outbound.headers {
             headers.push(Header::Other(name.clone(), value.clone()));
         }
@@ -1222,11 +1227,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     (None, Method::Options) => {
                         let ok = with_header(
                             response_to(&request, 200, Some(&Tag::generate())),
-                            Header::Allow(
-                                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-                                    .to_owned()
-                                    .into(),
-                            ),
+                            allow(),
                         );
                         let _ = layer.respond(now, id, ok);
                     }
@@ -1240,11 +1241,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     (None, _) => {
                         let refused = with_header(
                             response_to(&request, 405, Some(&Tag::generate())),
-                            Header::Allow(
-                                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-                                    .to_owned()
-                                    .into(),
-                            ),
+                            allow(),
                         );
                         let _ = layer.respond(now, id, refused);
                     }
