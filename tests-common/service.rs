@@ -43,7 +43,11 @@ pub fn start_with_args(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Servic
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("ready: admin=").nth(1) {
+            if let Some(addr) = line
+                .split("ready: admin=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+            {
                 let _ = tx.send(addr.trim().to_owned());
             }
         }

@@ -1,11 +1,30 @@
-//! Trading System Server: profile store, REST API, FTPES provisioning, LDAPS login (issue 3 builds these; this crate serves the admin port so far).
+//! Trading System Server: the profile store (SQLite, MariaDB/MySQL or PostgreSQL),
+//! the REST API, logins, SIP device credentials and call records.
+//!
+//! Layout: [`model`] (what is stored, validated whole), [`profile`] (the document a
+//! turret downloads, rendered and diffed without I/O), [`store`] (sqlx over the three
+//! backends; every change versioned and audited), [`auth`] (login and its throttle),
+//! [`api`] (axum routes), [`seed`] (loading a floor from a JSON file). FTPES
+//! provisioning and LDAP login are still to come (issue 3).
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod profile;
+pub mod seed;
+pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use floorwire::service::{AdminSection, admin::Health, run_admin};
+use floorwire::service::{AdminSection, admin::Health};
+
+pub use error::{Error, Result};
 
 /// The configuration embedded in the binary (every key documented in docs/configuration.md).
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -18,25 +37,103 @@ pub const ENV_PREFIX: &str = "TSS";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub admin: AdminSection,
+    pub store: StoreSection,
+    pub api: ApiSection,
+    pub sip: SipSection,
+    pub login: auth::ThrottlePolicy,
 }
 
-/// Runs the service until `shutdown` is cancelled; `ready` gets the admin address
-/// once the service is up.
+/// `[store]`: where the profile store lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://FILE?mode=rwc`, `mysql://…`/`mariadb://…` or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// `[api]`: the REST API's listener and the TPOs' tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: SocketAddr,
+    pub tpo_tokens: Vec<String>,
+}
+
+/// `[sip]`: the SIP credentials the TSS mints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    pub realm: String,
+}
+
+/// Where a running TSS listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub admin: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// Connects to the store and applies its migrations.
+pub async fn open_store(config: &StoreSection) -> Result<store::Store> {
+    let store = store::Store::connect(&config.url, config.max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Runs the service until `shutdown` is cancelled; `ready` gets the bound addresses
+/// once the store is migrated and both ports listen.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
-    ready: impl FnOnce(SocketAddr),
-) -> Result<(), floorwire::Error> {
+    ready: impl FnOnce(Bound),
+) -> Result<()> {
+    if config.sip.realm.is_empty() {
+        return Err(Error::Config("sip.realm: must not be empty".into()));
+    }
+    let store = open_store(&config.store).await?;
+    tracing::info!(backend = ?store.backend(), revision = store.revision().await?, "store ready");
     let registry = prometheus::Registry::new();
-    run_admin(
-        "tss",
-        &config.admin,
+    let metrics = metrics::TssMetrics::register(&registry)
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    metrics.set_revision(store.revision().await?);
+    let health = Health::default();
+    let (admin_addr, admin) = floorwire::service::admin::serve(
+        config.admin.listen,
         registry,
-        Health::default(),
-        shutdown,
-        ready,
+        health.clone(),
+        shutdown.clone(),
     )
-    .await
+    .await?;
+    let state = api::ApiState {
+        auth: Arc::new(auth::Authenticator::new(store.clone(), config.login)),
+        store: store.clone(),
+        tpo_tokens: Arc::new(config.api.tpo_tokens.clone()),
+        realm: config.sip.realm.as_str().into(),
+        metrics,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|e| Error::Config(format!("api.listen {}: {e}", config.api.listen)))?;
+    let api_addr = listener.local_addr()?;
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let api_shutdown = shutdown.clone();
+    let api = async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+    };
+    tracing::info!(%api_addr, %admin_addr, "tss listening");
+    health.set_ready(true);
+    ready(Bound {
+        admin: admin_addr,
+        api: api_addr,
+    });
+    let (a, b) = tokio::join!(admin, api);
+    store.close().await;
+    a?;
+    b?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -51,5 +148,22 @@ mod tests {
         )
         .expect("embedded config");
         assert_eq!(c.admin.listen.port(), 9000);
+        assert!(c.store.url.starts_with("sqlite:"));
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("tss") && n.ends_with(".toml"))
+            {
+                let text = std::fs::read_to_string(&path).expect("read");
+                floorwire::service::config::parse::<super::Config>(&text, &path, "NONE", &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
     }
 }
