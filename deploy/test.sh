@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*"; }
 
-# Real peers, from Debian's packages: SIPp (sip-tester) for call tests.
+# Real peers, from Debian's packages: SIPp (sip-tester) for call tests, curl for the
+# REST API, MariaDB and PostgreSQL for the TSS store backends.
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need[*]}: run as root so they can be installed with apt-get" >&2
@@ -21,6 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The store suites create a database per test on 127.0.0.1:3306 (root, no password)
+# and 127.0.0.1:5432 (user postgres, trust): start the servers if they are not up.
+bash deploy/test-databases.sh
 
 if [ ! -f ../shared/corpora/rfc4475/MANIFEST.tsv ]; then
   echo "../shared/corpora is missing: the conformance tests read the RFC 4475/5118 corpora from there" >&2

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct Service {
     pub child: Child,
     pub admin: SocketAddr,
+    /// The whole ready line (services may name more endpoints after `admin=`).
+    pub ready: String,
 }
 
 impl Drop for Service {
@@ -43,24 +45,31 @@ pub fn start_with_args(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Servic
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line
-                .split("ready: admin=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-            {
-                let _ = tx.send(addr.trim().to_owned());
+            if line.contains("ready: admin=") {
+                let _ = tx.send(line);
             }
         }
     });
-    let admin = rx
+    let ready = rx
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| {
             let _ = child.kill();
             panic!("{bin} printed no ready line within 60 s")
-        })
-        .parse()
-        .expect("admin address");
-    Service { child, admin }
+        });
+    let admin = ready_endpoint(&ready, "admin").expect("admin address");
+    Service {
+        child,
+        admin,
+        ready,
+    }
+}
+
+/// The address after `NAME=` in a ready line (`tss ready: admin=A api=B`).
+pub fn ready_endpoint(ready: &str, name: &str) -> Option<SocketAddr> {
+    ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|a| a.parse().ok())
 }
 
 /// `GET path` over a plain TCP connection: (status code, headers+body text).
