@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 log() { printf '== %s\n' "$*"; }
 
 # Real peers, from Debian's packages: SIPp (sip-tester) for call tests, curl for the
-# REST API, MariaDB and PostgreSQL for the TSS store backends.
+# REST API, MariaDB and PostgreSQL for the TSS store backends, OpenLDAP slapd for
+# directory logins.
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need[*]}: run as root so they can be installed with apt-get" >&2
@@ -21,6 +23,8 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests run their own slapd instances: the package's default directory is not needed.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi

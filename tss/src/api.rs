@@ -113,8 +113,9 @@ async fn basic_login(parts: &Parts, state: &ApiState) -> Result<Identity, Error>
         .and_then(|v| v.to_str().ok())
         .ok_or(Error::Unauthenticated)?;
     let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, encoded)| encoded)
         .ok_or(Error::Unauthenticated)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -125,6 +126,7 @@ async fn basic_login(parts: &Parts, state: &ApiState) -> Result<Identity, Error>
     state.metrics.login(match &result {
         Ok(_) => "ok",
         Err(Error::Throttled { .. }) => "throttled",
+        Err(Error::DirectoryUnavailable(_)) => "unavailable",
         Err(_) => "refused",
     });
     result
@@ -158,7 +160,10 @@ impl FromRequestParts<ApiState> for TpoCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
         if let Some(token) = bearer {
             let known = state
                 .tpo_tokens
@@ -560,7 +565,13 @@ struct DialPlanBody {
 async fn put_dial_plan(State(s): State<ApiState>, Admin(who): Admin, body: Bytes) -> ApiResult {
     let DialPlanBody { rules } = parse_json(&body)?;
     let mut w = s.store.write(&who.name).await?;
-    w.put_dial_plan(&rules).await?;
+    w.put_dial_plan(&rules).await.map_err(|e| match e {
+        Error::Invalid { field, reason } => Error::Invalid {
+            field: format!("rules{field}"),
+            reason,
+        },
+        other => other,
+    })?;
     Ok(revision_json(w.commit().await?))
 }
 

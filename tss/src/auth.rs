@@ -1,8 +1,9 @@
 //! Login: a user name and password checked against the directory, with failed logins
 //! rate-limited per user and source.
 //!
-//! With no directory configured (the embedded default) the TSS checks its own user
-//! table (argon2 hashes). Every failure — unknown user, wrong password, empty password,
+//! With a directory configured (`[ldap]`) passwords are checked by an LDAP bind
+//! ([`crate::directory`]); with none (the embedded default) the TSS checks its own
+//! user table (argon2 hashes). Every failure — unknown user, wrong password, empty password,
 //! a name that is not an identifier — gets the same answer, [`Error::Unauthenticated`].
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
+use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::model::Role;
 use crate::store::Store;
@@ -139,14 +141,17 @@ const VERIFIED_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Authenticator {
     store: Store,
+    directory: Option<Directory>,
     throttle: Mutex<LoginThrottle>,
     verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, policy: ThrottlePolicy) -> Self {
+    /// Logins are checked by `directory` when given, else by the store's user table.
+    pub fn new(store: Store, policy: ThrottlePolicy, directory: Option<Directory>) -> Self {
         Authenticator {
             store,
+            directory,
             throttle: Mutex::new(LoginThrottle::new(policy)),
             verified: Mutex::new(HashMap::new()),
         }
@@ -182,8 +187,11 @@ impl Authenticator {
         }
     }
 
-    /// The embedded user table: `None` for any failure.
+    /// The directory or the embedded user table: `None` for any refusal.
     async fn check(&self, user: &str, password: &str) -> Result<Option<Identity>> {
+        if let Some(directory) = &self.directory {
+            return directory.login(user, password).await;
+        }
         // RFC 4513 §5.1.2: an empty password is an unauthenticated bind; refuse it first.
         if password.is_empty() || crate::model::check_id("user", user).is_err() {
             return Ok(None);

@@ -22,6 +22,9 @@ pub enum Error {
     /// Too many failed logins for this user from this source.
     #[error("too many failed logins; retry in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    /// No directory server could answer a login (all unreachable or failing).
+    #[error("directory unavailable: {0}")]
+    DirectoryUnavailable(String),
     /// The database refused or failed.
     #[error("store: {0}")]
     Store(#[from] sqlx::Error),
@@ -48,6 +51,7 @@ impl Error {
             Error::Unauthenticated => 401,
             Error::Forbidden(_) => 403,
             Error::Throttled { .. } => 429,
+            Error::DirectoryUnavailable(_) => 503,
             _ => 500,
         }
     }

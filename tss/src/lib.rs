@@ -5,10 +5,11 @@
 //! turret downloads, rendered and diffed without I/O), [`store`] (sqlx over the three
 //! backends; every change versioned and audited), [`auth`] (login and its throttle),
 //! [`api`] (axum routes), [`seed`] (loading a floor from a JSON file). FTPES
-//! provisioning and LDAP login are still to come (issue 3).
+//! provisioning is still to come (issue 3). [`directory`] checks logins by LDAP bind.
 
 pub mod api;
 pub mod auth;
+pub mod directory;
 pub mod error;
 pub mod metrics;
 pub mod model;
@@ -41,6 +42,7 @@ pub struct Config {
     pub api: ApiSection,
     pub sip: SipSection,
     pub login: auth::ThrottlePolicy,
+    pub ldap: directory::LdapSection,
 }
 
 /// `[store]`: where the profile store lives.
@@ -91,6 +93,12 @@ pub async fn run(
     if config.sip.realm.is_empty() {
         return Err(Error::Config("sip.realm: must not be empty".into()));
     }
+    let directory = if config.ldap.enabled() {
+        Some(directory::Directory::new(config.ldap.clone())?)
+    } else {
+        config.ldap.validate()?;
+        None
+    };
     let store = open_store(&config.store).await?;
     tracing::info!(backend = ?store.backend(), revision = store.revision().await?, "store ready");
     let registry = prometheus::Registry::new();
@@ -106,7 +114,11 @@ pub async fn run(
     )
     .await?;
     let state = api::ApiState {
-        auth: Arc::new(auth::Authenticator::new(store.clone(), config.login)),
+        auth: Arc::new(auth::Authenticator::new(
+            store.clone(),
+            config.login,
+            directory,
+        )),
         store: store.clone(),
         tpo_tokens: Arc::new(config.api.tpo_tokens.clone()),
         realm: config.sip.realm.as_str().into(),

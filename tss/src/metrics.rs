@@ -16,7 +16,7 @@ impl TssMetrics {
         let logins = IntCounterVec::new(
             Opts::new(
                 "floorwire_tss_logins_total",
-                "logins (API and FTPES) by result: ok, refused, throttled",
+                "logins (API and FTPES) by result: ok, refused, throttled, unavailable (no directory answered)",
             ),
             &["result"],
         )?;

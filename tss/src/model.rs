@@ -495,12 +495,12 @@ pub struct DialPlanRule {
 pub fn validate_dial_plan(rules: &[DialPlanRule]) -> Result<(), Error> {
     for (i, r) in rules.iter().enumerate() {
         if !r.prefix.is_empty() && r.prefix != "+" {
-            check_number(&format!("rules[{i}].prefix"), &r.prefix)?;
+            check_number(&format!("[{i}].prefix"), &r.prefix)?;
         }
-        check_text(&format!("rules[{i}].description"), &r.description, 128)?;
+        check_text(&format!("[{i}].description"), &r.description, 128)?;
         if rules[..i].iter().any(|s| s.prefix == r.prefix) {
             return Err(invalid(
-                format!("rules[{i}].prefix"),
+                format!("[{i}].prefix"),
                 format!("prefix {:?} already has a rule", r.prefix),
             ));
         }

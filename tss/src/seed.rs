@@ -41,7 +41,11 @@ pub struct SeedUser {
 fn at(prefix: String, e: Error) -> Error {
     match e {
         Error::Invalid { field, reason } => Error::Invalid {
-            field: format!("{prefix}.{field}"),
+            field: if field.starts_with('[') {
+                format!("{prefix}{field}")
+            } else {
+                format!("{prefix}.{field}")
+            },
             reason,
         },
         other => other,

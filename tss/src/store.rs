@@ -1211,6 +1211,17 @@ impl Write<'_> {
             )
             .await?;
         }
+        // A turret handed to someone else loses its credential: the old user's device
+        // password must not register as the new user.
+        if let Some(b) = &before
+            && b.user != turret.user
+        {
+            self.exec(
+                "DELETE FROM sip_credentials WHERE device_id = ?",
+                vec![Bind::Text(turret.device_id.clone())],
+            )
+            .await?;
+        }
         for u in before.iter().chain([turret]).filter_map(|t| t.user.clone()) {
             self.touched_users.insert(u);
         }
@@ -1247,6 +1258,10 @@ impl Write<'_> {
     /// Creates or replaces a software package record.
     pub async fn put_package(&mut self, package: &SoftwarePackage) -> Result<()> {
         package.validate()?;
+        let package = &SoftwarePackage {
+            sha256: package.sha256.to_ascii_lowercase(),
+            ..package.clone()
+        };
         let before = self
             .store
             .package_in(&mut self.tx, &package.name, &package.version)
@@ -1257,7 +1272,7 @@ impl Write<'_> {
         let size = i64::try_from(package.size).map_err(|_| invalid("size", "too large"))?;
         let binds = vec![
             Bind::Text(package.file_name.clone()),
-            Bind::Text(package.sha256.to_ascii_lowercase()),
+            Bind::Text(package.sha256.clone()),
             Bind::Int(size),
             Bind::Text(package.name.clone()),
             Bind::Text(package.version.clone()),

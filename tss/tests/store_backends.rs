@@ -189,6 +189,38 @@ async fn exercise(backend: &str, url: &str) {
         )
     );
 
+    // A turret handed to another user loses its credential.
+    let mut turret = store.turret("T-0001").await.unwrap();
+    turret.user = Some("trader02".into());
+    let mut w = store.write("admin").await.unwrap();
+    w.put_turret(&turret).await.unwrap();
+    w.commit().await.unwrap();
+    assert!(
+        store.device_credentials().await.unwrap().is_empty(),
+        "{backend}"
+    );
+
+    // Keys compare exactly on every backend (MariaDB's default collation would fold case).
+    let mut w = store.write("admin").await.unwrap();
+    let shouting = tss::model::User {
+        name: "TRADER01".into(),
+        display_name: "not trader01".into(),
+        role: tss::model::Role::Trader,
+        site: "paris".into(),
+    };
+    w.put_user(&shouting).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        store.user("trader01").await.unwrap().display_name,
+        "Trader One",
+        "{backend}"
+    );
+    assert_eq!(
+        store.user("TRADER01").await.unwrap().display_name,
+        "not trader01"
+    );
+    assert_eq!(store.users().await.unwrap().len(), 4, "{backend}");
+
     // Call records: stored once however often posted; reports filter.
     let r1 = record("rec-1", "trader01", "+33142685300", "09:00:00", true);
     assert_eq!(

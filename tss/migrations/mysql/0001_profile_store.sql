@@ -1,4 +1,5 @@
--- Floorwire TSS profile store, MariaDB/MySQL (InnoDB, utf8mb4). Times are Unix milliseconds (BIGINT);
+-- Floorwire TSS profile store, MariaDB/MySQL (InnoDB, utf8mb4, binary collation so that keys compare as on SQLite and PostgreSQL).
+-- Times are Unix milliseconds (BIGINT);
 -- short ordered lists (a site's TPOs and recorders) are JSON arrays in TEXT.
 -- Keep in step with ../sqlite and ../postgres (same tables, same columns).
 
@@ -11,7 +12,7 @@ CREATE TABLE sites (
     civic_address TEXT NOT NULL,
     tpos TEXT NOT NULL,
     recorders TEXT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE users (
     name VARCHAR(64) PRIMARY KEY,
@@ -19,7 +20,7 @@ CREATE TABLE users (
     role VARCHAR(16) NOT NULL,
     site VARCHAR(64) NOT NULL,
     password_hash TEXT
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE turret_lines (
     id VARCHAR(64) PRIMARY KEY,
@@ -27,7 +28,7 @@ CREATE TABLE turret_lines (
     number VARCHAR(64) NOT NULL,
     label TEXT NOT NULL,
     far_end VARCHAR(64)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX turret_lines_number ON turret_lines (number);
 
 CREATE TABLE appearances (
@@ -36,7 +37,7 @@ CREATE TABLE appearances (
     access_right VARCHAR(16) NOT NULL,
     button BIGINT NOT NULL,
     PRIMARY KEY (user_name, line_id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX appearances_line ON appearances (line_id);
 
 CREATE TABLE speaker_channels (
@@ -44,7 +45,7 @@ CREATE TABLE speaker_channels (
     channel BIGINT NOT NULL,
     line_id VARCHAR(64) NOT NULL,
     PRIMARY KEY (user_name, channel)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE speed_dials (
     user_name VARCHAR(64) NOT NULL,
@@ -52,7 +53,7 @@ CREATE TABLE speed_dials (
     label TEXT NOT NULL,
     number VARCHAR(64) NOT NULL,
     PRIMARY KEY (user_name, position)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE turrets (
     device_id VARCHAR(64) PRIMARY KEY,
@@ -61,7 +62,7 @@ CREATE TABLE turrets (
     site VARCHAR(64) NOT NULL,
     software_package VARCHAR(64),
     software_version VARCHAR(64)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX turrets_user ON turrets (user_name);
 
 CREATE TABLE software_packages (
@@ -71,14 +72,14 @@ CREATE TABLE software_packages (
     sha256 VARCHAR(64) NOT NULL,
     size BIGINT NOT NULL,
     PRIMARY KEY (name, version)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE dial_plan (
     position BIGINT PRIMARY KEY,
     prefix VARCHAR(64) NOT NULL,
     route VARCHAR(16) NOT NULL,
     description TEXT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE sip_credentials (
     username VARCHAR(128) PRIMARY KEY,
@@ -88,7 +89,7 @@ CREATE TABLE sip_credentials (
     ha1_md5 VARCHAR(32) NOT NULL,
     ha1_sha256 VARCHAR(64) NOT NULL,
     created_at BIGINT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX sip_credentials_device ON sip_credentials (device_id);
 
 CREATE TABLE call_records (
@@ -106,7 +107,7 @@ CREATE TABLE call_records (
     outcome VARCHAR(32) NOT NULL,
     recordings TEXT NOT NULL,
     received_at BIGINT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX call_records_started ON call_records (started_at);
 CREATE INDEX call_records_user ON call_records (user_name, started_at);
 CREATE INDEX call_records_line ON call_records (line_id, started_at);
@@ -122,7 +123,7 @@ CREATE TABLE changes (
     before_doc TEXT,
     after_doc TEXT,
     PRIMARY KEY (revision, seq)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX changes_entity ON changes (entity, entity_key);
 
 CREATE TABLE profile_versions (
@@ -133,4 +134,4 @@ CREATE TABLE profile_versions (
     actor VARCHAR(64) NOT NULL,
     document TEXT NOT NULL,
     PRIMARY KEY (user_name, version)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a subset
 
+pub mod slapd;
+
 use sqlx::Connection;
 
 /// Server URLs the tests create their databases on (overridable).
@@ -45,7 +47,7 @@ impl Drop for TempDir {
     }
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
