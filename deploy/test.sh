@@ -13,6 +13,7 @@ log() { printf '== %s\n' "$*"; }
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v lftp >/dev/null 2>&1 || need+=(lftp)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)

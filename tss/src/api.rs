@@ -59,6 +59,10 @@ impl IntoResponse for ApiError {
             Error::Invalid { field, reason } => {
                 json!({"error": self.0.to_string(), "field": field, "reason": reason})
             }
+            Error::DirectoryUnavailable(detail) => {
+                tracing::error!(%detail, "no directory server answered");
+                json!({"error": "directory unavailable"})
+            }
             e if status.is_server_error() => {
                 tracing::error!(error = %e, "request failed");
                 json!({"error": "internal error"})

@@ -29,8 +29,8 @@ pub struct LdapSection {
     /// `starttls` must be true: the TSS never sends a password in clear).
     pub urls: Vec<String>,
     pub starttls: bool,
-    /// PEM file of the CA(s) that sign the directory's certificates; empty for the
-    /// system's roots.
+    /// PEM file of the CA(s) that sign the directory's certificates (required when
+    /// `urls` is set).
     pub ca_file: String,
     /// The account that searches for users; empty for an anonymous search.
     pub bind_dn: String,

@@ -5,12 +5,13 @@
 //! turret downloads, rendered and diffed without I/O), [`store`] (sqlx over the three
 //! backends; every change versioned and audited), [`auth`] (login and its throttle),
 //! [`api`] (axum routes), [`seed`] (loading a floor from a JSON file). FTPES
-//! provisioning is still to come (issue 3). [`directory`] checks logins by LDAP bind.
+//! [`ftpes`] serves turrets their profile and software over FTPES; [`directory`] checks logins by LDAP bind.
 
 pub mod api;
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub mod ftpes;
 pub mod metrics;
 pub mod model;
 pub mod profile;
@@ -43,6 +44,7 @@ pub struct Config {
     pub sip: SipSection,
     pub login: auth::ThrottlePolicy,
     pub ldap: directory::LdapSection,
+    pub ftpes: ftpes::FtpesSection,
 }
 
 /// `[store]`: where the profile store lives.
@@ -74,6 +76,8 @@ pub struct SipSection {
 pub struct Bound {
     pub admin: SocketAddr,
     pub api: SocketAddr,
+    /// The FTPES control port, when enabled.
+    pub ftpes: Option<SocketAddr>,
 }
 
 /// Connects to the store and applies its migrations.
@@ -113,12 +117,26 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    let state = api::ApiState {
-        auth: Arc::new(auth::Authenticator::new(
+    let authenticator = Arc::new(auth::Authenticator::new(
+        store.clone(),
+        config.login,
+        directory,
+    ));
+    let (ftpes_addr, ftpes_running) = if config.ftpes.enabled {
+        let (ftpes, running) = ftpes::start(
+            &config.ftpes,
             store.clone(),
-            config.login,
-            directory,
-        )),
+            authenticator.clone(),
+            config.sip.realm.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        (Some(ftpes.addr), Some(running))
+    } else {
+        (None, None)
+    };
+    let state = api::ApiState {
+        auth: authenticator,
         store: store.clone(),
         tpo_tokens: Arc::new(config.api.tpo_tokens.clone()),
         realm: config.sip.realm.as_str().into(),
@@ -140,8 +158,14 @@ pub async fn run(
     ready(Bound {
         admin: admin_addr,
         api: api_addr,
+        ftpes: ftpes_addr,
     });
-    let (a, b) = tokio::join!(admin, api);
+    let ftpes = async move {
+        if let Some(running) = ftpes_running {
+            running.await;
+        }
+    };
+    let (a, b, ()) = tokio::join!(admin, api, ftpes);
     store.close().await;
     a?;
     b?;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (foreground; Ctrl-C or SIGTERM stops it). Prints
-    /// `tss ready: admin=ADDR api=ADDR` once the store is migrated and both ports listen.
+    /// `tss ready: admin=ADDR api=ADDR ftpes=ADDR` once the store is migrated and both ports listen.
     Serve(ServeArgs),
     /// Apply the store's pending migrations and exit.
     Migrate(ServeArgs),
@@ -43,7 +43,8 @@ fn load(args: &ServeArgs) -> anyhow::Result<tss::Config> {
 
 fn main() -> anyhow::Result<()> {
     tls::install_crypto_provider();
-    telemetry::init("info", false);
+    // libunftp logs whole sessions at warn for every refused command: keep its errors only.
+    telemetry::init("info,libunftp=error", false);
     let runtime = tokio::runtime::Runtime::new()?;
     match Cli::parse().command {
         Command::Serve(args) => {
@@ -51,8 +52,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(async {
                 let token = tokio_util::sync::CancellationToken::new();
                 shutdown::cancel_on_signal(token.clone());
-                tss::run(config, token, |b| {
-                    println!("tss ready: admin={} api={}", b.admin, b.api)
+                tss::run(config, token, |b| match b.ftpes {
+                    Some(ftpes) => {
+                        println!("tss ready: admin={} api={} ftpes={ftpes}", b.admin, b.api)
+                    }
+                    None => println!("tss ready: admin={} api={}", b.admin, b.api),
                 })
                 .await
             })?;
