@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (foreground; Ctrl-C or SIGTERM stops it). Prints
-    /// `tss ready: admin=ADDR api=ADDR ftpes=ADDR` once the store is migrated and both ports listen.
+    /// `tss ready: admin=ADDR api=ADDR ftpes=ADDR` once the store is migrated and every port listens.
     Serve(ServeArgs),
     /// Apply the store's pending migrations and exit.
     Migrate(ServeArgs),

@@ -136,6 +136,37 @@ fn curl_and_lftp_download_profile_and_software() {
         )
     );
 
+    // A turret on its own address (as in the lab) downloads the profile for its device
+    // only: data connections come from the turret's address, not the gate's.
+    let (code, body) = curl(
+        &lab,
+        "T-0001.json",
+        "trader01:t01-pass",
+        &["--ssl-reqd", "--interface", "127.0.10.5"],
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&body));
+    let device: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(device["sip"].as_array().unwrap().len(), 1);
+    assert_ne!(
+        device["sip"][0]["password"], password,
+        "a new credential replaces the old"
+    );
+    let (code, _) = curl(
+        &lab,
+        "T-0002.json",
+        "trader01:t01-pass",
+        &["--ssl-reqd", "--interface", "127.0.10.5"],
+    );
+    assert_ne!(code, 0, "another user's turret");
+    // The same through PASV (curl --disable-epsv), from yet another address.
+    let (code, body) = curl(
+        &lab,
+        "profile.json",
+        "trader01:t01-pass",
+        &["--ssl-reqd", "--disable-epsv", "--interface", "127.0.10.6"],
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&body));
+
     let (code, listing) = curl(&lab, "", "trader01:t01-pass", &["--ssl-reqd"]);
     assert_eq!(code, 0);
     let listing = String::from_utf8_lossy(&listing);
@@ -368,7 +399,12 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
 
     // Every traversal argument stays in the home: nothing outside is listed or read,
     // nothing is written, and the working directory never leaves it.
-    let home = ["profile.json", "software", "turret-fw-4.2.0.bin"];
+    let home = [
+        "profile.json",
+        "software",
+        "turret-fw-4.2.0.bin",
+        "T-0001.json",
+    ];
     let corpus = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/corpora/ftps/path-traversal.txt"

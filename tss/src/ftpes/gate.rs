@@ -2,7 +2,7 @@
 //! line a turret sends before it reaches the file server (libunftp).
 //!
 //! libunftp enforces `PROT P` for PASV only; a client sending `PROT C` (or no PROT at
-//! all) and then `EPSV` would transfer in clear (DEPENDENCIES.md). The gate closes
+//! all) and then `EPSV` would transfer in clear (../shared/DEPENDENCIES.md). The gate closes
 //! that and the rest of the policy in one place:
 //! - nothing but `AUTH TLS` (and FEAT/NOOP/QUIT/SYST) before the control channel is
 //!   under TLS — no `USER` in clear;
@@ -66,6 +66,15 @@ pub fn split(line: &str) -> (String, &str) {
 impl ControlPolicy {
     /// Decides what happens to `line` (one command, CRLF stripped or not).
     pub fn on_command(&mut self, line: &str) -> Action {
+        // A CR or other control character inside a line would let the file server,
+        // which also splits there, see a different command than the one judged here.
+        if line
+            .trim_end_matches(['\r', '\n'])
+            .chars()
+            .any(char::is_control)
+        {
+            return Action::Reply("500 Control characters are not allowed in commands.\r\n");
+        }
         let (verb, arg) = split(line);
         let verb = verb.as_str();
         if !self.tls {
@@ -229,6 +238,28 @@ mod tests {
                 "{cmd}"
             );
         }
+    }
+
+    #[test]
+    fn control_characters_cannot_smuggle_a_second_command() {
+        let mut p = ControlPolicy::default();
+        p.secured();
+        p.on_command("USER trader01");
+        p.on_command("PASS x");
+        p.logged_in(true);
+        for line in [
+            "EPSV\rx",
+            "RETR\rprofile.json",
+            "PROT\rC",
+            "NOOP\nEPSV",
+            "LIST \0",
+        ] {
+            assert!(
+                matches!(p.on_command(line), Action::Reply(r) if r.starts_with("500")),
+                "{line:?}"
+            );
+        }
+        assert_eq!(p.on_command("NOOP\r\n"), Action::Forward);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct FtpesSection {
     /// Where the software packages' files are.
     pub software_dir: String,
     pub idle_timeout_secs: u64,
+    /// Most turret sessions at once; beyond it new ones get 421.
+    pub max_sessions: usize,
 }
 
 /// Longest command line accepted from a turret.
@@ -124,41 +126,76 @@ impl UserDetailProvider for TurretUsers {
     }
 }
 
-/// Binds passive data ports on the public address (libunftp would use the loopback
-/// address the gate reaches it on).
-#[derive(Debug)]
-struct PublicBinder {
-    ip: IpAddr,
+/// Passive ports the file server uses on loopback (outside Linux's default ephemeral
+/// range); turrets never see them: the gate splices each data connection through.
+const INTERNAL_PASSIVE_PORTS: RangeInclusive<u16> = 61000..=65535;
+
+/// How long a passive data port waits for its turret to connect.
+const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds a listener on `ip` with a port from `ports` (random start, first free).
+fn bind_passive(ip: IpAddr, ports: &RangeInclusive<u16>) -> std::io::Result<TcpListener> {
+    let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
+    let offset = rand::random::<u32>() % span;
+    for i in 0..span {
+        let port = u16::try_from(u32::from(*ports.start()) + (offset + i) % span)
+            .unwrap_or(*ports.start());
+        let socket = if ip.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // Ports of finished transfers sit in TIME_WAIT; they are free to listen on.
+        socket.set_reuseaddr(true)?;
+        if socket.bind(SocketAddr::new(ip, port)).is_ok() {
+            return socket.listen(1);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free passive port",
+    ))
 }
 
-#[async_trait::async_trait]
-impl libunftp::options::Binder for PublicBinder {
-    async fn bind(
-        &mut self,
-        _local: IpAddr,
-        ports: RangeInclusive<u16>,
-    ) -> std::io::Result<tokio::net::TcpSocket> {
-        let span = u32::from(*ports.end()) - u32::from(*ports.start()) + 1;
-        let offset = rand::random::<u32>() % span;
-        for i in 0..span {
-            let port = u16::try_from(u32::from(*ports.start()) + (offset + i) % span)
-                .unwrap_or(*ports.start());
-            let socket = if self.ip.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            // Ports of finished transfers sit in TIME_WAIT; they are free to listen on.
-            socket.set_reuseaddr(true)?;
-            if socket.bind(SocketAddr::new(self.ip, port)).is_ok() {
-                return Ok(socket);
-            }
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "no free passive port",
-        ))
+/// The file server's data port from its 227 or 229 reply.
+fn upstream_data_port(reply: &str) -> Option<u16> {
+    if reply.starts_with("229") {
+        let inner = reply.split('(').nth(1)?.split(')').next()?;
+        return inner.trim_matches('|').parse().ok();
     }
+    if reply.starts_with("227") {
+        let inner = reply.split('(').nth(1)?.split(')').next()?;
+        let n: Vec<u16> = inner
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        if let [_, _, _, _, hi, lo] = n.as_slice() {
+            return Some(hi * 256 + lo);
+        }
+    }
+    None
+}
+
+/// Waits for the turret (and only it) to connect to `listener`, then splices the
+/// connection to the file server's data port. TLS runs end to end, turret to file
+/// server; the gate only moves bytes.
+async fn splice_data(listener: TcpListener, client_ip: IpAddr, upstream: SocketAddr) {
+    let accepted = tokio::time::timeout(DATA_CONNECT_TIMEOUT, async {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            if peer.ip() == client_ip {
+                return Ok::<_, std::io::Error>(stream);
+            }
+            tracing::warn!(%peer, expected = %client_ip, "ftpes: data connection from another address refused");
+        }
+    })
+    .await;
+    drop(listener);
+    let Ok(Ok(mut turret)) = accepted else { return };
+    let Ok(mut file_server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = tokio::io::copy_bidirectional(&mut turret, &mut file_server).await;
 }
 
 /// The certificate and key files, made self-signed for `listen` when not configured.
@@ -220,6 +257,25 @@ pub async fn start(
     realm: String,
     shutdown: CancellationToken,
 ) -> Result<(Ftpes, impl std::future::Future<Output = ()>)> {
+    if config.idle_timeout_secs == 0 {
+        return Err(Error::Config(
+            "ftpes.idle_timeout_secs: must be at least 1".into(),
+        ));
+    }
+    if config.max_sessions == 0 {
+        return Err(Error::Config(
+            "ftpes.max_sessions: must be at least 1".into(),
+        ));
+    }
+    if INTERNAL_PASSIVE_PORTS.contains(&config.passive_port_first)
+        || INTERNAL_PASSIVE_PORTS.contains(&config.passive_port_last)
+    {
+        return Err(Error::Config(format!(
+            "ftpes.passive_port_first..passive_port_last: {}-{} is kept for the file server on loopback",
+            INTERNAL_PASSIVE_PORTS.start(),
+            INTERNAL_PASSIVE_PORTS.end()
+        )));
+    }
     if config.passive_port_first == 0 || config.passive_port_first > config.passive_port_last {
         return Err(Error::Config(
             "ftpes.passive_port_first..passive_port_last: an increasing range of non-zero ports"
@@ -234,8 +290,7 @@ pub async fn start(
         software_dir: PathBuf::from(&config.software_dir),
         realm,
     };
-    let public_ip = config.listen.ip();
-    let mut builder = libunftp::ServerBuilder::with_authenticator(
+    let builder = libunftp::ServerBuilder::with_authenticator(
         Box::new(move || storage.clone()),
         Arc::new(tokens.clone()),
     )
@@ -246,13 +301,9 @@ pub async fn start(
         libunftp::options::FtpsRequired::None,
         libunftp::options::FtpsRequired::All,
     )
-    .passive_ports(config.passive_port_first..=config.passive_port_last)
-    .binder(PublicBinder { ip: public_ip })
+    .passive_ports(INTERNAL_PASSIVE_PORTS)
     .idle_session_timeout(config.idle_timeout_secs)
     .metrics();
-    if let IpAddr::V4(v4) = public_ip {
-        builder = builder.passive_host(libunftp::options::PassiveHost::Ip(v4));
-    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let builder = builder.shutdown_indicator(async move {
         let _ = stop_rx.await;
@@ -279,19 +330,27 @@ pub async fn start(
         auth,
         tokens,
         upstream: inner_addr,
-        idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        passive_ports: config.passive_port_first..=config.passive_port_last,
+        idle: Duration::from_secs(config.idle_timeout_secs),
     };
     let gate = Arc::new(gate);
     tracing::info!(%addr, "ftpes listening");
+    let sessions = Arc::new(tokio::sync::Semaphore::new(config.max_sessions));
     let running = async move {
         let tracker = tokio_util::task::TaskTracker::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((mut stream, peer)) => {
+                        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "ftpes: session limit reached");
+                            let _ = stream.write_all(b"421 Too many sessions; try later.\r\n").await;
+                            continue;
+                        };
                         let gate = gate.clone();
                         tracker.spawn(async move {
+                            let _permit = permit;
                             if let Err(e) = gate.session(stream, peer).await {
                                 tracing::debug!(%peer, error = %e, "ftpes session ended");
                             }
@@ -314,6 +373,7 @@ struct Gate {
     auth: Arc<Authenticator>,
     tokens: Tokens,
     upstream: SocketAddr,
+    passive_ports: RangeInclusive<u16>,
     idle: Duration,
 }
 
@@ -330,15 +390,78 @@ enum PhaseEnd {
     Closed,
 }
 
+/// The two ends of a turret's control connection.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    /// The turret.
+    peer: SocketAddr,
+    /// Our address as the turret reached it (data ports open there).
+    local: SocketAddr,
+}
+
 impl Gate {
+    /// Answers PASV/EPSV: the file server opened a loopback data port; open one in the
+    /// public range on the address the turret reached, splice the two, and tell the
+    /// turret ours.
+    async fn passive<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        upstream: &mut BufStream<TcpStream>,
+        client: &mut BufReader<S>,
+        verb: &str,
+        ends: Ends,
+    ) -> std::io::Result<u16> {
+        let mut reply = Vec::new();
+        let code = read_reply(upstream, &mut reply).await?;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let answer = match upstream_data_port(&text) {
+            Some(port) if code == 227 || code == 229 => match (verb, ends.local.ip()) {
+                ("PASV", IpAddr::V6(_)) => {
+                    "522 PASV cannot name an IPv6 address; use EPSV.\r\n".to_owned()
+                }
+                _ => match bind_passive(ends.local.ip(), &self.passive_ports) {
+                    Ok(listener) => {
+                        let public = listener.local_addr()?.port();
+                        let upstream_data = SocketAddr::new(self.upstream.ip(), port);
+                        tokio::spawn(splice_data(listener, ends.peer.ip(), upstream_data));
+                        match ends.local.ip() {
+                            IpAddr::V4(ip) if verb == "PASV" => {
+                                let o = ip.octets();
+                                format!(
+                                    "227 Entering Passive Mode ({},{},{},{},{},{}).\r\n",
+                                    o[0],
+                                    o[1],
+                                    o[2],
+                                    o[3],
+                                    public >> 8,
+                                    public & 0xff
+                                )
+                            }
+                            _ => format!("229 Entering Extended Passive Mode (|||{public}|).\r\n"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ftpes: no passive port free");
+                        "425 No passive port free; try again.\r\n".to_owned()
+                    }
+                },
+            },
+            _ => text,
+        };
+        client.get_mut().write_all(answer.as_bytes()).await?;
+        client.get_mut().flush().await?;
+        Ok(gate::final_code(answer.lines().last().unwrap_or_default()).unwrap_or(code))
+    }
+
     async fn session(&self, client: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        let local = client.local_addr()?;
+        let ends = Ends { peer, local };
         let mut upstream = BufStream::new(TcpStream::connect(self.upstream).await?);
         let mut client = BufReader::new(client);
         // The file server's greeting, relayed.
         relay_reply(&mut upstream, &mut client).await?;
         let mut policy = ControlPolicy::default();
         match self
-            .phase(&mut client, &mut upstream, &mut policy, peer)
+            .phase(&mut client, &mut upstream, &mut policy, ends)
             .await?
         {
             PhaseEnd::Closed => return Ok(()),
@@ -354,7 +477,7 @@ impl Gate {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         let mut client = BufReader::new(tls);
         policy.secured();
-        self.phase(&mut client, &mut upstream, &mut policy, peer)
+        self.phase(&mut client, &mut upstream, &mut policy, ends)
             .await?;
         Ok(())
     }
@@ -364,8 +487,9 @@ impl Gate {
         client: &mut BufReader<S>,
         upstream: &mut BufStream<TcpStream>,
         policy: &mut ControlPolicy,
-        peer: SocketAddr,
+        ends: Ends,
     ) -> std::io::Result<PhaseEnd> {
+        let peer = ends.peer;
         loop {
             // While waiting for the next command, relay what the file server says by
             // itself (a 421 on idle, a late 425), so replies never fall out of step.
@@ -408,11 +532,18 @@ impl Gate {
                     return Ok(PhaseEnd::StartTls);
                 }
                 Action::Forward => {
-                    upstream.write_all(line.as_bytes()).await?;
+                    let verb = gate::split(&line).0;
+                    // One command, one line, CRLF: nothing else reaches the file server.
+                    let command = format!("{}\r\n", line.trim_end_matches(['\r', '\n']));
+                    upstream.write_all(command.as_bytes()).await?;
                     upstream.flush().await?;
-                    let code = relay_reply(upstream, client).await?;
+                    let code = if verb == "PASV" || verb == "EPSV" {
+                        self.passive(upstream, client, &verb, ends).await?
+                    } else {
+                        relay_reply(upstream, client).await?
+                    };
                     policy.on_reply(code);
-                    if gate::split(&line).0 == "QUIT" {
+                    if verb == "QUIT" {
                         return Ok(PhaseEnd::Closed);
                     }
                 }
@@ -432,7 +563,9 @@ impl Gate {
                             upstream.flush().await?;
                             let code = relay_reply(upstream, client).await?;
                             policy.logged_in(code == 230);
-                            tracing::info!(user = %identity.name, %peer, "ftpes login");
+                            if code == 230 {
+                                tracing::info!(user = %identity.name, %peer, "ftpes login");
+                            }
                         }
                         Err(Error::DirectoryUnavailable(_)) => {
                             client
@@ -552,5 +685,36 @@ async fn relay_reply<S: AsyncRead + AsyncWrite + Unpin>(
         {
             return Ok(code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_server_data_ports_are_read_from_its_replies() {
+        assert_eq!(
+            upstream_data_port("229 Entering Extended Passive Mode (|||61234|)\r\n"),
+            Some(61234)
+        );
+        assert_eq!(
+            upstream_data_port("227 Entering Passive Mode (127,0,0,1,239,50)\r\n"),
+            Some(239 * 256 + 50)
+        );
+        assert_eq!(upstream_data_port("425 No data connection\r\n"), None);
+        assert_eq!(
+            upstream_data_port("227 Entering Passive Mode (127,0,0,1)\r\n"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn passive_ports_come_from_the_range() {
+        let l = bind_passive(IpAddr::from([127, 0, 0, 1]), &(47000..=47009)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!((47000..=47009).contains(&port));
+        let err = bind_passive(IpAddr::from([127, 0, 0, 1]), &(port..=port)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! /profile.json            the profile document with a fresh SIP credential per turret
+//! /<device_id>.json        the same document with a fresh credential for that turret
+//!                          only (users with several turrets download this one)
 //! /software/<file>         the packages the user's turrets should run
 //! ```
 //!
@@ -37,6 +39,8 @@ impl UserDetail for TurretUser {}
 pub enum Entry {
     Root,
     Profile,
+    /// `<device_id>.json`: the profile as one turret downloads it.
+    Device(String),
     SoftwareDir,
     Software(String),
 }
@@ -59,6 +63,11 @@ impl Entry {
             [] => Some(Entry::Root),
             [PROFILE_FILE] => Some(Entry::Profile),
             ["software"] => Some(Entry::SoftwareDir),
+            [file] => {
+                let device = file.strip_suffix(".json")?;
+                crate::model::check_id("device", device).ok()?;
+                Some(Entry::Device(device.to_owned()))
+            }
             ["software", file] if crate::model::check_id("file", file).is_ok() => {
                 Some(Entry::Software((*file).to_owned()))
             }
@@ -118,12 +127,29 @@ fn local(e: impl fmt::Display) -> FtpError {
 impl ProfileStorage {
     /// The user's profile document with a freshly minted SIP credential per turret
     /// (`mint`), or with placeholders of the same length (for SIZE and LIST).
-    pub async fn render_profile(&self, user: &str, mint: bool) -> Result<Vec<u8>, crate::Error> {
+    pub async fn render_profile(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        mint: bool,
+    ) -> Result<Vec<u8>, crate::Error> {
         let document = self.store.profile_document(user).await?;
+        let turrets: Vec<&crate::profile::ProfileTurret> = document
+            .turrets
+            .iter()
+            .filter(|t| device.is_none_or(|d| d == t.device_id))
+            .collect();
+        if let Some(d) = device
+            && turrets.is_empty()
+        {
+            return Err(crate::Error::NotFound {
+                what: format!("turret {d:?} of user {user:?}"),
+            });
+        }
         let mut credentials = Vec::new();
         if !mint {
             // Same shape and length as a minted one, so SIZE and LIST tell the truth.
-            for turret in &document.turrets {
+            for turret in &turrets {
                 credentials.push(serde_json::json!({
                     "device_id": turret.device_id,
                     "username": format!("dev-{}", turret.device_id),
@@ -133,7 +159,7 @@ impl ProfileStorage {
             }
         } else {
             let mut w = self.store.write(user).await?;
-            for turret in &document.turrets {
+            for turret in &turrets {
                 let c = w
                     .mint_sip_credential(&turret.device_id, &self.realm)
                     .await?;
@@ -204,9 +230,20 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
             Entry::Root | Entry::SoftwareDir => Ok(EntryMeta { len: 0, dir: true }),
             Entry::Profile => {
                 let len = self
-                    .render_profile(&user.to_string(), false)
+                    .render_profile(&user.to_string(), None, false)
                     .await
                     .map_err(local)?
+                    .len();
+                Ok(EntryMeta {
+                    len: len as u64,
+                    dir: false,
+                })
+            }
+            Entry::Device(device) => {
+                let len = self
+                    .render_profile(&user.to_string(), Some(&device), false)
+                    .await
+                    .map_err(|_| unavailable())?
                     .len();
                 Ok(EntryMeta {
                     len: len as u64,
@@ -227,11 +264,12 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
     ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, EntryMeta>>> {
         match Entry::parse(path.as_ref()).ok_or_else(unavailable)? {
             Entry::Root => {
+                let name = user.to_string();
                 let profile = self
-                    .render_profile(&user.to_string(), false)
+                    .render_profile(&name, None, false)
                     .await
                     .map_err(local)?;
-                Ok(vec![
+                let mut entries = vec![
                     Fileinfo {
                         path: PathBuf::from(PROFILE_FILE),
                         metadata: EntryMeta {
@@ -243,7 +281,23 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
                         path: PathBuf::from("software"),
                         metadata: EntryMeta { len: 0, dir: true },
                     },
-                ])
+                ];
+                let document = self.store.profile_document(&name).await.map_err(local)?;
+                for turret in &document.turrets {
+                    let len = self
+                        .render_profile(&name, Some(&turret.device_id), false)
+                        .await
+                        .map_err(local)?
+                        .len();
+                    entries.push(Fileinfo {
+                        path: PathBuf::from(format!("{}.json", turret.device_id)),
+                        metadata: EntryMeta {
+                            len: len as u64,
+                            dir: false,
+                        },
+                    });
+                }
+                Ok(entries)
             }
             Entry::SoftwareDir => Ok(self
                 .software(&user.to_string())
@@ -255,7 +309,7 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
                     metadata: EntryMeta { len, dir: false },
                 })
                 .collect()),
-            Entry::Profile | Entry::Software(_) => {
+            Entry::Profile | Entry::Device(_) | Entry::Software(_) => {
                 Err(FtpError::from(ErrorKind::PermanentDirectoryNotAvailable))
             }
         }
@@ -270,10 +324,18 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
         let bytes = match Entry::parse(path.as_ref()).ok_or_else(unavailable)? {
             Entry::Profile => {
                 let bytes = self
-                    .render_profile(&user.to_string(), true)
+                    .render_profile(&user.to_string(), None, true)
                     .await
                     .map_err(local)?;
                 tracing::info!(user = %user, bytes = bytes.len(), "profile downloaded");
+                bytes
+            }
+            Entry::Device(device) => {
+                let bytes = self
+                    .render_profile(&user.to_string(), Some(&device), true)
+                    .await
+                    .map_err(|_| unavailable())?;
+                tracing::info!(user = %user, %device, bytes = bytes.len(), "profile downloaded");
                 bytes
             }
             Entry::Software(file) => {
@@ -373,6 +435,9 @@ mod tests {
             "/software/a/b",
             "/profile.json/x",
             "/software/.hidden",
+            "/T-0001",
+            "/.json",
+            "/software/T-0001.json/x",
         ] {
             assert_eq!(p(bad), None, "{bad}");
         }
