@@ -6,7 +6,7 @@
 //! (an admin may read them too). Errors are JSON `{"error": "...", "field": "..."}`
 //! with the status of [`Error::status`]; internals are logged, never sent.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -104,8 +104,8 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 fn source_of(parts: &Parts) -> IpAddr {
     parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<ConnectInfo<crate::listener::Peer>>()
+        .map(|c| c.0.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 

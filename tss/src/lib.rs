@@ -12,11 +12,13 @@ pub mod auth;
 pub mod directory;
 pub mod error;
 pub mod ftpes;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod seed;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +63,11 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     pub listen: SocketAddr,
+    /// HTTPS (true) or plain HTTP.
+    pub tls: bool,
+    /// PEM certificate chain and key; both empty: self-signed at start.
+    pub cert_file: String,
+    pub key_file: String,
     pub tpo_tokens: Vec<String>,
 }
 
@@ -146,14 +153,26 @@ pub async fn run(
         .await
         .map_err(|e| Error::Config(format!("api.listen {}: {e}", config.api.listen)))?;
     let api_addr = listener.local_addr()?;
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = if config.api.tls {
+        let (cert, key) = tls::certificate_files(
+            "api",
+            &config.api.cert_file,
+            &config.api.key_file,
+            config.api.listen.ip(),
+        )?;
+        listener::ApiListener::tls(listener, tls::acceptor("api", &cert, &key)?)?
+    } else {
+        listener::ApiListener::Plain(listener)
+    };
+    let app = api::router(state).into_make_service_with_connect_info::<listener::Peer>();
     let api_shutdown = shutdown.clone();
     let api = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
             .await
     };
-    tracing::info!(%api_addr, %admin_addr, "tss listening");
+    let scheme = if config.api.tls { "https" } else { "http" };
+    tracing::info!(api = %format!("{scheme}://{api_addr}"), %admin_addr, "tss listening");
     health.set_ready(true);
     ready(Bound {
         admin: admin_addr,
@@ -167,6 +186,10 @@ pub async fn run(
     };
     let (a, b, ()) = tokio::join!(admin, api, ftpes);
     store.close().await;
+    // Self-signed certificates made at start (tls::certificate_files) go with the process.
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("floorwire-tss-{}", std::process::id())),
+    );
     a?;
     b?;
     Ok(())

@@ -106,6 +106,8 @@ fn env_for(url: &str) -> Vec<(&'static str, String)> {
         ("TSS__STORE__URL", url.to_owned()),
         ("TSS__ADMIN__LISTEN", "127.0.0.1:0".into()),
         ("TSS__API__LISTEN", "127.0.0.1:0".into()),
+        ("TSS__API__TLS", "false".into()),
+        ("TSS__FTPES__LISTEN", "127.0.0.1:0".into()),
         ("TSS__API__TPO_TOKENS", format!("[\"{TOKEN}\"]")),
         ("TSS__LOGIN__MAX_FAILURES", "5".into()),
     ]

@@ -55,6 +55,8 @@ fn start() -> Lab {
         ("TSS__FTPES__PASSIVE_PORT_FIRST", first.as_str()),
         ("TSS__FTPES__PASSIVE_PORT_LAST", last.as_str()),
         ("TSS__FTPES__CERT_FILE", cert.as_str()),
+        ("TSS__API__CERT_FILE", cert.as_str()),
+        ("TSS__API__KEY_FILE", key.as_str()),
         ("TSS__FTPES__KEY_FILE", key.as_str()),
         ("TSS__FTPES__SOFTWARE_DIR", sw.as_str()),
     ];
@@ -113,12 +115,27 @@ fn curl_and_lftp_download_profile_and_software() {
         sip["password"].as_str().unwrap(),
     );
 
-    // The TPOs get the HA1 of exactly that credential.
+    // The TPOs get the HA1 of exactly that credential (over HTTPS, certificate checked).
     let out = Command::new("curl")
-        .args(["-sS", "-u", "admin:admin-pass"])
+        .args(["-sS", "-u", "admin:admin-pass", "--cacert"])
+        .arg(&lab.ca)
+        .arg(format!("https://{}/api/tpo/config", lab.api))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-u", "admin:admin-pass"])
         .arg(format!("http://{}/api/tpo/config", lab.api))
         .output()
         .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("devices"),
+        "no API in clear"
+    );
     let config: Value = serde_json::from_slice(&out.stdout).unwrap();
     let device = config["devices"]
         .as_array()
@@ -241,17 +258,63 @@ struct Control {
     tls: tokio_rustls::TlsConnector,
 }
 
-fn connector(ca: &Path) -> tokio_rustls::TlsConnector {
+fn client_config(ca: &Path) -> rustls::ClientConfig {
     floorwire::service::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder()
+    rustls::ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .with_no_client_auth()
+}
+
+fn connector(ca: &Path) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(ca)))
+}
+
+#[test]
+fn suppaftp_downloads_in_both_passive_modes() {
+    use suppaftp::{Mode, RustlsConnector, RustlsFtpStream, types::FileType};
+    let lab = start();
+    let tls = Arc::new(client_config(&lab.ca));
+    let secure = |addr: SocketAddr| {
+        RustlsFtpStream::connect(addr)
+            .unwrap()
+            .into_secure(RustlsConnector::from(tls.clone()), "127.0.0.1")
+            .unwrap()
+    };
+    let mut ftp = secure(lab.ftpes);
+    ftp.login("trader01", "t01-pass").unwrap();
+    ftp.transfer_type(FileType::Binary).unwrap();
+    for mode in [Mode::ExtendedPassive, Mode::Passive] {
+        ftp.set_mode(mode);
+        let profile: Value =
+            serde_json::from_slice(ftp.retr_as_buffer("profile.json").unwrap().get_ref()).unwrap();
+        assert_eq!(profile["user"]["name"], "trader01", "{mode:?}");
+        let fw = ftp
+            .retr_as_buffer("software/turret-fw-4.2.0.bin")
+            .unwrap()
+            .into_inner();
+        assert_eq!(fw, FIRMWARE, "{mode:?}");
+    }
+    let names = ftp.nlst(None).unwrap();
+    assert!(
+        names.iter().any(|n| n.ends_with("profile.json")),
+        "{names:?}"
+    );
+    assert!(
+        ftp.put_file("evil.txt", &mut std::io::Cursor::new(b"x".to_vec()))
+            .is_err(),
+        "read-only"
+    );
+    ftp.quit().unwrap();
+
+    let mut wrong = secure(lab.ftpes);
+    let e = wrong.login("trader01", "nope").unwrap_err();
+    assert!(e.to_string().contains("530"), "{e}");
+    assert!(service::terminate(lab.tss).success());
 }
 
 async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> (u16, String) {

@@ -129,6 +129,8 @@ fn tss_binary_logs_admins_in_through_the_directory() {
         ("TSS__STORE__URL", url.as_str()),
         ("TSS__ADMIN__LISTEN", "127.0.0.1:0"),
         ("TSS__API__LISTEN", "127.0.0.1:0"),
+        ("TSS__API__TLS", "false"),
+        ("TSS__FTPES__LISTEN", "127.0.0.1:0"),
         ("TSS__LDAP__URLS", urls.as_str()),
         ("TSS__LDAP__CA_FILE", ca.as_str()),
         ("TSS__LDAP__BASE_DN", base.as_str()),

@@ -43,7 +43,7 @@ pub struct FtpesSection {
     pub enabled: bool,
     /// Public control port (explicit TLS: `AUTH TLS`). Production: port 21.
     pub listen: SocketAddr,
-    /// Passive data ports, on the listen address.
+    /// Passive data ports, opened by the gate on the address each turret reached.
     pub passive_port_first: u16,
     pub passive_port_last: u16,
     /// PEM certificate chain and key; both empty: a self-signed certificate for the
@@ -198,51 +198,6 @@ async fn splice_data(listener: TcpListener, client_ip: IpAddr, upstream: SocketA
     let _ = tokio::io::copy_bidirectional(&mut turret, &mut file_server).await;
 }
 
-/// The certificate and key files, made self-signed for `listen` when not configured.
-fn certificate(config: &FtpesSection) -> Result<(PathBuf, PathBuf)> {
-    match (config.cert_file.is_empty(), config.key_file.is_empty()) {
-        (false, false) => Ok((
-            config.cert_file.clone().into(),
-            config.key_file.clone().into(),
-        )),
-        (true, true) => {
-            let names = vec![config.listen.ip().to_string(), "localhost".to_owned()];
-            let key = rcgen::KeyPair::generate()
-                .map_err(|e| Error::Config(format!("ftpes certificate: {e}")))?;
-            let cert = rcgen::CertificateParams::new(names)
-                .and_then(|p| p.self_signed(&key))
-                .map_err(|e| Error::Config(format!("ftpes certificate: {e}")))?;
-            let dir = std::env::temp_dir().join(format!("floorwire-tss-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let (cert_path, key_path) = (dir.join("ftpes-cert.pem"), dir.join("ftpes-key.pem"));
-            std::fs::write(&cert_path, cert.pem())?;
-            std::fs::write(&key_path, key.serialize_pem())?;
-            tracing::warn!(cert = %cert_path.display(), "ftpes: no certificate configured; made a self-signed one");
-            Ok((cert_path, key_path))
-        }
-        _ => Err(Error::Config(
-            "ftpes.cert_file and ftpes.key_file: set both or neither".into(),
-        )),
-    }
-}
-
-fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {
-    let read = |p: &PathBuf| {
-        std::fs::read(p).map_err(|e| Error::Config(format!("ftpes {}: {e}", p.display())))
-    };
-    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("ftpes.cert_file: {e}")))?;
-    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| Error::Config(format!("ftpes.key_file: {e}")))?
-        .ok_or_else(|| Error::Config("ftpes.key_file: no private key in it".into()))?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Config(format!("ftpes certificate: {e}")))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 /// A running FTPES service.
 #[derive(Debug)]
 pub struct Ftpes {
@@ -282,8 +237,13 @@ pub async fn start(
                 .into(),
         ));
     }
-    let (cert, key) = certificate(config)?;
-    let acceptor = tls_acceptor(&cert, &key)?;
+    let (cert, key) = crate::tls::certificate_files(
+        "ftpes",
+        &config.cert_file,
+        &config.key_file,
+        config.listen.ip(),
+    )?;
+    let acceptor = crate::tls::acceptor("ftpes", &cert, &key)?;
     let tokens = Tokens::default();
     let storage = ProfileStorage {
         store,
