@@ -114,7 +114,8 @@ FTPES=$(sed -n 's/.*ftpes=\([^ ]*\).*/\1/p' "$WORK/tss.out")
 
 # One storm: N clients at once; prints "wall_seconds failures p50 p99".
 storm() { # kind
-  local kind=$1 times="$WORK/times.$kind"
+  local kind=$1
+  local times="$WORK/times.$kind"
   : > "$times"
   local start end
   start=$(date +%s.%N)

@@ -836,6 +836,26 @@ impl Write<'_> {
         Ok(query.execute(&mut *self.tx).await?.rows_affected())
     }
 
+    /// `UPDATE` when the row exists, else `INSERT`, with the same binds.
+    async fn upsert(
+        &mut self,
+        exists: bool,
+        update: &str,
+        insert: &str,
+        binds: Vec<Bind>,
+    ) -> Result<u64> {
+        self.exec(if exists { update } else { insert }, binds).await
+    }
+
+    /// Marks the users `sql` (one `?`, a `user_name` column) selects as touched: their
+    /// profiles are re-rendered at commit.
+    async fn touch_users_where(&mut self, sql: &str, key: &str) -> Result<()> {
+        for user in self.users_where(sql, key).await? {
+            self.touched_users.insert(user);
+        }
+        Ok(())
+    }
+
     async fn users_where(&mut self, sql: &str, key: &str) -> Result<Vec<String>> {
         let sql = self.sql(sql);
         let rows = sqlx::query(sql).bind(key).fetch_all(&mut *self.tx).await?;
@@ -858,28 +878,13 @@ impl Write<'_> {
             Bind::Text(list(&site.recorders)),
             Bind::Text(site.name.clone()),
         ];
-        if before.is_some() {
-            self.exec(
-                "UPDATE sites SET description = ?, civic_address = ?, tpos = ?, recorders = ? WHERE name = ?",
-                binds,
-            )
+        self.upsert(before.is_some(), "UPDATE sites SET description = ?, civic_address = ?, tpos = ?, recorders = ? WHERE name = ?", "INSERT INTO sites (description, civic_address, tpos, recorders, name) VALUES (?, ?, ?, ?, ?)", binds)
             .await?;
-        } else {
-            self.exec(
-                "INSERT INTO sites (description, civic_address, tpos, recorders, name) VALUES (?, ?, ?, ?, ?)",
-                binds,
-            )
-            .await?;
-        }
-        for u in self
-            .users_where(
-                "SELECT name AS user_name FROM users WHERE site = ?",
-                &site.name,
-            )
-            .await?
-        {
-            self.touched_users.insert(u);
-        }
+        self.touch_users_where(
+            "SELECT name AS user_name FROM users WHERE site = ?",
+            &site.name,
+        )
+        .await?;
         self.record(
             "site",
             &site.name,
@@ -940,19 +945,13 @@ impl Write<'_> {
             Bind::Text(user.site.clone()),
             Bind::Text(user.name.clone()),
         ];
-        if before.is_some() {
-            self.exec(
-                "UPDATE users SET display_name = ?, role = ?, site = ? WHERE name = ?",
-                binds,
-            )
-            .await?;
-        } else {
-            self.exec(
-                "INSERT INTO users (display_name, role, site, name) VALUES (?, ?, ?, ?)",
-                binds,
-            )
-            .await?;
-        }
+        self.upsert(
+            before.is_some(),
+            "UPDATE users SET display_name = ?, role = ?, site = ? WHERE name = ?",
+            "INSERT INTO users (display_name, role, site, name) VALUES (?, ?, ?, ?)",
+            binds,
+        )
+        .await?;
         self.touched_users.insert(user.name.clone());
         self.record(
             "user",
@@ -1031,28 +1030,18 @@ impl Write<'_> {
             Bind::OptText(line.far_end.clone()),
             Bind::Text(line.id.clone()),
         ];
-        if before.is_some() {
-            self.exec(
-                "UPDATE turret_lines SET kind = ?, number = ?, label = ?, far_end = ? WHERE id = ?",
-                binds,
-            )
-            .await?;
-        } else {
-            self.exec(
-                "INSERT INTO turret_lines (kind, number, label, far_end, id) VALUES (?, ?, ?, ?, ?)",
-                binds,
-            )
-            .await?;
-        }
-        for u in self
-            .users_where(
-                "SELECT user_name FROM appearances WHERE line_id = ?",
-                &line.id,
-            )
-            .await?
-        {
-            self.touched_users.insert(u);
-        }
+        self.upsert(
+            before.is_some(),
+            "UPDATE turret_lines SET kind = ?, number = ?, label = ?, far_end = ? WHERE id = ?",
+            "INSERT INTO turret_lines (kind, number, label, far_end, id) VALUES (?, ?, ?, ?, ?)",
+            binds,
+        )
+        .await?;
+        self.touch_users_where(
+            "SELECT user_name FROM appearances WHERE line_id = ?",
+            &line.id,
+        )
+        .await?;
         self.record(
             "line",
             &line.id,
@@ -1198,19 +1187,8 @@ impl Write<'_> {
             Bind::OptText(turret.software.as_ref().map(|s| s.version.clone())),
             Bind::Text(turret.device_id.clone()),
         ];
-        if before.is_some() {
-            self.exec(
-                "UPDATE turrets SET user_name = ?, model = ?, site = ?, software_package = ?, software_version = ? WHERE device_id = ?",
-                binds,
-            )
+        self.upsert(before.is_some(), "UPDATE turrets SET user_name = ?, model = ?, site = ?, software_package = ?, software_version = ? WHERE device_id = ?", "INSERT INTO turrets (user_name, model, site, software_package, software_version, device_id) VALUES (?, ?, ?, ?, ?, ?)", binds)
             .await?;
-        } else {
-            self.exec(
-                "INSERT INTO turrets (user_name, model, site, software_package, software_version, device_id) VALUES (?, ?, ?, ?, ?, ?)",
-                binds,
-            )
-            .await?;
-        }
         // A turret handed to someone else loses its credential: the old user's device
         // password must not register as the new user.
         if let Some(b) = &before
@@ -1277,19 +1255,8 @@ impl Write<'_> {
             Bind::Text(package.name.clone()),
             Bind::Text(package.version.clone()),
         ];
-        if before.is_some() {
-            self.exec(
-                "UPDATE software_packages SET file_name = ?, sha256 = ?, size = ? WHERE name = ? AND version = ?",
-                binds,
-            )
+        self.upsert(before.is_some(), "UPDATE software_packages SET file_name = ?, sha256 = ?, size = ? WHERE name = ? AND version = ?", "INSERT INTO software_packages (file_name, sha256, size, name, version) VALUES (?, ?, ?, ?, ?)", binds)
             .await?;
-        } else {
-            self.exec(
-                "INSERT INTO software_packages (file_name, sha256, size, name, version) VALUES (?, ?, ?, ?, ?)",
-                binds,
-            )
-            .await?;
-        }
         let key = format!("{} {}", package.name, package.version);
         let rows = sqlx::query(self.sql(
             "SELECT user_name FROM turrets WHERE software_package = ? AND software_version = ? AND user_name IS NOT NULL",

@@ -601,6 +601,20 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
+/// Reads one reply line from the file server; with its code when it ends a reply
+/// (a final, non-1xx one).
+async fn reply_line(upstream: &mut BufStream<TcpStream>) -> std::io::Result<(String, Option<u16>)> {
+    let mut line = String::new();
+    if upstream.read_line(&mut line).await? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file server closed",
+        ));
+    }
+    let end = gate::final_code(&line).filter(|code| !(100..200).contains(code));
+    Ok((line, end))
+}
+
 /// Reads one whole reply (through preliminary 1xx replies to the final one) into
 /// `out`; returns the final code.
 async fn read_reply(
@@ -608,17 +622,9 @@ async fn read_reply(
     out: &mut Vec<u8>,
 ) -> std::io::Result<u16> {
     loop {
-        let mut line = String::new();
-        if upstream.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file server closed",
-            ));
-        }
+        let (line, end) = reply_line(upstream).await?;
         out.extend_from_slice(line.as_bytes());
-        if let Some(code) = gate::final_code(&line)
-            && !(100..200).contains(&code)
-        {
+        if let Some(code) = end {
             return Ok(code);
         }
     }
@@ -631,18 +637,10 @@ async fn relay_reply<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut BufReader<S>,
 ) -> std::io::Result<u16> {
     loop {
-        let mut line = String::new();
-        if upstream.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file server closed",
-            ));
-        }
+        let (line, end) = reply_line(upstream).await?;
         client.get_mut().write_all(line.as_bytes()).await?;
         client.get_mut().flush().await?;
-        if let Some(code) = gate::final_code(&line)
-            && !(100..200).contains(&code)
-        {
+        if let Some(code) = end {
             return Ok(code);
         }
     }
