@@ -127,12 +127,7 @@ async fn basic_login(parts: &Parts, state: &ApiState) -> Result<Identity, Error>
     let decoded = String::from_utf8(decoded).map_err(|_| Error::Unauthenticated)?;
     let (user, password) = decoded.split_once(':').ok_or(Error::Unauthenticated)?;
     let result = state.auth.login(user, password, source_of(parts)).await;
-    state.metrics.login(match &result {
-        Ok(_) => "ok",
-        Err(Error::Throttled { .. }) => "throttled",
-        Err(Error::DirectoryUnavailable(_)) => "unavailable",
-        Err(_) => "refused",
-    });
+    state.metrics.login(crate::metrics::login_result(&result));
     result
 }
 

@@ -134,6 +134,7 @@ pub async fn run(
             &config.ftpes,
             store.clone(),
             authenticator.clone(),
+            metrics.clone(),
             config.sip.realm.clone(),
             shutdown.clone(),
         )

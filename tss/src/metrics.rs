@@ -53,3 +53,13 @@ impl TssMetrics {
         self.revision.set(revision);
     }
 }
+
+/// The `result` label of a login's outcome.
+pub fn login_result<T>(result: &Result<T, crate::Error>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(crate::Error::Throttled { .. }) => "throttled",
+        Err(crate::Error::DirectoryUnavailable(_)) => "unavailable",
+        Err(_) => "refused",
+    }
+}

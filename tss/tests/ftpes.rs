@@ -229,6 +229,17 @@ fn curl_and_lftp_download_profile_and_software() {
     );
     assert_ne!(code, 0, "active mode must fail");
 
+    // FTPES logins are counted with the API's.
+    let metrics = service::http_get(lab.tss.admin, "/metrics").1;
+    assert!(
+        metrics.contains("floorwire_tss_logins_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floorwire_tss_logins_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+
     // lftp, forcing TLS and checking the certificate.
     if Path::new("/usr/bin/lftp").exists() {
         let script = format!(

@@ -209,6 +209,7 @@ pub async fn start(
     config: &FtpesSection,
     store: Store,
     auth: Arc<Authenticator>,
+    metrics: crate::metrics::TssMetrics,
     realm: String,
     shutdown: CancellationToken,
 ) -> Result<(Ftpes, impl std::future::Future<Output = ()>)> {
@@ -288,6 +289,7 @@ pub async fn start(
     let gate = Gate {
         acceptor,
         auth,
+        metrics,
         tokens,
         upstream: inner_addr,
         passive_ports: config.passive_port_first..=config.passive_port_last,
@@ -331,6 +333,7 @@ pub async fn start(
 struct Gate {
     acceptor: tokio_rustls::TlsAcceptor,
     auth: Arc<Authenticator>,
+    metrics: crate::metrics::TssMetrics,
     tokens: Tokens,
     upstream: SocketAddr,
     passive_ports: RangeInclusive<u16>,
@@ -508,7 +511,9 @@ impl Gate {
                     }
                 }
                 Action::Login { user, password } => {
-                    match self.auth.login(&user, &password, peer.ip()).await {
+                    let result = self.auth.login(&user, &password, peer.ip()).await;
+                    self.metrics.login(crate::metrics::login_result(&result));
+                    match result {
                         Ok(identity) => {
                             let token = self.tokens.mint(&identity.name);
                             upstream
