@@ -1,11 +1,29 @@
-//! Turret Proxy Openline: registrar and B2BUA with RTP relay (issue 4 builds these; this crate serves the admin port so far).
+//! Turret Proxy Openline: SIP registrar (digest against the TSS-minted credentials)
+//! and OPTIONS keepalives, with its configuration polled from the TSS. The B2BUA
+//! (calls, shared lines, peers, recording) is the rest of issue 4.
+//!
+//! Layout: [`registrar`] (bindings, sans-IO), [`core`] (the SIP transaction user),
+//! [`tss_client`] (configuration from the TSS API), [`metrics`].
+
+pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod registrar;
+pub mod tss_client;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use floorwire::service::{AdminSection, admin::Health, run_admin};
+use floorwire::service::{AdminSection, admin::Health};
+use floorwire::sip::auth::{Algorithm, DigestServer};
+use floorwire::sip::metrics::SipMetrics;
+use floorwire::sip::udp::{UdpConfig, run_udp};
+
+pub use error::{Error, Result};
 
 /// The configuration embedded in the binary (every key documented in docs/configuration.md).
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -18,25 +36,116 @@ pub const ENV_PREFIX: &str = "TPO";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub admin: AdminSection,
+    pub sip: SipSection,
+    pub registrar: registrar::ExpiryPolicy,
+    pub tss: tss_client::TssSection,
 }
 
-/// Runs the service until `shutdown` is cancelled; `ready` gets the admin address
-/// once the service is up.
+/// `[sip]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    pub listen: SocketAddr,
+    pub realm: String,
+    pub nonce_lifetime_secs: u64,
+}
+
+/// Where a running TPO listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub admin: SocketAddr,
+    pub sip: SocketAddr,
+}
+
+fn validate(config: &Config) -> Result<()> {
+    let r = &config.registrar;
+    if r.min_expires == 0 || r.min_expires > r.default_expires || r.default_expires > r.max_expires
+    {
+        return Err(Error::Config(
+            "registrar: need 0 < min_expires <= default_expires <= max_expires".into(),
+        ));
+    }
+    if config.sip.realm.is_empty() {
+        return Err(Error::Config("sip.realm: must not be empty".into()));
+    }
+    if config.tss.token.is_empty() {
+        return Err(Error::Config(
+            "tss.token: set one of the TSS's [api] tpo_tokens".into(),
+        ));
+    }
+    if config.tss.poll_interval_ms == 0 {
+        return Err(Error::Config(
+            "tss.poll_interval_ms: must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the service until `shutdown` is cancelled; `ready` gets the bound addresses.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
-    ready: impl FnOnce(SocketAddr),
-) -> Result<(), floorwire::Error> {
+    ready: impl FnOnce(Bound),
+) -> Result<()> {
+    validate(&config)?;
+    let client = tss_client::TssClient::new(&config.tss)?;
     let registry = prometheus::Registry::new();
-    run_admin(
-        "tpo",
-        &config.admin,
+    let metrics = metrics::TpoMetrics::register(&registry)
+        .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    let sip_metrics =
+        SipMetrics::register(&registry).map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    let shared: tss_client::Shared = Arc::new(RwLock::new(None));
+    let revision_gauge = metrics.config_revision.clone();
+    let poller = tokio::spawn(tss_client::poll(
+        client,
+        Duration::from_millis(config.tss.poll_interval_ms),
+        shared.clone(),
+        shutdown.clone(),
+        move |c| revision_gauge.set(c.revision),
+    ));
+    let socket = tokio::net::UdpSocket::bind(config.sip.listen)
+        .await
+        .map_err(|e| Error::Config(format!("sip.listen {}: {e}", config.sip.listen)))?;
+    let sip_addr = socket.local_addr()?;
+    let health = Health::default();
+    let (admin_addr, admin) = floorwire::service::admin::serve(
+        config.admin.listen,
         registry,
-        Health::default(),
-        shutdown,
-        ready,
+        health.clone(),
+        shutdown.clone(),
     )
-    .await
+    .await?;
+    let core = core::TpoCore::new(
+        registrar::Registrar::new(config.registrar),
+        DigestServer::new(
+            config.sip.realm.clone(),
+            Algorithm::Md5,
+            config.sip.nonce_lifetime_secs,
+        ),
+        shared,
+        metrics,
+        sip_addr,
+    );
+    let udp = UdpConfig {
+        metrics: Some(sip_metrics),
+        ..UdpConfig::default()
+    };
+    let sip = tokio::spawn(run_udp(socket, udp, core, shutdown.clone()));
+    tracing::info!(%sip_addr, %admin_addr, "tpo listening");
+    health.set_ready(true);
+    ready(Bound {
+        admin: admin_addr,
+        sip: sip_addr,
+    });
+    admin.await?;
+    let _ = poller.await;
+    match sip.await {
+        Ok(result) => {
+            result?;
+        }
+        Err(e) => return Err(Error::Config(format!("SIP task: {e}"))),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -51,5 +160,11 @@ mod tests {
         )
         .expect("embedded config");
         assert_eq!(c.admin.listen.port(), 9100);
+        assert_eq!(c.sip.listen.port(), 5060);
+        let e = super::validate(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("tss.token"),
+            "the embedded config needs a token: {e}"
+        );
     }
 }

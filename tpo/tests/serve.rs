@@ -5,5 +5,13 @@ mod service;
 
 #[test]
 fn serve_admin_shutdown_and_config_errors() {
-    service::check_service_binary(env!("CARGO_BIN_EXE_tpo"), "TPO", &[]);
+    service::check_service_binary(
+        env!("CARGO_BIN_EXE_tpo"),
+        "TPO",
+        &[
+            ("TPO__SIP__LISTEN", "127.0.0.1:0"),
+            ("TPO__TSS__URL", "http://127.0.0.1:9"),
+            ("TPO__TSS__TOKEN", "unused"),
+        ],
+    );
 }

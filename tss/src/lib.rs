@@ -111,7 +111,8 @@ pub async fn run(
         None
     };
     let store = open_store(&config.store).await?;
-    tracing::info!(backend = ?store.backend(), revision = store.revision().await?, "store ready");
+    let revision = store.revision().await?;
+    tracing::info!(backend = ?store.backend(), revision, "store ready");
     let registry = prometheus::Registry::new();
     let metrics = metrics::TssMetrics::register(&registry)
         .map_err(|e| Error::Config(format!("metrics: {e}")))?;

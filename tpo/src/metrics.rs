@@ -1,0 +1,51 @@
+//! Prometheus metrics of the TPO (`floorwire_tpo_*`), beside the SIP layer's
+//! `floorwire_sip_*`.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+/// The TPO's counters and gauges; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TpoMetrics {
+    pub registered_devices: IntGauge,
+    pub registered_lines: IntGauge,
+    pub config_revision: IntGauge,
+    registrations: IntCounterVec,
+}
+
+impl TpoMetrics {
+    /// Registers every metric in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let registrations = IntCounterVec::new(
+            Opts::new(
+                "floorwire_tpo_registrations_total",
+                "REGISTER requests by result: bound, removed, challenged, forbidden, refused",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(registrations.clone()))?;
+        Ok(TpoMetrics {
+            registered_devices: gauge(
+                "floorwire_tpo_registered_devices",
+                "devices with at least one live registration here",
+            )?,
+            registered_lines: gauge(
+                "floorwire_tpo_registered_lines",
+                "lines that appear on at least one turret registered here",
+            )?,
+            config_revision: gauge(
+                "floorwire_tpo_config_revision",
+                "TSS store revision of the configuration in force (0: none yet)",
+            )?,
+            registrations,
+        })
+    }
+
+    pub fn registration(&self, result: &str) {
+        self.registrations.with_label_values(&[result]).inc();
+    }
+}

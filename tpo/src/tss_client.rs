@@ -1,0 +1,285 @@
+//! What the TPO learns from the TSS (`GET /api/tpo/config`): device credentials (HA1
+//! only), users, lines and appearances, the dial plan. Polled with the store revision
+//! as ETag, so an unchanged store costs a 304; the last good configuration stays in
+//! force while the TSS is unreachable.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// `[tss]`: where the configuration comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TssSection {
+    /// The TSS API base: `https://HOST:PORT` (or `http://` behind a trusted proxy).
+    pub url: String,
+    /// Bearer token (one of the TSS's `[api] tpo_tokens`).
+    pub token: String,
+    /// PEM file of the CA that signs the TSS's certificate.
+    pub ca_file: String,
+    /// How often to ask for changes.
+    pub poll_interval_ms: u64,
+}
+
+/// A device credential as the TSS hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Device {
+    pub username: String,
+    pub device_id: String,
+    pub user: String,
+    pub realm: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+/// One appearance of a line on a user's turret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Appearance {
+    pub user: String,
+    pub line: String,
+    pub access: String,
+    pub button: u32,
+}
+
+/// A line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Line {
+    pub id: String,
+    pub kind: String,
+    pub number: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub far_end: Option<String>,
+}
+
+/// The configuration as of one TSS revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TpoConfig {
+    pub revision: i64,
+    pub devices: Vec<Device>,
+    pub lines: Vec<Line>,
+    pub appearances: Vec<Appearance>,
+}
+
+impl TpoConfig {
+    /// The device whose credential username is `username`.
+    pub fn device(&self, username: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.username == username)
+    }
+
+    /// Lines that appear on the turret of at least one of `users`, each once.
+    pub fn lines_of(&self, users: &[&str]) -> Vec<&str> {
+        let mut lines: Vec<&str> = self
+            .appearances
+            .iter()
+            .filter(|a| users.contains(&a.user.as_str()))
+            .map(|a| a.line.as_str())
+            .collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines
+    }
+}
+
+/// The configuration in force, shared with the SIP core.
+pub type Shared = Arc<RwLock<Option<Arc<TpoConfig>>>>;
+
+/// Reads the current configuration (None until the first fetch succeeded).
+pub fn current(shared: &Shared) -> Option<Arc<TpoConfig>> {
+    shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// An HTTPS client for the TSS API.
+#[derive(Clone)]
+pub struct TssClient {
+    base: hyper::Uri,
+    token: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for TssClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TssClient")
+            .field("base", &self.base)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fetch's result.
+#[derive(Debug)]
+pub enum Fetched {
+    Changed(TpoConfig),
+    Unchanged,
+}
+
+impl TssClient {
+    pub fn new(config: &TssSection) -> Result<Self> {
+        let base: hyper::Uri = config
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("tss.url {:?}: {e}", config.url)))?;
+        let tls = match base.scheme_str() {
+            Some("https") => {
+                if config.ca_file.is_empty() {
+                    return Err(Error::Config(
+                        "tss.ca_file: required with an https:// tss.url".into(),
+                    ));
+                }
+                let pem = std::fs::read(&config.ca_file)
+                    .map_err(|e| Error::Config(format!("tss.ca_file {}: {e}", config.ca_file)))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
+                }
+                let tls = rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+            }
+            Some("http") => None,
+            _ => {
+                return Err(Error::Config(format!(
+                    "tss.url {:?}: not http:// or https://",
+                    config.url
+                )));
+            }
+        };
+        if base.host().is_none() {
+            return Err(Error::Config(format!("tss.url {:?}: no host", config.url)));
+        }
+        Ok(TssClient {
+            base,
+            token: config.token.clone(),
+            tls,
+        })
+    }
+
+    /// Fetches the configuration unless it is still at `known_revision`.
+    pub async fn fetch(&self, known_revision: Option<i64>) -> Result<Fetched> {
+        let host = self.base.host().unwrap_or("localhost");
+        let port = self
+            .base
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| Error::Tss(format!("connecting to {host}:{port} timed out")))?
+        .map_err(|e| Error::Tss(format!("connecting to {host}:{port}: {e}")))?;
+        let request = hyper::Request::get("/api/tpo/config")
+            .header(hyper::header::HOST, host)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(
+                hyper::header::IF_NONE_MATCH,
+                known_revision
+                    .map(|r| format!("\"rev-{r}\""))
+                    .unwrap_or_default(),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Error::Tss(e.to_string()))?;
+        let response = match &self.tls {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| Error::Tss(format!("tss host {host}: {e}")))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| Error::Tss(format!("TLS with the TSS: {e}")))?;
+                send(hyper_util::rt::TokioIo::new(stream), request).await?
+            }
+            None => send(hyper_util::rt::TokioIo::new(tcp), request).await?,
+        };
+        match response.status().as_u16() {
+            304 => Ok(Fetched::Unchanged),
+            200 => {
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Tss(format!("reading the configuration: {e}")))?
+                    .to_bytes();
+                let config: TpoConfig = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Tss(format!("configuration: {e}")))?;
+                Ok(Fetched::Changed(config))
+            }
+            status => Err(Error::Tss(format!("GET /api/tpo/config answered {status}"))),
+        }
+    }
+}
+
+async fn send<IO>(
+    io: IO,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .map_err(|_| Error::Tss("the TSS did not answer within 10 s".into()))?
+        .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))
+}
+
+/// Keeps `shared` up to date until `shutdown`; `on_change` is told each new revision.
+pub async fn poll(
+    client: TssClient,
+    every: Duration,
+    shared: Shared,
+    shutdown: CancellationToken,
+    on_change: impl Fn(&TpoConfig) + Send,
+) {
+    let mut failing = false;
+    loop {
+        let known = current(&shared).map(|c| c.revision);
+        match client.fetch(known).await {
+            Ok(Fetched::Changed(config)) => {
+                tracing::info!(
+                    revision = config.revision,
+                    devices = config.devices.len(),
+                    "configuration from the TSS"
+                );
+                on_change(&config);
+                *shared
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(config));
+                failing = false;
+            }
+            Ok(Fetched::Unchanged) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "TSS unreachable; keeping the configuration in force");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
