@@ -19,7 +19,7 @@ use crate::registrar::{RegisterOutcome, RegisterRequest, Registrar, parse_contac
 use crate::tss_client::{self, Shared};
 
 /// The methods the TPO answers, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, OPTIONS, REGISTER";
 
 /// Registrar + keepalive transaction user.
 #[derive(Debug)]
@@ -285,6 +285,10 @@ impl TransactionUser for TpoCore {
                     self.warning("calls through this TPO are not built yet"),
                 );
                 self.respond(now, layer, id, response);
+            }
+            // No call is ever set up here yet, so no dialog can exist.
+            Method::Bye => {
+                self.respond(now, layer, id, response_to(&request, 481, Some(&tag)));
             }
             _ => {
                 let response = with_header(

@@ -19,6 +19,9 @@ pub struct ExpiryPolicy {
     pub default_expires: u32,
 }
 
+/// Most contacts one device keeps registered at once.
+pub const MAX_BINDINGS_PER_DEVICE: usize = 8;
+
 /// One contact of a registered device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -116,15 +119,22 @@ impl Registrar {
             self.bindings.remove(aor);
             return RegisterOutcome::Bound(Vec::new());
         }
+        let asked = |param: &Option<u32>| {
+            param
+                .or(request.expires)
+                .unwrap_or(self.policy.default_expires)
+        };
+        // Every contact is checked before any is applied: a refused REGISTER changes nothing.
+        if request
+            .contacts
+            .iter()
+            .any(|(_, p)| asked(p) != 0 && asked(p) < self.policy.min_expires)
+        {
+            return RegisterOutcome::IntervalTooBrief(self.policy.min_expires);
+        }
         let mut current = self.bindings.remove(aor).unwrap_or_default();
         for (contact, param) in &request.contacts {
-            let asked = param
-                .or(request.expires)
-                .unwrap_or(self.policy.default_expires);
-            if asked != 0 && asked < self.policy.min_expires {
-                self.bindings.insert(aor.to_owned(), current);
-                return RegisterOutcome::IntervalTooBrief(self.policy.min_expires);
-            }
+            let asked = asked(param);
             let existing = current.iter().position(|b| &b.contact == contact);
             if let Some(i) = existing {
                 // §10.3 step 7: same Call-ID with an older CSeq is out of order.
@@ -136,6 +146,11 @@ impl Registrar {
             }
             if asked == 0 {
                 continue;
+            }
+            if current.len() >= MAX_BINDINGS_PER_DEVICE {
+                // The oldest contact makes room: a device that re-registers from a new
+                // port keeps working, and memory stays bounded.
+                current.remove(0);
             }
             let secs = asked.min(self.policy.max_expires);
             current.push(Binding {
@@ -255,8 +270,17 @@ mod tests {
     fn expiry_limits_and_removal() {
         let mut r = Registrar::new(POLICY);
         let t0 = Instant::now();
-        let too_short = r.register(t0, "d", &req(&[("sip:d@h", Some(10))], None, 1), src());
+        let too_short = r.register(
+            t0,
+            "d",
+            &req(&[("sip:d@ok", Some(120)), ("sip:d@h", Some(10))], None, 1),
+            src(),
+        );
         assert_eq!(too_short, RegisterOutcome::IntervalTooBrief(60));
+        assert!(
+            r.lookup(t0, "d").is_empty(),
+            "a refused REGISTER binds nothing"
+        );
         let capped = r.register(t0, "d", &req(&[("sip:d@h", None)], Some(999_999), 2), src());
         assert_eq!(
             capped,
@@ -284,6 +308,27 @@ mod tests {
             r.register(t0, "e", &star, src()),
             RegisterOutcome::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn contacts_per_device_are_bounded() {
+        let mut r = Registrar::new(POLICY);
+        let t0 = Instant::now();
+        for port in 0..20 {
+            let contact = format!("sip:d@h:{}", 5000 + port);
+            r.register(
+                t0,
+                "d",
+                &req(&[(contact.as_str(), None)], Some(300), port + 1),
+                src(),
+            );
+        }
+        let live = r.lookup(t0, "d");
+        assert_eq!(live.len(), MAX_BINDINGS_PER_DEVICE);
+        assert!(
+            live.iter().any(|b| b.contact == "sip:d@h:5019"),
+            "the newest is kept"
+        );
     }
 
     #[test]

@@ -66,12 +66,34 @@ pub struct TpoConfig {
     pub devices: Vec<Device>,
     pub lines: Vec<Line>,
     pub appearances: Vec<Appearance>,
+    /// Device username → index in `devices` (built by [`TpoConfig::indexed`]).
+    #[serde(skip)]
+    by_username: std::collections::HashMap<String, usize>,
 }
 
+/// Largest configuration body accepted from the TSS.
+const MAX_CONFIG_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bound on one whole fetch (connect, TLS, request, body).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl TpoConfig {
+    /// Builds the lookup index; call once after parsing.
+    pub fn indexed(mut self) -> Self {
+        self.by_username = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.username.clone(), i))
+            .collect();
+        self
+    }
+
     /// The device whose credential username is `username`.
     pub fn device(&self, username: &str) -> Option<&Device> {
-        self.devices.iter().find(|d| d.username == username)
+        self.by_username
+            .get(username)
+            .and_then(|&i| self.devices.get(i))
     }
 
     /// Lines that appear on the turret of at least one of `users`, each once.
@@ -168,9 +190,27 @@ impl TssClient {
         })
     }
 
-    /// Fetches the configuration unless it is still at `known_revision`.
+    /// Fetches the configuration unless it is still at `known_revision`; the whole
+    /// exchange is bounded in time and size.
     pub async fn fetch(&self, known_revision: Option<i64>) -> Result<Fetched> {
-        let host = self.base.host().unwrap_or("localhost");
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_unbounded(known_revision))
+            .await
+            .map_err(|_| {
+                Error::Tss(format!(
+                    "no complete answer within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
+    async fn fetch_unbounded(&self, known_revision: Option<i64>) -> Result<Fetched> {
+        // `[::1]` in a URL is `::1` to connect to and to check the certificate for.
+        let host = self
+            .base
+            .host()
+            .unwrap_or("localhost")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = self
             .base
             .port_u16()
@@ -211,15 +251,14 @@ impl TssClient {
         match response.status().as_u16() {
             304 => Ok(Fetched::Unchanged),
             200 => {
-                let body = response
-                    .into_body()
+                let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
                     .collect()
                     .await
                     .map_err(|e| Error::Tss(format!("reading the configuration: {e}")))?
                     .to_bytes();
                 let config: TpoConfig = serde_json::from_slice(&body)
                     .map_err(|e| Error::Tss(format!("configuration: {e}")))?;
-                Ok(Fetched::Changed(config))
+                Ok(Fetched::Changed(config.indexed()))
             }
             status => Err(Error::Tss(format!("GET /api/tpo/config answered {status}"))),
         }
