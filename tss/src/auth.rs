@@ -144,6 +144,19 @@ pub struct Authenticator {
     directory: Option<Directory>,
     throttle: Mutex<LoginThrottle>,
     verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    /// Password checks (argon2 at ~19 MiB each, or a directory bind) running at once;
+    /// others wait their turn instead of exhausting memory.
+    checks: tokio::sync::Semaphore,
+}
+
+/// An argon2 hash of a random password: unknown users are checked against it, so a
+/// refusal costs the same whether or not the user exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let secret: [u8; 16] = rand::random();
+        hash_password(&format!("{secret:x?}")).unwrap_or_default()
+    })
 }
 
 impl Authenticator {
@@ -154,6 +167,11 @@ impl Authenticator {
             directory,
             throttle: Mutex::new(LoginThrottle::new(policy)),
             verified: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .max(2),
+            ),
         }
     }
 
@@ -168,6 +186,15 @@ impl Authenticator {
             && now.duration_since(at) < VERIFIED_TTL
         {
             return Ok(identity);
+        }
+        let _permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|_| Error::Config("login checks closed".into()))?;
+        // Failures recorded while this attempt waited count against it too.
+        if let Err(retry_after_secs) = lock(&self.throttle).check(user, source, Instant::now()) {
+            return Err(Error::Throttled { retry_after_secs });
         }
         match self.check(user, password).await? {
             Some(identity) => {
@@ -196,17 +223,22 @@ impl Authenticator {
         if password.is_empty() || crate::model::check_id("user", user).is_err() {
             return Ok(None);
         }
-        let Some((hash, role)) = self.store.password_hash(user).await? else {
-            return Ok(None);
+        let stored = self.store.password_hash(user).await?;
+        let (hash, role) = match &stored {
+            Some((hash, role)) => (hash.clone(), Some(*role)),
+            None => (decoy_hash().to_owned(), None),
         };
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
-        Ok(ok.then(|| Identity {
-            name: user.to_owned(),
-            role,
-        }))
+        Ok(match (ok, role) {
+            (true, Some(role)) => Some(Identity {
+                name: user.to_owned(),
+                role,
+            }),
+            _ => None,
+        })
     }
 }
 
@@ -226,6 +258,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decoy_hash_is_real_and_matches_nothing_guessable() {
+        assert!(decoy_hash().starts_with("$argon2id$"));
+        assert!(!verify_password("", decoy_hash()));
+        assert!(!verify_password("admin", decoy_hash()));
+    }
 
     #[test]
     fn hashes_verify_and_differ_by_salt() {

@@ -189,9 +189,7 @@ pub async fn run(
     let (a, b, ()) = tokio::join!(admin, api, ftpes);
     store.close().await;
     // Self-signed certificates made at start (tls::certificate_files) go with the process.
-    let _ = std::fs::remove_dir_all(
-        std::env::temp_dir().join(format!("floorwire-tss-{}", std::process::id())),
-    );
+    tls::remove_private_dir();
     a?;
     b?;
     Ok(())

@@ -24,14 +24,13 @@ pub fn certificate_files(
             let cert = rcgen::CertificateParams::new(names)
                 .and_then(|p| p.self_signed(&key))
                 .map_err(|e| Error::Config(format!("{section} certificate: {e}")))?;
-            let dir = std::env::temp_dir().join(format!("floorwire-tss-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
+            let dir = private_dir()?;
             let (cert_path, key_path) = (
                 dir.join(format!("{section}-cert.pem")),
                 dir.join(format!("{section}-key.pem")),
             );
-            std::fs::write(&cert_path, cert.pem())?;
-            std::fs::write(&key_path, key.serialize_pem())?;
+            write_private(&cert_path, cert.pem().as_bytes())?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
             tracing::warn!(cert = %cert_path.display(), "{section}: no certificate configured; made a self-signed one");
             Ok((cert_path, key_path))
         }
@@ -39,6 +38,52 @@ pub fn certificate_files(
             "{section}.cert_file and {section}.key_file: set both or neither"
         ))),
     }
+}
+
+static PRIVATE_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// The folder of this process's self-signed certificates: made fresh (mode 0700,
+/// refusing one that already exists), once per process.
+fn private_dir() -> Result<PathBuf> {
+    let mut dir = PRIVATE_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(d) = dir.as_ref() {
+        return Ok(d.clone());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let path = std::env::temp_dir().join(format!(
+        "floorwire-tss-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    *dir = Some(path.clone());
+    Ok(path)
+}
+
+/// Removes the folder of self-signed certificates, if one was made.
+pub fn remove_private_dir() {
+    let taken = PRIVATE_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(path) = taken {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Writes a new file readable by this user only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// A TLS acceptor from PEM files; errors name `section`'s keys.

@@ -59,6 +59,7 @@ fn start() -> Lab {
         ("TSS__API__KEY_FILE", key.as_str()),
         ("TSS__FTPES__KEY_FILE", key.as_str()),
         ("TSS__FTPES__SOFTWARE_DIR", sw.as_str()),
+        ("TSS__FTPES__LOGIN_TIMEOUT_SECS", "2"),
     ];
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/floor.json");
     let out = Command::new(TSS)
@@ -467,6 +468,17 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
     assert_eq!(c.cmd("CCC").await.0, 534);
     assert_eq!(c.cmd("PBSZ 0").await.0, 200);
     assert_eq!(c.cmd("PROT P").await.0, 200);
+    // A second EPSV closes the port the first one opened: one waiting port a session.
+    let port_of = |text: &str| -> u16 { text.split('|').nth(3).unwrap().parse().unwrap() };
+    let (_, first) = c.cmd("EPSV").await;
+    let (_, second) = c.cmd("EPSV").await;
+    assert_ne!(port_of(&first), port_of(&second));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stale = SocketAddr::new(lab.ftpes.ip(), port_of(&first));
+    assert!(
+        TcpStream::connect(stale).await.is_err(),
+        "the unused port was closed"
+    );
     let (code, profile) = c.transfer("RETR profile.json").await;
     assert_eq!(code, 226);
     assert!(String::from_utf8_lossy(&profile).contains("\"trader01\""));
@@ -520,6 +532,25 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
         assert_eq!(code, 250);
     }
     assert!(tried >= 40, "corpus read: {tried}");
+
+    // A connection that never logs in is closed at the login deadline (2 s here),
+    // however busy it keeps the line with NOOPs.
+    let mut idle = BufReader::new(TcpStream::connect(lab.ftpes).await.unwrap());
+    assert_eq!(read_reply(&mut idle).await.0, 220);
+    let started = std::time::Instant::now();
+    let closed_with = loop {
+        idle.get_mut().write_all(b"NOOP\r\n").await.unwrap();
+        let (code, _) = read_reply(&mut idle).await;
+        if code != 200 {
+            break code;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(closed_with, 421);
     assert_eq!(c.cmd("QUIT").await.0, 221);
     assert!(
         tokio::task::spawn_blocking(move || service::terminate(lab.tss))

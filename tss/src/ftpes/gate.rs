@@ -136,6 +136,11 @@ impl ControlPolicy {
         self.tls = true;
     }
 
+    /// Whether the session has logged in.
+    pub fn is_logged_in(&self) -> bool {
+        self.logged_in
+    }
+
     /// The login answer: the session is logged in only on success.
     pub fn logged_in(&mut self, ok: bool) {
         self.logged_in = ok;

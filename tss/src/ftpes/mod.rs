@@ -55,6 +55,8 @@ pub struct FtpesSection {
     pub idle_timeout_secs: u64,
     /// Most turret sessions at once; beyond it new ones get 421.
     pub max_sessions: usize,
+    /// From connecting to logged in (TLS included), at most this long; then 421.
+    pub login_timeout_secs: u64,
 }
 
 /// Longest command line accepted from a turret.
@@ -176,10 +178,30 @@ fn upstream_data_port(reply: &str) -> Option<u16> {
     None
 }
 
+/// A passive data port opened for a session and not yet connected to.
+struct PendingData {
+    task: tokio::task::JoinHandle<()>,
+    accepted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PendingData {
+    /// Closes the port if the turret never connected (a transfer under way goes on).
+    fn release_unused(self) {
+        if !self.accepted.load(std::sync::atomic::Ordering::Relaxed) {
+            self.task.abort();
+        }
+    }
+}
+
 /// Waits for the turret (and only it) to connect to `listener`, then splices the
 /// connection to the file server's data port. TLS runs end to end, turret to file
 /// server; the gate only moves bytes.
-async fn splice_data(listener: TcpListener, client_ip: IpAddr, upstream: SocketAddr) {
+async fn splice_data(
+    listener: TcpListener,
+    client_ip: IpAddr,
+    upstream: SocketAddr,
+    accepted_flag: Arc<std::sync::atomic::AtomicBool>,
+) {
     let accepted = tokio::time::timeout(DATA_CONNECT_TIMEOUT, async {
         loop {
             let (stream, peer) = listener.accept().await?;
@@ -192,6 +214,7 @@ async fn splice_data(listener: TcpListener, client_ip: IpAddr, upstream: SocketA
     .await;
     drop(listener);
     let Ok(Ok(mut turret)) = accepted else { return };
+    accepted_flag.store(true, std::sync::atomic::Ordering::Relaxed);
     let Ok(mut file_server) = TcpStream::connect(upstream).await else {
         return;
     };
@@ -216,6 +239,11 @@ pub async fn start(
     if config.idle_timeout_secs == 0 {
         return Err(Error::Config(
             "ftpes.idle_timeout_secs: must be at least 1".into(),
+        ));
+    }
+    if config.login_timeout_secs == 0 {
+        return Err(Error::Config(
+            "ftpes.login_timeout_secs: must be at least 1".into(),
         ));
     }
     if config.max_sessions == 0 {
@@ -294,6 +322,7 @@ pub async fn start(
         upstream: inner_addr,
         passive_ports: config.passive_port_first..=config.passive_port_last,
         idle: Duration::from_secs(config.idle_timeout_secs),
+        login_timeout: Duration::from_secs(config.login_timeout_secs),
     };
     let gate = Arc::new(gate);
     tracing::info!(%addr, "ftpes listening");
@@ -338,6 +367,7 @@ struct Gate {
     upstream: SocketAddr,
     passive_ports: RangeInclusive<u16>,
     idle: Duration,
+    login_timeout: Duration,
 }
 
 /// What came first while the gate waited for a command.
@@ -345,6 +375,7 @@ enum Waiting {
     Command,
     Unsolicited,
     Closed,
+    Idle,
 }
 
 /// How a phase of a session ended.
@@ -360,6 +391,9 @@ struct Ends {
     peer: SocketAddr,
     /// Our address as the turret reached it (data ports open there).
     local: SocketAddr,
+    /// Logged in by then, or the session is closed (a slot held without logging in
+    /// is a slot taken from the turrets).
+    login_by: tokio::time::Instant,
 }
 
 impl Gate {
@@ -372,7 +406,13 @@ impl Gate {
         client: &mut BufReader<S>,
         verb: &str,
         ends: Ends,
+        pending: &mut Option<PendingData>,
     ) -> std::io::Result<u16> {
+        // One waiting passive port per session: a new PASV/EPSV closes the unused one,
+        // so a session cannot drain the public range.
+        if let Some(previous) = pending.take() {
+            previous.release_unused();
+        }
         let mut reply = Vec::new();
         let code = read_reply(upstream, &mut reply).await?;
         let text = String::from_utf8_lossy(&reply).into_owned();
@@ -385,7 +425,14 @@ impl Gate {
                     Ok(listener) => {
                         let public = listener.local_addr()?.port();
                         let upstream_data = SocketAddr::new(self.upstream.ip(), port);
-                        tokio::spawn(splice_data(listener, ends.peer.ip(), upstream_data));
+                        let accepted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        let task = tokio::spawn(splice_data(
+                            listener,
+                            ends.peer.ip(),
+                            upstream_data,
+                            accepted.clone(),
+                        ));
+                        *pending = Some(PendingData { task, accepted });
                         match ends.local.ip() {
                             IpAddr::V4(ip) if verb == "PASV" => {
                                 let o = ip.octets();
@@ -417,14 +464,19 @@ impl Gate {
 
     async fn session(&self, client: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         let local = client.local_addr()?;
-        let ends = Ends { peer, local };
+        let ends = Ends {
+            peer,
+            local,
+            login_by: tokio::time::Instant::now() + self.login_timeout,
+        };
         let mut upstream = BufStream::new(TcpStream::connect(self.upstream).await?);
         let mut client = BufReader::new(client);
         // The file server's greeting, relayed.
         relay_reply(&mut upstream, &mut client).await?;
         let mut policy = ControlPolicy::default();
+        let mut pending: Option<PendingData> = None;
         match self
-            .phase(&mut client, &mut upstream, &mut policy, ends)
+            .phase(&mut client, &mut upstream, &mut policy, ends, &mut pending)
             .await?
         {
             PhaseEnd::Closed => return Ok(()),
@@ -440,7 +492,7 @@ impl Gate {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         let mut client = BufReader::new(tls);
         policy.secured();
-        self.phase(&mut client, &mut upstream, &mut policy, ends)
+        self.phase(&mut client, &mut upstream, &mut policy, ends, &mut pending)
             .await?;
         Ok(())
     }
@@ -451,18 +503,36 @@ impl Gate {
         upstream: &mut BufStream<TcpStream>,
         policy: &mut ControlPolicy,
         ends: Ends,
+        pending: &mut Option<PendingData>,
     ) -> std::io::Result<PhaseEnd> {
         let peer = ends.peer;
         loop {
             // While waiting for the next command, relay what the file server says by
             // itself (a 421 on idle, a late 425), so replies never fall out of step.
+            let wait = if policy.is_logged_in() {
+                self.idle
+            } else {
+                ends.login_by
+                    .saturating_duration_since(tokio::time::Instant::now())
+            };
+            if wait.is_zero() {
+                client
+                    .get_mut()
+                    .write_all(b"421 Login took too long; closing.\r\n")
+                    .await?;
+                client.get_mut().flush().await?;
+                return Ok(PhaseEnd::Closed);
+            }
             let event = tokio::select! {
                 r = client.fill_buf() => r.map(|b| if b.is_empty() { Waiting::Closed } else { Waiting::Command }),
                 r = upstream.fill_buf() => r.map(|b| if b.is_empty() { Waiting::Closed } else { Waiting::Unsolicited }),
-                _ = tokio::time::sleep(self.idle) => Ok(Waiting::Closed),
+                _ = tokio::time::sleep(wait) => Ok(Waiting::Idle),
             }?;
             match event {
                 Waiting::Closed => return Ok(PhaseEnd::Closed),
+                // Not logged in by the deadline: answered 421 at the top of the loop.
+                Waiting::Idle if !policy.is_logged_in() => continue,
+                Waiting::Idle => return Ok(PhaseEnd::Closed),
                 Waiting::Unsolicited => {
                     relay_reply(upstream, client).await?;
                     continue;
@@ -501,7 +571,7 @@ impl Gate {
                     upstream.write_all(command.as_bytes()).await?;
                     upstream.flush().await?;
                     let code = if verb == "PASV" || verb == "EPSV" {
-                        self.passive(upstream, client, &verb, ends).await?
+                        self.passive(upstream, client, &verb, ends, pending).await?
                     } else {
                         relay_reply(upstream, client).await?
                     };

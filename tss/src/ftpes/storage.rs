@@ -339,13 +339,19 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
                 bytes
             }
             Entry::Software(file) => {
+                // Streamed from disk: a package is never held in memory whole.
                 self.software_file(&user.to_string(), &file).await?;
-                tokio::fs::read(self.software_dir.join(&file))
+                use tokio::io::AsyncSeekExt;
+                let mut f = tokio::fs::File::open(self.software_dir.join(&file))
                     .await
                     .map_err(|e| {
                         tracing::warn!(%file, error = %e, "software package missing on disk");
                         unavailable()
-                    })?
+                    })?;
+                f.seek(std::io::SeekFrom::Start(start_pos))
+                    .await
+                    .map_err(local)?;
+                return Ok(Box::new(f));
             }
             Entry::Root | Entry::SoftwareDir => return Err(unavailable()),
         };
