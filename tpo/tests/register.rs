@@ -260,7 +260,7 @@ fn registers_against_the_real_tss_over_https() {
         let seed = tss::seed::parse(include_str!("../../tss/tests/fixtures/floor.json")).unwrap();
         tss::seed::apply(&store, &seed, "seed").await.unwrap();
         let mut w = store.write("test").await.unwrap();
-        let credential = w.mint_sip_credential("T-0001", REALM).await.unwrap();
+        let credential = w.mint_sip_credential("T-0001", REALM, None).await.unwrap();
         w.commit().await.unwrap();
         store.close().await;
         credential.password

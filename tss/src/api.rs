@@ -506,7 +506,7 @@ async fn mint_credential(
     Path(id): Path<String>,
 ) -> ApiResult {
     let mut w = s.store.write(&who.name).await?;
-    let credential = w.mint_sip_credential(&id, &s.realm).await?;
+    let credential = w.mint_sip_credential(&id, &s.realm, None).await?;
     let revision = w.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -704,12 +704,29 @@ async fn import(
     body: Bytes,
 ) -> ApiResult {
     let csv = is_csv(&headers, q.format.as_deref());
+    // Users' passwords are hashed before the change opens: argon2 never runs while
+    // every other writer waits on the store revision.
+    let mut hashed_users = Vec::new();
+    if kind == "users" {
+        let rows: Vec<(String, UserRow)> = parse_rows(&body, csv)?;
+        for (label, mut row) in rows {
+            let hash = match row.password.take() {
+                Some(password) => Some(
+                    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+                        .await
+                        .map_err(|e| Error::Config(format!("hashing: {e}")))?
+                        .map_err(|e| prefix_field(&label, e))?,
+                ),
+                None => None,
+            };
+            hashed_users.push((label, row, hash));
+        }
+    }
     let mut w = s.store.write(&who.name).await?;
     let count = match kind.as_str() {
         "users" => {
-            let rows: Vec<(String, UserRow)> = parse_rows(&body, csv)?;
-            let n = rows.len();
-            for (label, row) in rows {
+            let n = hashed_users.len();
+            for (label, row, hash) in hashed_users {
                 let user = User {
                     name: row.name,
                     display_name: row.display_name,
@@ -719,12 +736,7 @@ async fn import(
                 w.put_user(&user)
                     .await
                     .map_err(|e| prefix_field(&label, e))?;
-                if let Some(password) = row.password {
-                    let hash =
-                        tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-                            .await
-                            .map_err(|e| Error::Config(format!("hashing: {e}")))?
-                            .map_err(|e| prefix_field(&label, e))?;
+                if let Some(hash) = hash {
                     w.set_password_hash(&user.name, Some(&hash)).await?;
                 }
             }

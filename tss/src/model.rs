@@ -583,10 +583,20 @@ impl CallRecord {
     }
 }
 
-/// Parses an RFC 3339 time into Unix milliseconds; `field` names it on error.
+/// Parses an RFC 3339 time in UTC (`2026-11-30T10:00:00Z`, fraction allowed, `Z` or
+/// `+00:00`) into Unix milliseconds; `field` names it on error. Other offsets are
+/// refused rather than silently read as UTC.
 pub fn parse_time(field: &str, text: &str) -> Result<i64, Error> {
-    let t = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| invalid(field, format!("{text:?} is not an RFC 3339 time: {e}")))?;
+    let utc = text
+        .strip_suffix("+00:00")
+        .map(|t| format!("{t}Z"))
+        .unwrap_or_else(|| text.to_owned());
+    let t = humantime::parse_rfc3339(&utc).map_err(|e| {
+        invalid(
+            field,
+            format!("{text:?} is not an RFC 3339 UTC time (…Z or …+00:00): {e}"),
+        )
+    })?;
     let ms = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| invalid(field, "before 1970"))?
@@ -752,6 +762,15 @@ mod tests {
         assert_eq!(format_time(s), "2026-11-30T10:00:00.000Z");
         r.outcome = Outcome::NoAnswer;
         assert_eq!(field_of(r.validate().unwrap_err()), "answered_at");
+        assert_eq!(parse_time("t", "2026-11-30T10:00:00+00:00").unwrap(), s);
+        for bad in [
+            "2026-11-30T10:00:00+05:00",
+            "2026-11-30 10:00:00",
+            "2026-11-30T10:00:00",
+            "2026-11-30T10:00:00Zjunk",
+        ] {
+            assert!(parse_time("t", bad).is_err(), "{bad}");
+        }
         r.answered_at = None;
         r.ended_at = "yesterday".into();
         assert_eq!(field_of(r.validate().unwrap_err()), "ended_at");

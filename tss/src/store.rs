@@ -1358,10 +1358,13 @@ impl Write<'_> {
 
     /// Mints a new SIP credential for a turret (replacing any earlier one) and keeps
     /// only its HA1s. The turret must be assigned to a user.
+    /// With `for_user`, refused unless the turret is (still) that user's, checked
+    /// inside this change.
     pub async fn mint_sip_credential(
         &mut self,
         device_id: &str,
         realm: &str,
+        for_user: Option<&str>,
     ) -> Result<SipCredential> {
         let turret = self
             .store
@@ -1373,6 +1376,14 @@ impl Write<'_> {
                 "turret {device_id:?} is spare: assign it to a user first"
             ))
         })?;
+        if let Some(expected) = for_user
+            && expected != user
+        {
+            // Reassigned since the caller looked: never hand one user another's device.
+            return Err(Error::Conflict(format!(
+                "turret {device_id:?} is no longer assigned to {expected:?}"
+            )));
+        }
         let username = format!("dev-{device_id}");
         let password = new_secret();
         use floorwire::sip::auth::{Algorithm, ha1};

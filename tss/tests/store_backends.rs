@@ -164,13 +164,19 @@ async fn exercise(backend: &str, url: &str) {
 
     // SIP credentials: the store keeps HA1s that match the minted password.
     let mut w = store.write("admin").await.unwrap();
-    let cred = w.mint_sip_credential("T-0001", "floorwire").await.unwrap();
+    let cred = w.mint_sip_credential("T-0001", "floorwire", Some("trader01")).await.unwrap();
     w.commit().await.unwrap();
     let mut w = store.write("admin").await.unwrap();
     assert!(matches!(
-        w.mint_sip_credential("T-0099", "floorwire").await,
+        w.mint_sip_credential("T-0099", "floorwire", None).await,
         Err(Error::Conflict(_))
     ));
+    drop(w);
+    let mut w = store.write("admin").await.unwrap();
+    assert!(
+        matches!(w.mint_sip_credential("T-0001", "floorwire", Some("trader02")).await, Err(Error::Conflict(_))),
+        "{backend}: another user's turret"
+    );
     drop(w);
     let devices = store.device_credentials().await.unwrap();
     assert_eq!(devices.len(), 1);

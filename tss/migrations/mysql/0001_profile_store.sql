@@ -116,12 +116,12 @@ CREATE TABLE changes (
     revision BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    actor VARCHAR(64) NOT NULL,
+    actor VARCHAR(255) NOT NULL,
     entity VARCHAR(32) NOT NULL,
     entity_key VARCHAR(255) NOT NULL,
     action VARCHAR(16) NOT NULL,
-    before_doc TEXT,
-    after_doc TEXT,
+    before_doc LONGTEXT,
+    after_doc LONGTEXT,
     PRIMARY KEY (revision, seq)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 CREATE INDEX changes_entity ON changes (entity, entity_key);
@@ -131,7 +131,7 @@ CREATE TABLE profile_versions (
     version BIGINT NOT NULL,
     revision BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    actor VARCHAR(64) NOT NULL,
-    document TEXT NOT NULL,
+    actor VARCHAR(255) NOT NULL,
+    document LONGTEXT NOT NULL,
     PRIMARY KEY (user_name, version)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

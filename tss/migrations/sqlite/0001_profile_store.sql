@@ -115,7 +115,7 @@ CREATE TABLE changes (
     revision BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    actor VARCHAR(64) NOT NULL,
+    actor VARCHAR(255) NOT NULL,
     entity VARCHAR(32) NOT NULL,
     entity_key VARCHAR(255) NOT NULL,
     action VARCHAR(16) NOT NULL,
@@ -130,7 +130,7 @@ CREATE TABLE profile_versions (
     version BIGINT NOT NULL,
     revision BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    actor VARCHAR(64) NOT NULL,
+    actor VARCHAR(255) NOT NULL,
     document TEXT NOT NULL,
     PRIMARY KEY (user_name, version)
 );

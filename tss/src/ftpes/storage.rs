@@ -161,7 +161,7 @@ impl ProfileStorage {
             let mut w = self.store.write(user).await?;
             for turret in &turrets {
                 let c = w
-                    .mint_sip_credential(&turret.device_id, &self.realm)
+                    .mint_sip_credential(&turret.device_id, &self.realm, Some(user))
                     .await?;
                 credentials.push(serde_json::json!({
                     "device_id": turret.device_id,
