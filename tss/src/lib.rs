@@ -164,7 +164,7 @@ pub async fn run(
         )?;
         listener::ApiListener::tls(listener, tls::acceptor("api", &cert, &key)?)?
     } else {
-        listener::ApiListener::Plain(listener)
+        listener::ApiListener::plain(listener)
     };
     let app = api::router(state).into_make_service_with_connect_info::<listener::Peer>();
     let api_shutdown = shutdown.clone();

@@ -1,6 +1,8 @@
 //! The API's listener: plain TCP, or TLS with handshakes done off the accept loop (a
-//! slow or silent client never holds up the others).
+//! slow or silent client never holds up the others). Connections are bounded in
+//! number and closed when idle.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,14 +18,40 @@ use tokio_rustls::server::TlsStream;
 /// Bound on a client's TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Handshaken connections waiting for the server (beyond it, accepting pauses).
+/// Handshaken connections waiting for the server.
 const READY_QUEUE: usize = 128;
 
-/// A connection to the API.
+/// A connection silent this long is closed (a slow or stuck client never holds a
+/// connection for good; hyper has no timer here).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most API connections at once (handshakes included); beyond it accepting waits.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// The transport under an API connection.
 #[derive(Debug)]
-pub enum ApiStream {
+enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A connection to the API: closed after [`IDLE_TIMEOUT`] without a byte from the
+/// client, and holding one of [`MAX_CONNECTIONS`] places until dropped.
+#[derive(Debug)]
+pub struct ApiStream {
+    transport: Transport,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ApiStream {
+    fn new(transport: Transport, place: tokio::sync::OwnedSemaphorePermit) -> Self {
+        ApiStream {
+            transport,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            _place: place,
+        }
+    }
 }
 
 impl AsyncRead for ApiStream {
@@ -32,9 +60,29 @@ impl AsyncRead for ApiStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = match &mut this.transport {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.idle
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "API client idle",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
         }
     }
 }
@@ -45,21 +93,21 @@ impl AsyncWrite for ApiStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ApiStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ApiStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().transport {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -67,7 +115,10 @@ impl AsyncWrite for ApiStream {
 /// The API listener.
 #[derive(Debug)]
 pub enum ApiListener {
-    Plain(TcpListener),
+    Plain {
+        listener: TcpListener,
+        places: std::sync::Arc<tokio::sync::Semaphore>,
+    },
     Tls {
         local: SocketAddr,
         ready: tokio::sync::mpsc::Receiver<(ApiStream, SocketAddr)>,
@@ -75,12 +126,25 @@ pub enum ApiListener {
 }
 
 impl ApiListener {
+    /// Serves plain HTTP on `listener`.
+    pub fn plain(listener: TcpListener) -> Self {
+        ApiListener::Plain {
+            listener,
+            places: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+
     /// Serves TLS on `listener`: handshakes run in their own tasks.
     pub fn tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(READY_QUEUE);
+        let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
+                // A place first: at the limit, nothing more is accepted (nor handshaken).
+                let Ok(place) = places.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -93,7 +157,8 @@ impl ApiListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
-                            let _ = sender.send((ApiStream::Tls(Box::new(tls)), peer)).await;
+                            let stream = ApiStream::new(Transport::Tls(Box::new(tls)), place);
+                            let _ = sender.send((stream, peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "api TLS handshake failed")
@@ -116,9 +181,13 @@ impl Listener for ApiListener {
 
     async fn accept(&mut self) -> (ApiStream, SocketAddr) {
         match self {
-            ApiListener::Plain(l) => loop {
-                match TcpListener::accept(l).await {
-                    Ok((s, peer)) => return (ApiStream::Plain(s), peer),
+            ApiListener::Plain { listener, places } => loop {
+                let place = match places.clone().acquire_owned().await {
+                    Ok(place) => place,
+                    Err(_) => std::future::pending().await,
+                };
+                match TcpListener::accept(listener).await {
+                    Ok((s, peer)) => return (ApiStream::new(Transport::Plain(s), place), peer),
                     Err(e) => {
                         tracing::warn!(error = %e, "api accept");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -135,7 +204,7 @@ impl Listener for ApiListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            ApiListener::Plain(l) => l.local_addr(),
+            ApiListener::Plain { listener, .. } => listener.local_addr(),
             ApiListener::Tls { local, .. } => Ok(*local),
         }
     }
@@ -148,5 +217,33 @@ pub struct Peer(pub SocketAddr);
 impl Connected<IncomingStream<'_, ApiListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, ApiListener>) -> Self {
         Peer(*stream.remote_addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_cut_off_a_talking_one_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut api = ApiListener::plain(listener);
+        let addr = api.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut stream, _) = Listener::accept(&mut api).await;
+        let mut buf = [0u8; 16];
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
+        // 59 s later a byte still arrives in time...
+        tokio::time::advance(Duration::from_secs(59)).await;
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+        // ...but 61 s of silence closes the connection.
+        let read = stream.read(&mut buf);
+        tokio::pin!(read);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let err = read.await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -164,7 +164,10 @@ async fn exercise(backend: &str, url: &str) {
 
     // SIP credentials: the store keeps HA1s that match the minted password.
     let mut w = store.write("admin").await.unwrap();
-    let cred = w.mint_sip_credential("T-0001", "floorwire", Some("trader01")).await.unwrap();
+    let cred = w
+        .mint_sip_credential("T-0001", "floorwire", Some("trader01"))
+        .await
+        .unwrap();
     w.commit().await.unwrap();
     let mut w = store.write("admin").await.unwrap();
     assert!(matches!(
@@ -174,7 +177,11 @@ async fn exercise(backend: &str, url: &str) {
     drop(w);
     let mut w = store.write("admin").await.unwrap();
     assert!(
-        matches!(w.mint_sip_credential("T-0001", "floorwire", Some("trader02")).await, Err(Error::Conflict(_))),
+        matches!(
+            w.mint_sip_credential("T-0001", "floorwire", Some("trader02"))
+                .await,
+            Err(Error::Conflict(_))
+        ),
         "{backend}: another user's turret"
     );
     drop(w);
