@@ -81,7 +81,7 @@ impl LdapSection {
 }
 
 /// Longest user name sent to a directory (longer ones are refused before any traffic).
-pub const MAX_USER_LEN: usize = 256;
+pub const MAX_USER_LEN: usize = 255;
 
 /// A configured directory: settings plus the TLS client configuration.
 #[derive(Debug, Clone)]

@@ -161,6 +161,21 @@ fn exercise(backend: &str, url: &str) {
     let (status, users) = api.admin("GET", "/api/users", None);
     assert_eq!(status, 200);
     assert_eq!(users.as_array().unwrap().len(), 3);
+    // Errors axum answers itself come in the same JSON format.
+    let (status, v) = api.admin("GET", "/api/reports/calls?colour=blue", None);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("colour"), "{v}");
+    let (status, head, v) = api.call(
+        "DELETE",
+        "/api/openapi.json",
+        Some("admin:admin-pass"),
+        None,
+    );
+    assert_eq!(status, 405);
+    assert!(
+        v["error"].is_string() && head.contains("allow:"),
+        "{head} {v}"
+    );
     let (status, v) = api.admin("GET", "/api/nope", None);
     assert_eq!((status, v["error"].as_str()), (404, Some("no such route")));
 
