@@ -3,8 +3,10 @@
 //! (calls, shared lines, peers, recording) is the rest of issue 4.
 //!
 //! Layout: [`registrar`] (bindings, sans-IO), [`core`] (the SIP transaction user),
-//! [`tss_client`] (configuration from the TSS API), [`metrics`].
+//! [`tss_client`] (configuration from the TSS API), [`call_records`] (the spool and
+//! poster that get every call record to the TSS), [`metrics`].
 
+pub mod call_records;
 pub mod core;
 pub mod error;
 pub mod metrics;
@@ -39,6 +41,7 @@ pub struct Config {
     pub sip: SipSection,
     pub registrar: registrar::ExpiryPolicy,
     pub tss: tss_client::TssSection,
+    pub call_records: call_records::CallRecordsSection,
 }
 
 /// `[sip]`.
@@ -103,6 +106,14 @@ pub async fn run(
         shutdown.clone(),
         move |c| revision_gauge.set(c.revision),
     ));
+    let spool = call_records::Spool::open(&config.call_records)?;
+    let delivery_metrics = metrics.clone();
+    let poster = tokio::spawn(call_records::post_spooled(
+        spool.clone(),
+        tss_client::TssClient::new(&config.tss)?,
+        shutdown.clone(),
+        move |d| delivery_metrics.call_record(d),
+    ));
     let socket = tokio::net::UdpSocket::bind(config.sip.listen)
         .await
         .map_err(|e| Error::Config(format!("sip.listen {}: {e}", config.sip.listen)))?;
@@ -139,6 +150,7 @@ pub async fn run(
     });
     admin.await?;
     let _ = poller.await;
+    let _ = poster.await;
     match sip.await {
         Ok(result) => {
             result?;

@@ -10,6 +10,7 @@ pub struct TpoMetrics {
     pub registered_lines: IntGauge,
     pub config_revision: IntGauge,
     registrations: IntCounterVec,
+    call_records: IntCounterVec,
 }
 
 impl TpoMetrics {
@@ -28,6 +29,14 @@ impl TpoMetrics {
             &["result"],
         )?;
         registry.register(Box::new(registrations.clone()))?;
+        let call_records = IntCounterVec::new(
+            Opts::new(
+                "floorwire_tpo_call_records_total",
+                "call records sent to the TSS by result: delivered, rejected (moved aside), retry",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(call_records.clone()))?;
         Ok(TpoMetrics {
             registered_devices: gauge(
                 "floorwire_tpo_registered_devices",
@@ -42,7 +51,17 @@ impl TpoMetrics {
                 "TSS store revision of the configuration in force (0: none yet)",
             )?,
             registrations,
+            call_records,
         })
+    }
+
+    pub fn call_record(&self, delivery: crate::call_records::Delivery) {
+        let label = match delivery {
+            crate::call_records::Delivery::Delivered => "delivered",
+            crate::call_records::Delivery::Rejected => "rejected",
+            crate::call_records::Delivery::Retry => "retry",
+        };
+        self.call_records.with_label_values(&[label]).inc();
     }
 
     pub fn registration(&self, result: &str) {

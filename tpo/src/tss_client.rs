@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -204,6 +204,47 @@ impl TssClient {
     }
 
     async fn fetch_unbounded(&self, known_revision: Option<i64>) -> Result<Fetched> {
+        let etag = known_revision
+            .map(|r| format!("\"rev-{r}\""))
+            .unwrap_or_default();
+        let (status, body) = self
+            .exchange(
+                hyper::Method::GET,
+                "/api/tpo/config",
+                &[(hyper::header::IF_NONE_MATCH, etag)],
+                Bytes::new(),
+            )
+            .await?;
+        match status {
+            304 => Ok(Fetched::Unchanged),
+            200 => {
+                let config: TpoConfig = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Tss(format!("configuration: {e}")))?;
+                Ok(Fetched::Changed(config.indexed()))
+            }
+            status => Err(Error::Tss(format!("GET /api/tpo/config answered {status}"))),
+        }
+    }
+
+    /// Posts a JSON document to `path`; returns the status. Bounded like a fetch.
+    pub async fn post_json(&self, path: &str, json: Vec<u8>) -> Result<u16> {
+        let headers = [(hyper::header::CONTENT_TYPE, "application/json".to_owned())];
+        let exchange = self.exchange(hyper::Method::POST, path, &headers, Bytes::from(json));
+        let (status, _) = tokio::time::timeout(FETCH_TIMEOUT, exchange)
+            .await
+            .map_err(|_| Error::Tss(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())))??;
+        Ok(status)
+    }
+
+    /// One request on a fresh connection (TLS when the URL says https): the status
+    /// and the body (at most [`MAX_CONFIG_BYTES`]).
+    async fn exchange(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<(u16, Bytes)> {
         // `[::1]` in a URL is `::1` to connect to and to check the certificate for.
         let host = self
             .base
@@ -222,19 +263,19 @@ impl TssClient {
         .await
         .map_err(|_| Error::Tss(format!("connecting to {host}:{port} timed out")))?
         .map_err(|e| Error::Tss(format!("connecting to {host}:{port}: {e}")))?;
-        let request = hyper::Request::get("/api/tpo/config")
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, host)
             .header(
                 hyper::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
-            )
-            .header(
-                hyper::header::IF_NONE_MATCH,
-                known_revision
-                    .map(|r| format!("\"rev-{r}\""))
-                    .unwrap_or_default(),
-            )
-            .body(Empty::<Bytes>::new())
+            );
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(body))
             .map_err(|e| Error::Tss(e.to_string()))?;
         let response = match &self.tls {
             Some(tls) => {
@@ -248,26 +289,19 @@ impl TssClient {
             }
             None => send(hyper_util::rt::TokioIo::new(tcp), request).await?,
         };
-        match response.status().as_u16() {
-            304 => Ok(Fetched::Unchanged),
-            200 => {
-                let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| Error::Tss(format!("reading the configuration: {e}")))?
-                    .to_bytes();
-                let config: TpoConfig = serde_json::from_slice(&body)
-                    .map_err(|e| Error::Tss(format!("configuration: {e}")))?;
-                Ok(Fetched::Changed(config.indexed()))
-            }
-            status => Err(Error::Tss(format!("GET /api/tpo/config answered {status}"))),
-        }
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
+            .collect()
+            .await
+            .map_err(|e| Error::Tss(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
 }
 
 async fn send<IO>(
     io: IO,
-    request: hyper::Request<Empty<Bytes>>,
+    request: hyper::Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -132,12 +132,17 @@ fn sipp_registers_with_tss_minted_credentials() {
     runtime.spawn(async move { axum::serve(listener, app).await });
 
     let url = format!("http://{tss}");
+    let spool = std::env::temp_dir()
+        .join(format!("floorwire-tpo-reg-spool-{}", std::process::id()))
+        .display()
+        .to_string();
     let env = [
         ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
         ("TPO__SIP__LISTEN", "127.0.0.1:0"),
         ("TPO__TSS__URL", url.as_str()),
         ("TPO__TSS__TOKEN", TOKEN),
         ("TPO__TSS__POLL_INTERVAL_MS", "100"),
+        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
     ];
     let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
     let sip = service::ready_endpoint(&tpo.ready, "sip").expect("sip= in the ready line");
@@ -277,6 +282,7 @@ fn registers_against_the_real_tss_over_https() {
     let api = rx.recv_timeout(Duration::from_secs(30)).expect("tss is up");
 
     let tss_url = format!("https://{api}");
+    let spool = dir.join("spool").display().to_string();
     let ca = ca_path.display().to_string();
     let env = [
         ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
@@ -285,6 +291,7 @@ fn registers_against_the_real_tss_over_https() {
         ("TPO__TSS__TOKEN", TOKEN),
         ("TPO__TSS__CA_FILE", ca.as_str()),
         ("TPO__TSS__POLL_INTERVAL_MS", "200"),
+        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
     ];
     let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
     let sip = service::ready_endpoint(&tpo.ready, "sip").unwrap();

@@ -1,0 +1,158 @@
+//! Call records reach the real TSS (in-process, its store on SQLite) through the
+//! TPO's spool: records made while the TSS is down wait on disk and arrive once it is
+//! up, each stored once (posted twice, kept once), and an invalid one is set aside.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use tpo::call_records::{CallRecord, CallRecordsSection, Delivery, Spool, post_spooled};
+use tpo::tss_client::{TssClient, TssSection};
+
+const TOKEN: &str = "tpo-token-cdr";
+
+fn record(n: u32, ended: &str) -> CallRecord {
+    CallRecord {
+        record_id: format!("tpo-1a-20261130-{n:06}"),
+        tpo: "tpo-1a".into(),
+        call_id: format!("call-{n}@127.0.1.21"),
+        user: Some("trader01".into()),
+        line: Some("SH-FX".into()),
+        direction: "outbound".into(),
+        calling: "7001".into(),
+        called: "+33142685300".into(),
+        started_at: "2026-11-30T09:00:00Z".into(),
+        answered_at: Some("2026-11-30T09:00:02Z".into()),
+        ended_at: ended.into(),
+        outcome: "answered".into(),
+        recordings: vec!["rec-a".into(), "rec-b".into()],
+    }
+}
+
+#[test]
+fn records_wait_for_the_tss_and_arrive_once() {
+    floorwire::service::tls::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The TSS's API port, chosen now, served later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let spool = Spool::open(&CallRecordsSection {
+        spool_dir: dir.join("spool").display().to_string(),
+        max_spooled: 1000,
+    })
+    .unwrap();
+    let client = TssClient::new(&TssSection {
+        url: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        ca_file: String::new(),
+        poll_interval_ms: 100,
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let poster = runtime.spawn(post_spooled(
+        spool.clone(),
+        client,
+        shutdown.clone(),
+        move |d| {
+            let _ = tx.send(d);
+        },
+    ));
+
+    // The TSS is down: 40 records wait in the spool (one of them twice, one invalid).
+    for n in 1..=40 {
+        spool.push(&record(n, "2026-11-30T09:01:00Z")).unwrap();
+    }
+    spool.push(&record(7, "2026-11-30T09:01:00Z")).unwrap();
+    spool.push(&record(99, "2026-11-30T08:00:00Z")).unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Delivery::Retry
+    );
+    assert_eq!(
+        spool.waiting().len(),
+        41,
+        "nothing lost while the TSS is down"
+    );
+
+    // The TSS comes up.
+    let url = format!("sqlite://{}?mode=rwc", dir.join("tss.sqlite3").display());
+    let vars: Vec<(String, String)> = [
+        ("TSS__STORE__URL", url.as_str()),
+        ("TSS__ADMIN__LISTEN", "127.0.0.1:0"),
+        ("TSS__API__LISTEN", &format!("127.0.0.1:{port}")),
+        ("TSS__API__TLS", "false"),
+        ("TSS__API__TPO_TOKENS", &format!("[\"{TOKEN}\"]")),
+        ("TSS__FTPES__ENABLED", "false"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config: tss::Config = floorwire::service::config::parse(
+        tss::DEFAULT_CONFIG,
+        std::path::Path::new("embedded"),
+        "TSS",
+        &vars,
+    )
+    .unwrap();
+    let store_config = config.store.clone();
+    let tss_stop = tokio_util::sync::CancellationToken::new();
+    let stop = tss_stop.clone();
+    let tss_task = runtime.spawn(async move { tss::run(config, stop, |_| {}).await });
+
+    // Everything arrives within the backoff; the invalid one is set aside.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !spool.waiting().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spool not drained: {}",
+            spool.waiting().len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let outcomes: Vec<Delivery> = rx.try_iter().collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|d| **d == Delivery::Rejected)
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("spool/rejected"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Posted again (a TPO restarting mid-send would): still stored once.
+    spool.push(&record(7, "2026-11-30T09:01:00Z")).unwrap();
+    while !spool.waiting().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stored = runtime.block_on(async {
+        let store = tss::open_store(&store_config).await.unwrap();
+        let all = store
+            .call_records(&tss::store::CallFilter::default())
+            .await
+            .unwrap();
+        store.close().await;
+        all
+    });
+    assert_eq!(stored.len(), 40, "40 distinct valid records, each once");
+    assert_eq!(stored[0].recordings, ["rec-a", "rec-b"]);
+
+    shutdown.cancel();
+    runtime.block_on(poster).unwrap();
+    tss_stop.cancel();
+    runtime.block_on(tss_task).unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
