@@ -323,10 +323,33 @@ impl Store {
 
     // ---- reads -------------------------------------------------------------------
 
+    /// Every row `sql` selects, mapped.
+    async fn all<T>(&self, sql: &str, map: fn(&AnyRow) -> Result<T>) -> Result<Vec<T>> {
+        let rows = sqlx::query(self.sql(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(map).collect()
+    }
+
+    /// The row `sql` (one `?`, bound to `key`) selects on `conn`, if any, mapped.
+    async fn one_in<T>(
+        &self,
+        conn: &mut AnyConnection,
+        sql: &str,
+        key: &str,
+        map: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let row = sqlx::query(self.sql(sql))
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+        row.as_ref().map(map).transpose()
+    }
+
     pub async fn sites(&self) -> Result<Vec<Site>> {
-        let sql = format!("SELECT {SITE_COLS} FROM sites ORDER BY name");
-        let rows = sqlx::query(self.sql(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(site_of).collect()
+        self.all(
+            &format!("SELECT {SITE_COLS} FROM sites ORDER BY name"),
+            site_of,
+        )
+        .await
     }
 
     pub async fn site(&self, name: &str) -> Result<Site> {
@@ -337,18 +360,21 @@ impl Store {
     }
 
     async fn site_in(&self, conn: &mut AnyConnection, name: &str) -> Result<Option<Site>> {
-        let sql = format!("SELECT {SITE_COLS} FROM sites WHERE name = ?");
-        let row = sqlx::query(self.sql(&sql))
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(site_of).transpose()
+        self.one_in(
+            conn,
+            &format!("SELECT {SITE_COLS} FROM sites WHERE name = ?"),
+            name,
+            site_of,
+        )
+        .await
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users ORDER BY name");
-        let rows = sqlx::query(self.sql(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(user_of).collect()
+        self.all(
+            &format!("SELECT {USER_COLS} FROM users ORDER BY name"),
+            user_of,
+        )
+        .await
     }
 
     pub async fn user(&self, name: &str) -> Result<User> {
@@ -359,12 +385,13 @@ impl Store {
     }
 
     async fn user_in(&self, conn: &mut AnyConnection, name: &str) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLS} FROM users WHERE name = ?");
-        let row = sqlx::query(self.sql(&sql))
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(user_of).transpose()
+        self.one_in(
+            conn,
+            &format!("SELECT {USER_COLS} FROM users WHERE name = ?"),
+            name,
+            user_of,
+        )
+        .await
     }
 
     /// The stored argon2 hash of an embedded-directory user, if any.
@@ -381,9 +408,11 @@ impl Store {
     }
 
     pub async fn lines(&self) -> Result<Vec<Line>> {
-        let sql = format!("SELECT {LINE_COLS} FROM turret_lines ORDER BY id");
-        let rows = sqlx::query(self.sql(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(line_of).collect()
+        self.all(
+            &format!("SELECT {LINE_COLS} FROM turret_lines ORDER BY id"),
+            line_of,
+        )
+        .await
     }
 
     pub async fn line(&self, id: &str) -> Result<Line> {
@@ -394,12 +423,13 @@ impl Store {
     }
 
     async fn line_in(&self, conn: &mut AnyConnection, id: &str) -> Result<Option<Line>> {
-        let sql = format!("SELECT {LINE_COLS} FROM turret_lines WHERE id = ?");
-        let row = sqlx::query(self.sql(&sql))
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(line_of).transpose()
+        self.one_in(
+            conn,
+            &format!("SELECT {LINE_COLS} FROM turret_lines WHERE id = ?"),
+            id,
+            line_of,
+        )
+        .await
     }
 
     /// Every appearance: (user, appearance), by user then button.
@@ -488,9 +518,11 @@ impl Store {
     }
 
     pub async fn turrets(&self) -> Result<Vec<Turret>> {
-        let sql = format!("SELECT {TURRET_COLS} FROM turrets ORDER BY device_id");
-        let rows = sqlx::query(self.sql(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(turret_of).collect()
+        self.all(
+            &format!("SELECT {TURRET_COLS} FROM turrets ORDER BY device_id"),
+            turret_of,
+        )
+        .await
     }
 
     pub async fn turret(&self, device_id: &str) -> Result<Turret> {
@@ -501,18 +533,21 @@ impl Store {
     }
 
     async fn turret_in(&self, conn: &mut AnyConnection, device_id: &str) -> Result<Option<Turret>> {
-        let sql = format!("SELECT {TURRET_COLS} FROM turrets WHERE device_id = ?");
-        let row = sqlx::query(self.sql(&sql))
-            .bind(device_id)
-            .fetch_optional(conn)
-            .await?;
-        row.as_ref().map(turret_of).transpose()
+        self.one_in(
+            conn,
+            &format!("SELECT {TURRET_COLS} FROM turrets WHERE device_id = ?"),
+            device_id,
+            turret_of,
+        )
+        .await
     }
 
     pub async fn packages(&self) -> Result<Vec<SoftwarePackage>> {
-        let sql = format!("SELECT {PACKAGE_COLS} FROM software_packages ORDER BY name, version");
-        let rows = sqlx::query(self.sql(&sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(package_of).collect()
+        self.all(
+            &format!("SELECT {PACKAGE_COLS} FROM software_packages ORDER BY name, version"),
+            package_of,
+        )
+        .await
     }
 
     async fn package_in(
@@ -813,6 +848,22 @@ impl Write<'_> {
         self.store.sql(sql)
     }
 
+    /// Records a create or update of `after` (`before`: what was stored).
+    fn record_put<T: serde::Serialize>(
+        &mut self,
+        entity: &str,
+        key: &str,
+        before: Option<T>,
+        after: &T,
+    ) {
+        self.record(
+            entity,
+            key,
+            before.map(|b| json_of(&b)),
+            Some(json_of(after)),
+        );
+    }
+
     fn record(&mut self, entity: &str, key: &str, before: Option<Value>, after: Option<Value>) {
         let action = match (&before, &after) {
             (None, Some(_)) => "create",
@@ -885,12 +936,7 @@ impl Write<'_> {
             &site.name,
         )
         .await?;
-        self.record(
-            "site",
-            &site.name,
-            before.map(|b| json_of(&b)),
-            Some(json_of(site)),
-        );
+        self.record_put("site", &site.name, before, site);
         Ok(())
     }
 
@@ -953,12 +999,7 @@ impl Write<'_> {
         )
         .await?;
         self.touched_users.insert(user.name.clone());
-        self.record(
-            "user",
-            &user.name,
-            before.map(|b| json_of(&b)),
-            Some(json_of(user)),
-        );
+        self.record_put("user", &user.name, before, user);
         Ok(())
     }
 
@@ -1042,12 +1083,7 @@ impl Write<'_> {
             &line.id,
         )
         .await?;
-        self.record(
-            "line",
-            &line.id,
-            before.map(|b| json_of(&b)),
-            Some(json_of(line)),
-        );
+        self.record_put("line", &line.id, before, line);
         Ok(())
     }
 
@@ -1203,12 +1239,7 @@ impl Write<'_> {
         for u in before.iter().chain([turret]).filter_map(|t| t.user.clone()) {
             self.touched_users.insert(u);
         }
-        self.record(
-            "turret",
-            &turret.device_id,
-            before.map(|b| json_of(&b)),
-            Some(json_of(turret)),
-        );
+        self.record_put("turret", &turret.device_id, before, turret);
         Ok(())
     }
 
@@ -1268,12 +1299,7 @@ impl Write<'_> {
         for r in &rows {
             self.touched_users.insert(text(r, "user_name")?);
         }
-        self.record(
-            "software",
-            &key,
-            before.map(|b| json_of(&b)),
-            Some(json_of(package)),
-        );
+        self.record_put("software", &key, before, package);
         Ok(())
     }
 
