@@ -1,18 +1,24 @@
 //! The TPO's SIP transaction user: the registrar (digest against the TSS-minted HA1s)
-//! and OPTIONS keepalives. Calls (the B2BUA) are the next part of issue 4: until
-//! then an INVITE is answered 480 with a Warning saying so.
+//! and OPTIONS keepalives here; calls go to the B2BUA core (`floorwire::sip::b2bua`)
+//! with [`crate::router::TpoRouter`] deciding where they go and the RTP anchored on
+//! this TPO's relay.
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use floorwire::rtp::RelayAnchor;
 use floorwire::sip::Tag;
 use floorwire::sip::auth::{AuthVerdict, DigestServer};
+use floorwire::sip::b2bua::B2bua;
 use floorwire::sip::ids::parse_cseq;
 use floorwire::sip::msg::{Header, Method, Request};
 use floorwire::sip::reply::{response_to, with_header};
 use floorwire::sip::transaction::{Event, TransactionId, TransactionLayer};
 use floorwire::sip::uas::header_text;
 use floorwire::sip::udp::TransactionUser;
+use std::sync::{Arc, Mutex};
+
+use crate::router::{TpoRouter, uri_user};
 
 use crate::metrics::TpoMetrics;
 use crate::registrar::{RegisterOutcome, RegisterRequest, Registrar, parse_contacts};
@@ -21,10 +27,10 @@ use crate::tss_client::{self, Shared};
 /// The methods the TPO answers, for `Allow`.
 const ALLOW: &str = "INVITE, ACK, CANCEL, OPTIONS, REGISTER";
 
-/// Registrar + keepalive transaction user.
-#[derive(Debug)]
+/// Registrar, keepalive and calls.
 pub struct TpoCore {
-    pub registrar: Registrar,
+    pub registrar: Arc<Mutex<Registrar>>,
+    pub calls: B2bua<TpoRouter, RelayAnchor>,
     pub digest: DigestServer,
     pub config: Shared,
     pub metrics: TpoMetrics,
@@ -40,16 +46,18 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The user part of a SIP URI's text (`sip:user@host;params` → `user`).
-fn uri_user(uri: &str) -> Option<&str> {
-    let rest = uri.split_once(':')?.1;
-    let (user, _) = rest.split_once('@')?;
-    Some(user.split(';').next().unwrap_or(user))
+impl std::fmt::Debug for TpoCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpoCore")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TpoCore {
     pub fn new(
-        registrar: Registrar,
+        registrar: Arc<Mutex<Registrar>>,
+        calls: B2bua<TpoRouter, RelayAnchor>,
         digest: DigestServer,
         config: Shared,
         metrics: TpoMetrics,
@@ -57,12 +65,19 @@ impl TpoCore {
     ) -> Self {
         TpoCore {
             registrar,
+            calls,
             digest,
             config,
             metrics,
             local,
             last_sweep: None,
         }
+    }
+
+    fn bindings(&self) -> std::sync::MutexGuard<'_, Registrar> {
+        self.registrar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn respond(
@@ -86,7 +101,7 @@ impl TpoCore {
 
     /// Recomputes the registration gauges.
     fn publish(&self, now: Instant) {
-        let devices: Vec<&str> = self.registrar.registered(now).collect();
+        let devices: Vec<String> = self.bindings().registered(now).map(str::to_owned).collect();
         self.metrics.registered_devices.set(devices.len() as i64);
         let lines = match tss_client::current(&self.config) {
             Some(config) => {
@@ -183,7 +198,7 @@ impl TpoCore {
             Ok((wildcard, contacts)) if contacts.is_empty() && !wildcard => {
                 // A query: the bindings in force.
                 let now_list = self
-                    .registrar
+                    .bindings()
                     .lookup(now, &username)
                     .iter()
                     .map(|b| {
@@ -196,7 +211,7 @@ impl TpoCore {
                     .collect();
                 RegisterOutcome::Bound(now_list)
             }
-            Ok((wildcard, contacts)) => self.registrar.register(
+            Ok((wildcard, contacts)) => self.bindings().register(
                 now,
                 &username,
                 &RegisterRequest {
@@ -257,59 +272,34 @@ impl TransactionUser for TpoCore {
             .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
         {
             self.last_sweep = Some(now);
-            if self.registrar.expire(now) > 0 {
+            let expired = self.bindings().expire(now);
+            if expired > 0 {
                 self.publish(now);
             }
         }
-        let Event::Request {
-            id,
-            source,
-            request,
-        } = event
-        else {
-            return;
+        let (id, source, request) = match event {
+            Event::Request {
+                id,
+                source,
+                request,
+            } if matches!(request.method, Method::Register | Method::Options) => {
+                (id, source, request)
+            }
+            // INVITE, in-dialog requests, responses and timers: the calls.
+            other => {
+                self.calls.on_event(now, other, layer);
+                return;
+            }
         };
-        let tag = Tag::generate();
-        match request.method {
-            Method::Register => self.register(now, layer, id, source, &request),
-            Method::Options => {
-                let response = with_header(
-                    response_to(&request, 200, Some(&tag)),
-                    Header::Allow(ALLOW.to_owned().into()),
-                );
-                self.respond(now, layer, id, response);
-            }
-            Method::Invite => {
-                let response = with_header(
-                    response_to(&request, 480, Some(&tag)),
-                    self.warning("calls through this TPO are not built yet"),
-                );
-                self.respond(now, layer, id, response);
-            }
-            // No call is ever set up here yet, so no dialog can exist.
-            Method::Bye => {
-                self.respond(now, layer, id, response_to(&request, 481, Some(&tag)));
-            }
-            _ => {
-                let response = with_header(
-                    response_to(&request, 405, Some(&tag)),
-                    Header::Allow(ALLOW.to_owned().into()),
-                );
-                self.respond(now, layer, id, response);
-            }
+        if request.method == Method::Register {
+            self.register(now, layer, id, source, &request);
+        } else {
+            let tag = Tag::generate();
+            let response = with_header(
+                response_to(&request, 200, Some(&tag)),
+                Header::Allow(ALLOW.to_owned().into()),
+            );
+            self.respond(now, layer, id, response);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn user_part_of_uris() {
-        assert_eq!(
-            super::uri_user("sip:dev-T-0001@floorwire"),
-            Some("dev-T-0001")
-        );
-        assert_eq!(super::uri_user("sips:a;x=y@h:5061"), Some("a"));
-        assert_eq!(super::uri_user("sip:floorwire"), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod core;
 pub mod error;
 pub mod metrics;
 pub mod registrar;
+pub mod router;
 pub mod tss_client;
 
 use std::net::SocketAddr;
@@ -42,6 +43,35 @@ pub struct Config {
     pub registrar: registrar::ExpiryPolicy,
     pub tss: tss_client::TssSection,
     pub call_records: call_records::CallRecordsSection,
+    pub media: MediaSection,
+    pub sbc: SbcSection,
+    pub calls: CallsSection,
+}
+
+/// `[media]`: the RTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// Address announced in SDP; empty: the SIP listen address.
+    pub ip: String,
+    pub first_port: u16,
+    pub last_port: u16,
+}
+
+/// `[sbc]`: the trunk edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SbcSection {
+    /// Where external calls go, and whose calls are inbound; empty: no SBC.
+    pub address: String,
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsSection {
+    /// Calls (ringing and established) at once; past it new INVITEs get 503.
+    pub max_calls: usize,
 }
 
 /// `[sip]`.
@@ -75,6 +105,23 @@ fn validate(config: &Config) -> Result<()> {
         return Err(Error::Config(
             "tss.token: set one of the TSS's [api] tpo_tokens".into(),
         ));
+    }
+    if config.media.first_port == 0 || config.media.first_port >= config.media.last_port {
+        return Err(Error::Config(
+            "media.first_port < media.last_port, both non-zero".into(),
+        ));
+    }
+    if !config.media.ip.is_empty() && config.media.ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(Error::Config(format!(
+            "media.ip {:?}: not an IP address",
+            config.media.ip
+        )));
+    }
+    if !config.sbc.address.is_empty() && config.sbc.address.parse::<SocketAddr>().is_err() {
+        return Err(Error::Config(format!(
+            "sbc.address {:?}: not IP:port",
+            config.sbc.address
+        )));
     }
     if config.tss.poll_interval_ms == 0 {
         return Err(Error::Config(
@@ -126,8 +173,37 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let registrar = Arc::new(std::sync::Mutex::new(registrar::Registrar::new(
+        config.registrar,
+    )));
+    let media_ip = if config.media.ip.is_empty() {
+        sip_addr.ip()
+    } else {
+        config
+            .media
+            .ip
+            .parse()
+            .map_err(|_| Error::Config("media.ip".into()))?
+    };
+    let anchor = floorwire::rtp::RelayAnchor::new(
+        media_ip,
+        config.media.first_port,
+        config.media.last_port,
+        shutdown.clone(),
+    )?;
+    let router = router::TpoRouter {
+        registrar: registrar.clone(),
+        config: shared.clone(),
+        sbc: config.sbc.address.parse().ok(),
+        local: sip_addr,
+    };
+    let mut b2bua_config = floorwire::sip::b2bua::B2buaConfig::new(sip_addr);
+    b2bua_config.contact_user = "tpo".into();
+    b2bua_config.max_calls = config.calls.max_calls;
+    let calls = floorwire::sip::b2bua::B2bua::new(b2bua_config, router, anchor);
     let core = core::TpoCore::new(
-        registrar::Registrar::new(config.registrar),
+        registrar,
+        calls,
         DigestServer::new(
             config.sip.realm.clone(),
             Algorithm::Md5,

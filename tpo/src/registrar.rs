@@ -191,6 +191,14 @@ impl Registrar {
             .unwrap_or_default()
     }
 
+    /// The device (AoR) with a live binding registered from `source`.
+    pub fn device_at(&self, now: Instant, source: SocketAddr) -> Option<&str> {
+        self.bindings
+            .iter()
+            .find(|(_, l)| l.iter().any(|b| b.source == source && b.expires_at > now))
+            .map(|(aor, _)| aor.as_str())
+    }
+
     /// The devices (AoRs) with at least one live binding.
     pub fn registered(&self, now: Instant) -> impl Iterator<Item = &str> {
         self.bindings

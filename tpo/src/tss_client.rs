@@ -59,6 +59,14 @@ pub struct Line {
     pub far_end: Option<String>,
 }
 
+/// One dial-plan rule (longest matching prefix wins).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DialPlanRule {
+    pub prefix: String,
+    /// `internal`, `sbc` or `refuse`.
+    pub route: String,
+}
+
 /// The configuration as of one TSS revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct TpoConfig {
@@ -66,6 +74,8 @@ pub struct TpoConfig {
     pub devices: Vec<Device>,
     pub lines: Vec<Line>,
     pub appearances: Vec<Appearance>,
+    #[serde(default)]
+    pub dial_plan: Vec<DialPlanRule>,
     /// Device username → index in `devices` (built by [`TpoConfig::indexed`]).
     #[serde(skip)]
     by_username: std::collections::HashMap<String, usize>,

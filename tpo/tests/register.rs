@@ -11,69 +11,15 @@ mod service;
 #[path = "../../floorwire/tests/common/mod.rs"]
 mod sipp;
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
-use floorwire::sip::auth::{Algorithm, ha1};
-use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
 
-const TOKEN: &str = "tpo-token-1";
-const REALM: &str = "floorwire";
-
-#[derive(Clone, Default)]
-struct Fixture {
-    config: Arc<Mutex<Value>>,
-    full: Arc<AtomicUsize>,
-    not_modified: Arc<AtomicUsize>,
-}
-
-fn config(revision: i64, password: &str) -> Value {
-    json!({
-        "revision": revision,
-        "devices": [{
-            "username": "dev-T-0001", "device_id": "T-0001", "user": "trader01", "realm": REALM,
-            "ha1_md5": ha1(Algorithm::Md5, "dev-T-0001", REALM, password),
-            "ha1_sha256": ha1(Algorithm::Sha256, "dev-T-0001", REALM, password),
-        }],
-        "lines": [
-            {"id": "PW-GS", "kind": "private_wire_ard", "number": "7001", "label": "GS", "far_end": "7002"},
-            {"id": "SH-FX", "kind": "shared", "number": "+33142685300", "label": "FX"},
-            {"id": "DT-1", "kind": "dial_tone", "number": "7101", "label": "DT"}
-        ],
-        "appearances": [
-            {"user": "trader01", "line": "PW-GS", "access": "talk", "button": 1},
-            {"user": "trader01", "line": "SH-FX", "access": "talk", "button": 2},
-            {"user": "trader02", "line": "DT-1", "access": "talk", "button": 1}
-        ],
-        "dial_plan": [], "sites": [], "users": [], "turrets": []
-    })
-}
-
-async fn tpo_config(State(f): State<Fixture>, headers: HeaderMap) -> axum::response::Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if auth != Some(&format!("Bearer {TOKEN}")) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let body = f.config.lock().unwrap().clone();
-    let etag = format!("\"rev-{}\"", body["revision"]);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
-        f.not_modified.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-    }
-    f.full.fetch_add(1, Ordering::Relaxed);
-    ([(header::ETAG, etag)], axum::Json(body)).into_response()
-}
+use common::REALM;
+use common::TOKEN;
 
 fn metric(admin: SocketAddr, name: &str) -> f64 {
     service::metric(admin, name).unwrap_or(-1.0)
@@ -120,17 +66,7 @@ fn sipp_registers_with_tss_minted_credentials() {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fixture = Fixture::default();
-    *fixture.config.lock().unwrap() = config(7, "first-password");
-    let app = axum::Router::new()
-        .route("/api/tpo/config", axum::routing::get(tpo_config))
-        .with_state(fixture.clone());
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let tss = listener.local_addr().unwrap();
-    runtime.spawn(async move { axum::serve(listener, app).await });
-
+    let (tss, fixture) = common::serve(&runtime, common::config(7, "first-password", "other"));
     let url = format!("http://{tss}");
     let spool = std::env::temp_dir()
         .join(format!("floorwire-tpo-reg-spool-{}", std::process::id()))
@@ -178,7 +114,7 @@ fn sipp_registers_with_tss_minted_credentials() {
     );
 
     // The TSS mints a new credential: the TPO follows within a poll.
-    *fixture.config.lock().unwrap() = config(8, "second-password");
+    *fixture.config.lock().unwrap() = common::config(8, "second-password", "other");
     service::wait_until(Duration::from_secs(10), "configuration revision 8", || {
         metric(tpo.admin, "floorwire_tpo_config_revision") == 8.0
     });

@@ -1,0 +1,100 @@
+//! A TSS API fixture for the TPO's tests: `/api/tpo/config` with the revision ETag
+//! (304 when unchanged) and the bearer token checked; the configuration can be
+//! swapped while the TPO runs.
+
+#![allow(dead_code)] // each test binary uses a subset
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::Value;
+
+pub const TOKEN: &str = "tpo-token-1";
+
+#[derive(Clone, Default)]
+pub struct Fixture {
+    pub config: Arc<Mutex<Value>>,
+    pub full: Arc<AtomicUsize>,
+    pub not_modified: Arc<AtomicUsize>,
+}
+
+async fn tpo_config(State(f): State<Fixture>, headers: HeaderMap) -> axum::response::Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {TOKEN}")) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let body = f.config.lock().unwrap().clone();
+    let etag = format!("\"rev-{}\"", body["revision"]);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        f.not_modified.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    f.full.fetch_add(1, Ordering::Relaxed);
+    ([(header::ETAG, etag)], axum::Json(body)).into_response()
+}
+
+/// Serves `config` on a loopback port of `runtime`.
+pub fn serve(runtime: &tokio::runtime::Runtime, config: Value) -> (SocketAddr, Fixture) {
+    let fixture = Fixture::default();
+    *fixture.config.lock().unwrap() = config;
+    let app = axum::Router::new()
+        .route("/api/tpo/config", axum::routing::get(tpo_config))
+        .with_state(fixture.clone());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (addr, fixture)
+}
+
+pub const REALM: &str = "floorwire";
+
+/// A small floor: trader01 (device dev-T-0001: PW-GS 7001, SH-FX +33142685300) and
+/// trader02 (device dev-T-0002: DT-1 7101); numbers starting 7 are internal, 0 and +
+/// go to the SBC, 08 is refused.
+pub fn config(revision: i64, password_1: &str, password_2: &str) -> Value {
+    use floorwire::sip::auth::{Algorithm, ha1};
+    let device = |name: &str, id: &str, user: &str, password: &str| {
+        serde_json::json!({
+            "username": name, "device_id": id, "user": user, "realm": REALM,
+            "ha1_md5": ha1(Algorithm::Md5, name, REALM, password),
+            "ha1_sha256": ha1(Algorithm::Sha256, name, REALM, password),
+        })
+    };
+    serde_json::json!({
+        "revision": revision,
+        "devices": [
+            device("dev-T-0001", "T-0001", "trader01", password_1),
+            device("dev-T-0002", "T-0002", "trader02", password_2),
+        ],
+        "lines": [
+            {"id": "PW-GS", "kind": "private_wire_ard", "number": "7001", "label": "GS", "far_end": "7002"},
+            {"id": "SH-FX", "kind": "shared", "number": "+33142685300", "label": "FX"},
+            {"id": "DT-1", "kind": "dial_tone", "number": "7101", "label": "DT"}
+        ],
+        "appearances": [
+            {"user": "trader01", "line": "PW-GS", "access": "talk", "button": 1},
+            {"user": "trader01", "line": "SH-FX", "access": "talk", "button": 2},
+            {"user": "trader02", "line": "DT-1", "access": "talk", "button": 1}
+        ],
+        "dial_plan": [
+            {"prefix": "7", "route": "internal"},
+            {"prefix": "0", "route": "sbc"},
+            {"prefix": "+", "route": "sbc"},
+            {"prefix": "08", "route": "refuse"}
+        ],
+        "sites": [], "users": [], "turrets": []
+    })
+}
