@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use unftp_core::auth::UserDetail;
 use unftp_core::storage::{Error as FtpError, ErrorKind, Fileinfo, Metadata, StorageBackend};
 
+use crate::profile::ProfileDocument;
 use crate::store::Store;
 
 /// The logged-in turret user (the name the gate authenticated).
@@ -126,68 +127,51 @@ fn local(e: impl fmt::Display) -> FtpError {
 
 impl ProfileStorage {
     /// The user's profile document with a freshly minted SIP credential per turret
-    /// (`mint`), or with placeholders of the same length (for SIZE and LIST).
+    /// (`mint`), or with placeholders of the same length (for SIZE and LIST); with
+    /// `device`, for that turret only.
     pub async fn render_profile(
         &self,
         user: &str,
         device: Option<&str>,
         mint: bool,
     ) -> Result<Vec<u8>, crate::Error> {
-        let document = self.store.profile_document(user).await?;
-        let turrets: Vec<&crate::profile::ProfileTurret> = document
-            .turrets
-            .iter()
-            .filter(|t| device.is_none_or(|d| d == t.device_id))
-            .collect();
-        if let Some(d) = device
-            && turrets.is_empty()
-        {
-            return Err(crate::Error::NotFound {
-                what: format!("turret {d:?} of user {user:?}"),
-            });
-        }
-        let mut credentials = Vec::new();
-        if !mint {
-            // Same shape and length as a minted one, so SIZE and LIST tell the truth.
-            for turret in &turrets {
-                credentials.push(serde_json::json!({
-                    "device_id": turret.device_id,
-                    "username": format!("dev-{}", turret.device_id),
-                    "password": "x".repeat(24),
-                    "realm": self.realm,
-                }));
-            }
-        } else {
+        let (document, version) = self.document(user).await?;
+        let turrets = turrets_of(&document, user, device)?;
+        let credentials = if mint {
             let mut w = self.store.write(user).await?;
-            for turret in &turrets {
+            let mut minted = Vec::with_capacity(turrets.len());
+            for device_id in &turrets {
                 let c = w
-                    .mint_sip_credential(&turret.device_id, &self.realm, Some(user))
+                    .mint_sip_credential(device_id, &self.realm, Some(user))
                     .await?;
-                credentials.push(serde_json::json!({
-                    "device_id": turret.device_id,
-                    "username": c.username,
-                    "password": c.password,
-                    "realm": c.realm,
-                }));
+                minted.push(credential(device_id, &c.username, &c.password, &c.realm));
             }
             w.commit().await?;
-        }
+            minted
+        } else {
+            self.placeholders(&turrets)
+        };
+        render(&document, version, credentials)
+    }
+
+    /// The document and its stored version, read once.
+    async fn document(&self, user: &str) -> Result<(ProfileDocument, i64), crate::Error> {
+        let document = self.store.profile_document(user).await?;
         let version = self
             .store
             .profile_version(user, None)
             .await
             .map(|v| v.version)
             .unwrap_or(0);
-        let mut value =
-            serde_json::to_value(&document).map_err(|e| crate::Error::Config(e.to_string()))?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("version".into(), serde_json::json!(version));
-            obj.insert("sip".into(), serde_json::Value::Array(credentials));
-        }
-        let mut bytes =
-            serde_json::to_vec_pretty(&value).map_err(|e| crate::Error::Config(e.to_string()))?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        Ok((document, version))
+    }
+
+    /// Credentials shaped and sized like minted ones, so SIZE and LIST tell the truth.
+    fn placeholders(&self, turrets: &[String]) -> Vec<serde_json::Value> {
+        turrets
+            .iter()
+            .map(|d| credential(d, &format!("dev-{d}"), &"x".repeat(24), &self.realm))
+            .collect()
     }
 
     /// The packages the user's turrets should run: (file name, size).
@@ -213,6 +197,54 @@ impl ProfileStorage {
             .map(|(_, size)| size)
             .ok_or_else(unavailable)
     }
+}
+
+/// The device ids `device` selects among the user's turrets (all when `None`).
+fn turrets_of(
+    document: &ProfileDocument,
+    user: &str,
+    device: Option<&str>,
+) -> Result<Vec<String>, crate::Error> {
+    let turrets: Vec<String> = document
+        .turrets
+        .iter()
+        .filter(|t| device.is_none_or(|d| d == t.device_id))
+        .map(|t| t.device_id.clone())
+        .collect();
+    match device {
+        Some(d) if turrets.is_empty() => Err(crate::Error::NotFound {
+            what: format!("turret {d:?} of user {user:?}"),
+        }),
+        _ => Ok(turrets),
+    }
+}
+
+/// One entry of the document's `sip` array.
+fn credential(device_id: &str, username: &str, password: &str, realm: &str) -> serde_json::Value {
+    serde_json::json!({
+        "device_id": device_id,
+        "username": username,
+        "password": password,
+        "realm": realm,
+    })
+}
+
+/// The downloaded file: the document with its version and the credentials.
+fn render(
+    document: &ProfileDocument,
+    version: i64,
+    credentials: Vec<serde_json::Value>,
+) -> Result<Vec<u8>, crate::Error> {
+    let mut value =
+        serde_json::to_value(document).map_err(|e| crate::Error::Config(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("version".into(), serde_json::json!(version));
+        obj.insert("sip".into(), serde_json::Value::Array(credentials));
+    }
+    let mut bytes =
+        serde_json::to_vec_pretty(&value).map_err(|e| crate::Error::Config(e.to_string()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 // Generic over the user type because libunftp's builder asks for its default user
@@ -264,11 +296,11 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
     ) -> unftp_core::storage::Result<Vec<Fileinfo<PathBuf, EntryMeta>>> {
         match Entry::parse(path.as_ref()).ok_or_else(unavailable)? {
             Entry::Root => {
+                // One read of the document serves every entry's size.
                 let name = user.to_string();
-                let profile = self
-                    .render_profile(&name, None, false)
-                    .await
-                    .map_err(local)?;
+                let (document, version) = self.document(&name).await.map_err(local)?;
+                let all = turrets_of(&document, &name, None).map_err(local)?;
+                let profile = render(&document, version, self.placeholders(&all)).map_err(local)?;
                 let mut entries = vec![
                     Fileinfo {
                         path: PathBuf::from(PROFILE_FILE),
@@ -282,15 +314,13 @@ impl<U: UserDetail + 'static> StorageBackend<U> for ProfileStorage {
                         metadata: EntryMeta { len: 0, dir: true },
                     },
                 ];
-                let document = self.store.profile_document(&name).await.map_err(local)?;
-                for turret in &document.turrets {
-                    let len = self
-                        .render_profile(&name, Some(&turret.device_id), false)
-                        .await
+                for device_id in &all {
+                    let one = std::slice::from_ref(device_id);
+                    let len = render(&document, version, self.placeholders(one))
                         .map_err(local)?
                         .len();
                     entries.push(Fileinfo {
-                        path: PathBuf::from(format!("{}.json", turret.device_id)),
+                        path: PathBuf::from(format!("{device_id}.json")),
                         metadata: EntryMeta {
                             len: len as u64,
                             dir: false,
