@@ -82,6 +82,13 @@ fn register(
     );
 }
 
+/// Waits until SIPp has bound `ip:port` (binding it ourselves then fails).
+fn listening(ip: &str, port: u16) {
+    service::wait_until(Duration::from_secs(10), "SIPp listening", || {
+        std::net::UdpSocket::bind((ip, port)).is_err()
+    });
+}
+
 /// A free UDP port on `ip`.
 fn free_port(ip: &str) -> u16 {
     std::net::UdpSocket::bind((ip, 0))
@@ -156,7 +163,7 @@ fn a_turret_calls_another_turrets_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    listening("127.0.10.6", callee_port);
 
     // The caller dials trader02's line 7101.
     let caller_dir = dir.join("caller");
@@ -194,7 +201,7 @@ fn a_turret_calls_another_turrets_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    listening("127.0.10.9", sbc_port);
     std::fs::write(&numbers, "SEQUENTIAL\n0142685300;\n").unwrap();
     let caller = sipp::run_sipp(&args, &caller_dir);
     let sbc = sbc.wait_with_output().unwrap();

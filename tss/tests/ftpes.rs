@@ -473,12 +473,15 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
     let (_, first) = c.cmd("EPSV").await;
     let (_, second) = c.cmd("EPSV").await;
     assert_ne!(port_of(&first), port_of(&second));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The port closes as the aborted wait is dropped: ask until it refuses.
     let stale = SocketAddr::new(lab.ftpes.ip(), port_of(&first));
-    assert!(
-        TcpStream::connect(stale).await.is_err(),
-        "the unused port was closed"
-    );
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    let mut tries = 0;
+    while TcpStream::connect(stale).await.is_ok() {
+        tries += 1;
+        assert!(tries < 500, "the unused port was closed");
+        tick.tick().await;
+    }
     let (code, profile) = c.transfer("RETR profile.json").await;
     assert_eq!(code, 226);
     assert!(String::from_utf8_lossy(&profile).contains("\"trader01\""));
@@ -538,7 +541,9 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
     let mut idle = BufReader::new(TcpStream::connect(lab.ftpes).await.unwrap());
     assert_eq!(read_reply(&mut idle).await.0, 220);
     let started = std::time::Instant::now();
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(300));
     let closed_with = loop {
+        pace.tick().await;
         idle.get_mut().write_all(b"NOOP\r\n").await.unwrap();
         let (code, _) = read_reply(&mut idle).await;
         if code != 200 {
@@ -548,7 +553,6 @@ async fn prot_p_before_any_data_channel_and_no_way_out_of_the_home() {
             started.elapsed() < std::time::Duration::from_secs(10),
             "never closed"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     };
     assert_eq!(closed_with, 421);
     assert_eq!(c.cmd("QUIT").await.0, 221);
