@@ -173,6 +173,8 @@ impl SbcRouter {
         Ok(Outbound {
             destinations: vec![t.carrier],
             request_uri: format!("sip:{}@{}", called.number, t.carrier),
+            forks: Vec::new(),
+            taken_notice: None,
             from: format!("<sip:{calling}@{}>", t.local_host),
             to: format!("<sip:{}@{}>", called.number, t.carrier.ip()),
             headers,
@@ -207,6 +209,8 @@ impl SbcRouter {
         Ok(Outbound {
             destinations: t.tpos.clone(),
             request_uri: format!("sip:{}@{first}", called.number),
+            forks: Vec::new(),
+            taken_notice: None,
             from: format!("<sip:{calling}@{}>", t.local_host),
             to: format!("<sip:{}@{}>", called.number, first.ip()),
             headers: Vec::new(),

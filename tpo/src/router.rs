@@ -154,6 +154,8 @@ impl Router for TpoRouter {
                 Ok(Outbound {
                     destinations: vec![sbc],
                     request_uri: format!("sip:{number}@{sbc}"),
+                    forks: Vec::new(),
+                    taken_notice: None,
                     from: format!("<sip:{calling}@{host}>"),
                     to: format!("<sip:{number}@{}>", sbc.ip()),
                     headers: Vec::new(),
@@ -198,6 +200,8 @@ impl Router for TpoRouter {
                 Ok(Outbound {
                     destinations: targets.iter().map(|(s, _)| *s).collect(),
                     request_uri: contact,
+                    forks: Vec::new(),
+                    taken_notice: None,
                     from: format!("<sip:{calling}@{host}>"),
                     to: format!("<sip:{number}@{host}>"),
                     headers: Vec::new(),

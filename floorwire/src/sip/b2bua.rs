@@ -4,7 +4,8 @@
 //!
 //! The core does the SIP mechanics — provisional and final responses relayed, early
 //! media, CANCEL, BYE from either side, re-INVITE and other in-dialog requests relayed,
-//! the ACK of leg B sent at once, failover to the next destination on 408/503/timeout —
+//! the ACK of leg B sent at once, failover to the next destination on 408/503/timeout,
+//! or parallel forking (first 2xx wins, the other branches CANCELled and told) —
 //! and asks two collaborators for the rest:
 //! - a [`Router`] decides where a new call goes and what it looks like there (numbers,
 //!   codecs, extra headers), or refuses it;
@@ -20,14 +21,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::sip::{
     Header, Headers, Method, Request, Response, Uri, Version,
-    headers::untyped::{CSeq, CallId, ContentLength, From, MaxForwards, RetryAfter, To, Via},
+    headers::untyped::{CSeq, CallId, From, MaxForwards, RetryAfter, To, Via},
 };
 use serde::{Deserialize, Serialize};
 
 use super::dialog::Dialog;
-use super::ids::{Branch, CallId as CallIdValue, MessageIds, Tag};
-use super::reply::{response_to, with_body, with_header};
-use super::syntax::parse_name_addr;
+use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
+use super::reply::{request_with_body, response_to, with_body, with_header};
+use super::syntax::{name_addr_user, parse_name_addr, uri_user};
 use super::transaction::{CancelOutcome, Event, TransactionId, TransactionLayer};
 use super::uas::{UasPolicy, check_proxy_request, check_request};
 use super::udp::TransactionUser;
@@ -47,13 +48,33 @@ pub struct RouteRefusal {
     pub retry_after: Option<u32>,
 }
 
+/// One branch of a call rung in parallel: a device, or a peer that rings its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    pub destination: SocketAddr,
+    /// This branch's Request-URI (the device's registered Contact, say).
+    pub request_uri: String,
+    /// Extra headers for this branch only (auto-answer for an intercom, say).
+    pub headers: Vec<(String, String)>,
+    /// Who this branch rings (a user, a peer): named in the notice the other branches
+    /// get when it answers, and in the call's [`CallSummary`].
+    pub party: String,
+}
+
 /// Where and how a new call goes out on leg B.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
-    /// Next hops, tried in order when one times out or answers 408/503.
+    /// Next hops, tried in order when one times out or answers 408/503 (ignored when
+    /// `forks` is not empty).
     pub destinations: Vec<SocketAddr>,
-    /// Leg B's Request-URI.
+    /// Leg B's Request-URI for `destinations`.
     pub request_uri: String,
+    /// Branches rung all at once instead of `destinations`: the first to answer 2xx
+    /// wins and the others get CANCEL; the call fails only when every branch has.
+    pub forks: Vec<Fork>,
+    /// With forks: each branch cancelled because another answered gets a MESSAGE
+    /// (`text/plain`, `line: THIS` and `answered-by: PARTY` lines) saying who took it.
+    pub taken_notice: Option<String>,
     /// Leg B's From (name-addr, without tag: the core adds its own).
     pub from: String,
     /// Leg B's To (name-addr).
@@ -66,6 +87,30 @@ pub struct Outbound {
     pub transcode: Option<Transcode>,
     /// What admitted the call (a trunk name); handed back to [`Router::ended`].
     pub label: String,
+}
+
+/// What became of a call, for its record: handed to [`Router::call_ended`] once per
+/// INVITE the router admitted or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSummary {
+    pub call: u64,
+    /// Leg A's Call-ID.
+    pub call_id: String,
+    /// The router's label (empty when the router refused the call).
+    pub label: String,
+    /// The user part of leg A's From (`anonymous` without one).
+    pub calling: String,
+    /// The user part of leg A's Request-URI.
+    pub called: String,
+    pub started_unix_ms: u64,
+    pub answered_unix_ms: Option<u64>,
+    pub ended_unix_ms: u64,
+    /// The final status leg A got (200 when answered, 487 when it cancelled).
+    pub status: u16,
+    /// The caller gave up (CANCEL) before an answer.
+    pub cancelled: bool,
+    /// The [`Fork::party`] that answered (None when serial or unanswered).
+    pub answered_by: Option<String>,
 }
 
 /// Decides what happens to new calls.
@@ -82,6 +127,8 @@ pub trait Router {
     fn ended(&mut self, label: &str);
     /// A call with `label` was taken over from a snapshot.
     fn restored(&mut self, _label: &str) {}
+    /// A call is over (refused, unanswered or hung up): what became of it.
+    fn call_ended(&mut self, _summary: &CallSummary) {}
 }
 
 /// Which leg of a call.
@@ -192,20 +239,68 @@ struct Call {
     a_offer: Option<Session>,
     a_dialog: Option<Dialog>,
     outbound: Outbound,
-    /// Destinations not tried yet.
+    /// Destinations not tried yet (serial ringing).
     b_next: VecDeque<SocketAddr>,
+    /// Leg B's INVITEs: one per destination tried in turn, or one per fork.
+    branches: Vec<Branch>,
+    /// The branch that answered.
+    winner: Option<usize>,
+    /// Where leg B's in-dialog requests go: the answering branch's destination.
     b_peer: SocketAddr,
     b_call_id: String,
     b_tag: Tag,
+    /// The answering branch's INVITE CSeq (its ACK's).
     b_cseq: u32,
     b_offer: Vec<u8>,
-    /// Leg B's INVITE (for its dialog) and client transaction, until answered.
-    b_invite: Option<(TransactionId, Request)>,
     b_dialog: Option<Dialog>,
     /// Our ACK for leg B's 2xx, resent on each retransmission of it.
     b_ack: Option<Vec<u8>>,
     media: Option<MediaMapping>,
     answered_unix_ms: u64,
+    started_unix_ms: u64,
+    calling: String,
+    called: String,
+    /// The final status leg A got.
+    a_status: Option<u16>,
+}
+
+/// One INVITE of leg B.
+#[derive(Debug)]
+struct Branch {
+    fork: Fork,
+    cseq: u32,
+    /// Its INVITE and client transaction once sent; kept after its final response so a
+    /// late 2xx can still be ACKed and hung up.
+    invite: Option<(TransactionId, Request)>,
+    /// Its final status once it came (408 when it timed out).
+    status: Option<u16>,
+}
+
+impl Branch {
+    fn new(fork: Fork, cseq: u32) -> Self {
+        Self {
+            fork,
+            cseq,
+            invite: None,
+            status: None,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.invite.is_some() && self.status.is_none()
+    }
+}
+
+/// Of the final statuses of failed branches, the one leg A hears (RFC 3261 §16.7 in
+/// spirit): a 6xx, else busy, else a definite refusal, else "not available".
+fn best_failure(statuses: impl Iterator<Item = u16>) -> u16 {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        408 | 480 | 487 | 503 => 3,
+        _ => 2,
+    };
+    statuses.min_by_key(|s| rank(*s)).unwrap_or(408)
 }
 
 impl Call {
@@ -240,8 +335,8 @@ impl Call {
 /// What a client transaction of ours was for.
 #[derive(Debug, Clone)]
 enum Pending {
-    /// Leg B's initial INVITE.
-    Invite(u64),
+    /// A branch of leg B's initial INVITE.
+    Invite { call: u64, branch: usize },
     /// A request relayed from `from`'s side; its answer goes to `server`.
     Relayed {
         call: u64,
@@ -344,6 +439,23 @@ fn allow() -> Header {
             .to_owned()
             .into(),
     )
+}
+
+/// The calling number (From's user part, `anonymous` without one) and the called one
+/// (the Request-URI's user part) of a new INVITE.
+fn numbers_of(request: &Request) -> (String, String) {
+    let calling = request
+        .headers
+        .iter()
+        .find_map(|h| match h {
+            Header::From(f) => name_addr_user(f.value()).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_else(|| "anonymous".into());
+    let called = uri_user(&request.uri.to_string())
+        .unwrap_or_default()
+        .to_owned();
+    (calling, called)
 }
 
 fn content_type(request: &Request) -> Option<String> {
@@ -466,6 +578,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             outbound: Outbound {
                 destinations: vec![snapshot.b_peer],
                 request_uri: String::new(),
+                forks: Vec::new(),
+                taken_notice: None,
                 from: String::new(),
                 to: String::new(),
                 headers: Vec::new(),
@@ -479,12 +593,17 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             b_tag: snapshot.b_dialog.id.local_tag.clone(),
             b_cseq: snapshot.b_dialog.local_seq,
             b_offer: Vec::new(),
-            b_invite: None,
+            branches: Vec::new(),
+            winner: None,
             b_dialog: Some(snapshot.b_dialog),
             a_dialog: Some(snapshot.a_dialog),
             b_ack: None,
             media: snapshot.media,
             answered_unix_ms: snapshot.answered_unix_ms,
+            started_unix_ms: snapshot.answered_unix_ms,
+            calling: String::new(),
+            called: String::new(),
+            a_status: Some(200),
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
         self.calls.insert(call.id, call);
@@ -509,6 +628,23 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         };
         self.media.close(call);
         self.router.ended(&c.label);
+        self.router.call_ended(&CallSummary {
+            call,
+            call_id: c.a_call_id.clone(),
+            label: c.label.clone(),
+            calling: c.calling.clone(),
+            called: c.called.clone(),
+            started_unix_ms: c.started_unix_ms,
+            answered_unix_ms: (c.phase == Phase::Answered).then_some(c.answered_unix_ms),
+            ended_unix_ms: unix_ms(),
+            status: c.a_status.unwrap_or(if c.cancelled { 487 } else { 500 }),
+            cancelled: c.cancelled,
+            answered_by: c
+                .winner
+                .and_then(|w| c.branches.get(w))
+                .map(|b| b.fork.party.clone())
+                .filter(|p| !p.is_empty()),
+        });
         self.legs
             .remove(&(c.b_call_id.clone(), c.b_tag.as_str().to_owned()));
         self.legs
@@ -519,7 +655,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         self.awaiting_ack.retain(|_, v| *v != call);
         let mut unanswered = Vec::new();
         self.client.retain(|_, p| match p {
-            Pending::Invite(c) => *c != call,
+            Pending::Invite { call: c, .. } => *c != call,
             Pending::Relayed {
                 call: c, server, ..
             } => {
@@ -664,7 +800,27 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 };
                 return self.refuse(now, layer, id, &request, &refusal);
             }
-            Err(refusal) => return self.refuse(now, layer, id, &request, &refusal),
+            Err(refusal) => {
+                let when = unix_ms();
+                let (calling, called) = numbers_of(&request);
+                self.router.call_ended(&CallSummary {
+                    call: 0,
+                    call_id: MessageIds::of(&request)
+                        .call_id
+                        .map(|c| c.as_str().to_owned())
+                        .unwrap_or_default(),
+                    label: String::new(),
+                    calling,
+                    called,
+                    started_unix_ms: when,
+                    answered_unix_ms: None,
+                    ended_unix_ms: when,
+                    status: refusal.status,
+                    cancelled: false,
+                    answered_by: None,
+                });
+                return self.refuse(now, layer, id, &request, &refusal);
+            }
         };
         let call = self.next_call;
         self.next_call += 1;
@@ -700,9 +856,22 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             .call_id
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default();
-        let mut destinations: VecDeque<SocketAddr> =
-            outbound.destinations.iter().copied().collect();
-        let first = destinations.pop_front().unwrap_or(source);
+        let (calling, called) = numbers_of(&request);
+        let (branches, b_next): (Vec<Branch>, VecDeque<SocketAddr>) = if outbound.forks.is_empty() {
+            let mut destinations: VecDeque<SocketAddr> =
+                outbound.destinations.iter().copied().collect();
+            let first = destinations.pop_front().unwrap_or(source);
+            let fork = Fork {
+                destination: first,
+                request_uri: outbound.request_uri.clone(),
+                headers: Vec::new(),
+                party: String::new(),
+            };
+            (vec![Branch::new(fork, 1)], destinations)
+        } else {
+            let forks = outbound.forks.iter().cloned();
+            (forks.map(|f| Branch::new(f, 1)).collect(), VecDeque::new())
+        };
         let mut c = Call {
             id: call,
             phase: Phase::Calling,
@@ -715,19 +884,24 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             a_offer: Some(offer),
             a_dialog: None,
             outbound,
-            b_next: destinations,
-            b_peer: first,
+            b_next,
+            b_peer: branches[0].fork.destination,
+            branches,
+            winner: None,
             b_call_id: CallIdValue::generate(&self.config.local.ip().to_string())
                 .as_str()
                 .to_owned(),
             b_tag: Tag::generate(),
-            b_cseq: 0,
+            b_cseq: 1,
             b_offer: sdp::to_bytes(&b_session),
-            b_invite: None,
             b_dialog: None,
             b_ack: None,
             media: Some(mapping),
             answered_unix_ms: 0,
+            started_unix_ms: unix_ms(),
+            calling,
+            called,
+            a_status: None,
         };
         self.legs
             .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
@@ -736,66 +910,186 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             (call, Side::B),
         );
         self.a_invites.insert(id, call);
-        let sent = self.send_b_invite(now, layer, &mut c, max_forwards);
+        let mut sent = 0;
+        for branch in 0..c.branches.len() {
+            match self.send_b_invite(now, layer, &mut c, branch, max_forwards) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, party = %c.branches[branch].fork.party, "could not send leg B's INVITE");
+                    c.branches[branch].status = Some(500);
+                }
+            }
+        }
         self.calls.insert(call, c);
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "could not send leg B's INVITE");
+        if sent == 0 {
             self.fail_a(now, layer, call, 500);
         }
     }
 
-    /// Sends (or re-sends to the next destination) leg B's INVITE.
+    /// Sends `branch` of leg B's INVITE.
     fn send_b_invite(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         c: &mut Call,
+        branch: usize,
         max_forwards: u32,
     ) -> Result<(), Error> {
-        c.b_cseq += 1;
-        let local = self.config.local;
-        let uri = Uri::try_from(c.outbound.request_uri.as_str())
-            .map_err(|e| Error::Dialog(format!("request URI {:?}: {e}", c.outbound.request_uri)))?;
+        let b = &c.branches[branch];
+        let uri = Uri::try_from(b.fork.request_uri.as_str())
+            .map_err(|e| Error::Dialog(format!("request URI {:?}: {e}", b.fork.request_uri)))?;
+        let mut headers = self.request_headers(
+            max_forwards,
+            &format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
+            &c.outbound.to,
+            &c.b_call_id,
+            b.cseq,
+            Method::Invite,
+        );
+        headers.push(self.contact());
+        headers.push(allow());
+        for (name, value) in c.outbound.headers.iter().chain(&b.fork.headers) {
+            headers.push(Header::Other(name.clone(), value.clone()));
+        }
+        let invite = request_with_body(
+            Request {
+                method: Method::Invite,
+                uri,
+                version: Version::V2,
+                headers,
+                body: Vec::new(),
+            },
+            "application/sdp",
+            c.b_offer.clone(),
+        );
+        let tx = layer.send_request(now, b.fork.destination, invite.clone())?;
+        self.client
+            .insert(tx, Pending::Invite { call: c.id, branch });
+        c.branches[branch].invite = Some((tx, invite));
+        Ok(())
+    }
+
+    /// Via, Max-Forwards, From, To, Call-ID and CSeq of a request of ours outside a
+    /// dialog.
+    fn request_headers(
+        &self,
+        max_forwards: u32,
+        from: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+        method: Method,
+    ) -> Headers {
         let mut headers = Headers::default();
         headers.push(Header::Via(Via::new(format!(
-            "SIP/2.0/UDP {local};branch={};rport",
-            Branch::generate()
+            "SIP/2.0/UDP {};branch={};rport",
+            self.config.local,
+            ViaBranch::generate()
         ))));
         headers.push(Header::MaxForwards(MaxForwards::new(
             max_forwards.to_string(),
         )));
-        headers.push(Header::From(From::new(format!(
-            "{};tag={}",
-            c.outbound.from,
-            c.b_tag.as_str()
-        ))));
-        headers.push(Header::To(To::new(c.outbound.to.clone())));
-        headers.push(Header::CallId(CallId::new(c.b_call_id.clone())));
-        headers.push(Header::CSeq(CSeq::new(format!("{} INVITE", c.b_cseq))));
-        headers.push(self.contact());
-        headers.push(allow());
-        for (name, value) in &c.outbound.headers {
-            headers.push(Header::Other(name.clone(), value.clone()));
-        }
-        headers.push(Header::ContentType("application/sdp".to_owned().into()));
-        headers.push(Header::ContentLength(ContentLength::new(
-            c.b_offer.len().to_string(),
-        )));
-        let invite = Request {
-            method: Method::Invite,
+        headers.push(Header::From(From::new(from.to_owned())));
+        headers.push(Header::To(To::new(to.to_owned())));
+        headers.push(Header::CallId(CallId::new(call_id.to_owned())));
+        headers.push(Header::CSeq(CSeq::new(format!("{cseq} {method}"))));
+        headers
+    }
+
+    /// Tells `branch`, cancelled because another answered, who took the call (a
+    /// MESSAGE, RFC 3428), when the router asked for it.
+    fn send_taken_notice(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        branch: usize,
+    ) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(line), Some(winner)) = (&c.outbound.taken_notice, c.winner) else {
+            return;
+        };
+        let (Some(b), Some(w)) = (c.branches.get(branch), c.branches.get(winner)) else {
+            return;
+        };
+        let Ok(uri) = Uri::try_from(b.fork.request_uri.as_str()) else {
+            return;
+        };
+        let body = format!("line: {line}\r\nanswered-by: {}\r\n", w.fork.party);
+        let headers = self.request_headers(
+            70,
+            &format!("{};tag={}", c.outbound.to, Tag::generate().as_str()),
+            &format!("<{}>", b.fork.request_uri),
+            CallIdValue::generate(&self.config.local.ip().to_string()).as_str(),
+            1,
+            Method::Message,
+        );
+        let message = Request {
+            method: Method::Message,
             uri,
             version: Version::V2,
             headers,
-            body: c.b_offer.clone(),
+            body: Vec::new(),
         };
-        let tx = layer.send_request(now, c.b_peer, invite.clone())?;
-        self.client.insert(tx, Pending::Invite(c.id));
-        c.b_invite = Some((tx, invite));
-        Ok(())
+        let message = request_with_body(message, "text/plain", body.into_bytes());
+        let destination = b.fork.destination;
+        match layer.send_request(now, destination, message) {
+            Ok(tx) => {
+                self.client.insert(tx, Pending::Own);
+            }
+            Err(e) => tracing::warn!(error = %e, %destination, "taken notice not sent"),
+        }
     }
 
-    /// Leg B failed (408, 503, timeout): sends its INVITE to the next destination, if
-    /// any is left and leg A still waits. True if one was sent.
+    /// A branch of leg B failed with `status` (408 for a timeout). Serial ringing moves
+    /// on to the next destination on 408/503; once no branch is left ringing, leg A
+    /// hears the best failure (or the call just ends if leg A cancelled).
+    fn branch_failed(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        branch: usize,
+        status: u16,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(b) = c.branches.get_mut(branch) else {
+            return;
+        };
+        b.status = Some(status);
+        if c.winner.is_some() {
+            // A branch cancelled because another answered: tell it who did.
+            self.send_taken_notice(now, layer, call, branch);
+            return;
+        }
+        if matches!(status, 408 | 503) && self.try_next_destination(now, layer, call) {
+            return;
+        }
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.branches.iter().any(Branch::live) {
+            return;
+        }
+        if c.cancelled {
+            self.end(now, layer, call, "cancelled");
+            return;
+        }
+        // A redirection or challenge from the far side is not leg A's business.
+        let status = match best_failure(c.branches.iter().filter_map(|b| b.status)) {
+            300..=399 => 480,
+            401 | 407 => 403,
+            s => s,
+        };
+        self.fail_a(now, layer, call, status);
+    }
+
+    /// Serial ringing: sends leg B's INVITE to the next destination, if any is left and
+    /// leg A still waits. True if one was sent.
     fn try_next_destination(
         &mut self,
         now: Instant,
@@ -808,11 +1102,21 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let mut sent = false;
         while !c.cancelled
             && !sent
+            && c.outbound.forks.is_empty()
             && let Some(next) = c.b_next.pop_front()
         {
             tracing::info!(next = %next, "leg B failed: trying the next destination");
+            let cseq = c.branches.last().map_or(1, |b| b.cseq + 1);
+            let fork = Fork {
+                destination: next,
+                request_uri: c.outbound.request_uri.clone(),
+                headers: Vec::new(),
+                party: String::new(),
+            };
+            c.branches.push(Branch::new(fork, cseq));
+            let branch = c.branches.len() - 1;
             c.b_peer = next;
-            sent = self.send_b_invite(now, layer, &mut c, 69).is_ok();
+            sent = self.send_b_invite(now, layer, &mut c, branch, 69).is_ok();
         }
         self.calls.insert(call, c);
         sent
@@ -824,6 +1128,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             && let Some((tx, request)) = c.a_invite.take()
         {
             self.a_invites.remove(&tx);
+            c.a_status = Some(status);
             let _ = layer.respond(now, tx, response_to(&request, status, Some(&c.a_tag)));
         }
         self.end(now, layer, call, "leg B failed");
@@ -896,6 +1201,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         now: Instant,
         layer: &mut TransactionLayer,
         call: u64,
+        branch: usize,
         response: Response,
     ) {
         let status = response.status_code.code();
@@ -910,7 +1216,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         match status {
             100 => {}
             101..=199 => {
-                if c.cancelled || c.phase != Phase::Calling {
+                if c.cancelled || c.phase != Phase::Calling || c.winner.is_some() {
                     return;
                 }
                 let mut body = None;
@@ -927,24 +1233,36 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     let _ = layer.respond(now, *tx, r);
                 }
             }
-            200..=299 => self.on_b_answer(now, layer, call, response, b_sdp),
-            _ => {
-                c.b_invite = None;
-                if matches!(status, 408 | 503) && self.try_next_destination(now, layer, call) {
-                    return;
-                }
-                if self.calls.get(&call).is_some_and(|c| c.cancelled) {
-                    self.end(now, layer, call, "cancelled");
-                } else {
-                    // Relay the failure; a redirection or challenge from the far side is
-                    // not leg A's business.
-                    let status = match status {
-                        300..=399 => 480,
-                        401 | 407 => 403,
-                        s => s,
-                    };
-                    self.fail_a(now, layer, call, status);
-                }
+            200..=299 => self.on_b_answer(now, layer, call, branch, response, b_sdp),
+            _ => self.branch_failed(now, layer, call, branch, status),
+        }
+    }
+
+    /// ACKs and hangs up a 2xx from `branch` that is not the call's answer (a second
+    /// branch answering, or a fork behind it).
+    fn release_extra_answer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        branch: usize,
+        response: &Response,
+    ) {
+        let local = self.config.local.to_string();
+        let Some(b) = self.calls.get(&call).and_then(|c| c.branches.get(branch)) else {
+            return;
+        };
+        let (Some((_, invite)), peer, cseq) = (&b.invite, b.fork.destination, b.cseq) else {
+            return;
+        };
+        if let Ok(mut extra) = Dialog::from_uac(invite, response) {
+            if let Ok(ack) = extra.ack(cseq, &local) {
+                let _ = layer.send_stateless(next_hop(&extra, peer), ack.to_bytes());
+            }
+            if let Ok(bye) = extra.request(Method::Bye, &local, None)
+                && let Ok(tx) = layer.send_request(now, next_hop(&extra, peer), bye)
+            {
+                self.client.insert(tx, Pending::Own);
             }
         }
     }
@@ -954,6 +1272,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         now: Instant,
         layer: &mut TransactionLayer,
         call: u64,
+        branch: usize,
         response: Response,
         b_sdp: Option<Session>,
     ) {
@@ -963,46 +1282,53 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         };
         let to_tag = MessageIds::of(&response).to_tag;
         if let Some(dialog) = &c.b_dialog {
-            if Some(&dialog.id.remote_tag) == to_tag.as_ref() {
+            if c.winner == Some(branch) && Some(&dialog.id.remote_tag) == to_tag.as_ref() {
                 // A retransmitted 2xx: our ACK got lost (§13.2.2.4).
                 if let Some(ack) = c.b_ack.clone() {
                     let hop = next_hop(dialog, c.b_peer);
                     let _ = layer.send_stateless(hop, ack);
                 }
-            } else if let Some((_, invite)) = &c.b_invite {
-                // A second fork answered: ACK and release it.
-                let peer = c.b_peer;
-                if let Ok(mut extra) = Dialog::from_uac(invite, &response) {
-                    if let Ok(ack) = extra.ack(c.b_cseq, &local) {
-                        let _ = layer.send_stateless(peer, ack.to_bytes());
-                    }
-                    if let Ok(bye) = extra.request(Method::Bye, &local, None)
-                        && let Ok(tx) = layer.send_request(now, peer, bye)
-                    {
-                        self.client.insert(tx, Pending::Own);
-                    }
-                }
+            } else {
+                self.release_extra_answer(now, layer, call, branch, &response);
             }
             return;
         }
-        let Some((_, invite)) = c.b_invite.clone() else {
+        let Some(b) = c.branches.get_mut(branch) else {
             return;
         };
+        let Some((_, invite)) = b.invite.clone() else {
+            return;
+        };
+        b.status = Some(response.status_code.code());
+        let (destination, cseq) = (b.fork.destination, b.cseq);
         let mut dialog = match Dialog::from_uac(&invite, &response) {
             Ok(d) => d,
             Err(e) => {
-                // No To tag or no Contact: no dialog to ACK or hang up; leg A hears 502.
+                // No To tag or no Contact: no dialog to ACK or hang up.
                 tracing::warn!(error = %e, "leg B's 2xx unusable");
-                self.fail_a(now, layer, call, 502);
+                self.branch_failed(now, layer, call, branch, 502);
                 return;
             }
         };
-        if let Ok(ack) = dialog.ack(c.b_cseq, &local) {
+        c.winner = Some(branch);
+        c.b_peer = destination;
+        c.b_cseq = cseq;
+        if let Ok(ack) = dialog.ack(cseq, &local) {
             let bytes = ack.to_bytes();
-            let _ = layer.send_stateless(next_hop(&dialog, c.b_peer), bytes.clone());
+            let _ = layer.send_stateless(next_hop(&dialog, destination), bytes.clone());
             c.b_ack = Some(bytes);
         }
         c.b_dialog = Some(dialog);
+        // The other branches stop ringing.
+        let ringing: Vec<TransactionId> = c
+            .branches
+            .iter()
+            .filter(|b| b.live())
+            .filter_map(|b| b.invite.as_ref().map(|(tx, _)| *tx))
+            .collect();
+        for tx in ringing {
+            let _ = layer.cancel(now, tx);
+        }
         if c.cancelled || c.a_invite.is_none() {
             // Leg A gave up while leg B answered: hang leg B up.
             self.send_bye(now, layer, call, Side::B);
@@ -1036,11 +1362,12 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.end(now, layer, call, "leg A gone before the answer");
             return;
         }
+        c.a_status = Some(200);
         c.phase = Phase::Answered;
         c.answered_unix_ms = unix_ms();
         self.awaiting_ack.insert(tx, call);
         self.stats.calls_answered += 1;
-        tracing::info!(call, "call answered");
+        tracing::info!(call, answered_by = %c.branches[branch].fork.party, "call answered");
         self.changed(call);
     }
 
@@ -1108,17 +1435,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         };
         let cseq = dialog.local_seq;
         if !body.is_empty() {
-            relayed
-                .headers
-                .retain(|h| !matches!(h, Header::ContentLength(_)));
             let ct = content_type(&request).unwrap_or_else(|| "application/sdp".into());
-            relayed.headers.push(Header::ContentType(ct.into()));
-            relayed
-                .headers
-                .push(Header::ContentLength(ContentLength::new(
-                    body.len().to_string(),
-                )));
-            relayed.body = body;
+            relayed = request_with_body(relayed, &ct, body);
         }
         let hop = next_hop(dialog, peer);
         let method = request.method;
@@ -1284,14 +1602,19 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 c.cancelled = true;
                 // The layer has answered leg A 487.
                 c.a_invite = None;
-                let (outcome, b_alive) = match &c.b_invite {
-                    Some((tx, _)) => (layer.cancel(now, *tx), layer.client_state(*tx).is_some()),
-                    None => (CancelOutcome::TooLate, false),
-                };
-                // Too late to cancel but leg B's transaction lives: its final response
-                // is on its way (maybe already in this batch) and ends the call, with
-                // an ACK and a BYE if it is a 2xx.
-                if outcome == CancelOutcome::TooLate && !b_alive {
+                c.a_status = Some(487);
+                let mut waiting = false;
+                for b in c.branches.iter().filter(|b| b.live()) {
+                    if let Some((tx, _)) = &b.invite {
+                        let outcome = layer.cancel(now, *tx);
+                        // Too late to cancel but the transaction lives: its final
+                        // response is on its way (maybe already in this batch) and ends
+                        // the call, with an ACK and a BYE if it is a 2xx.
+                        waiting |=
+                            outcome == CancelOutcome::Pending || layer.client_state(*tx).is_some();
+                    }
+                }
+                if !waiting {
                     self.end(now, layer, call, "cancelled");
                 }
             }
@@ -1303,12 +1626,12 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     self.client.get(&id).cloned()
                 };
                 match pending {
-                    Some(Pending::Invite(call)) => {
+                    Some(Pending::Invite { call, branch }) => {
                         if is_final && (200..300).contains(&response.status_code.code()) {
                             // Keep listening for retransmitted or forked 2xx (Timer M).
-                            self.client.insert(id, Pending::Invite(call));
+                            self.client.insert(id, Pending::Invite { call, branch });
                         }
-                        self.on_b_invite_response(now, layer, call, response);
+                        self.on_b_invite_response(now, layer, call, branch, response);
                     }
                     Some(Pending::Relayed {
                         call,
@@ -1337,20 +1660,8 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 }
             }
             Event::Timeout { id } => match self.client.remove(&id) {
-                Some(Pending::Invite(call)) => {
-                    let Some(c) = self.calls.get_mut(&call) else {
-                        return;
-                    };
-                    c.b_invite = None;
-                    if self.try_next_destination(now, layer, call) {
-                        return;
-                    }
-                    let cancelled = self.calls.get(&call).is_some_and(|c| c.cancelled);
-                    if cancelled {
-                        self.end(now, layer, call, "cancelled");
-                    } else {
-                        self.fail_a(now, layer, call, 408);
-                    }
+                Some(Pending::Invite { call, branch }) => {
+                    self.branch_failed(now, layer, call, branch, 408);
                 }
                 Some(Pending::Relayed { server, .. }) => {
                     if let Some(request) = layer.server_request(server) {
@@ -1378,12 +1689,15 @@ mod tests {
         s.parse().expect("address")
     }
 
-    /// Routes every call to B1 then B2; counts what it admitted and released.
+    /// Routes every call to B1 then B2 (or to both at once with `fork`); counts what it
+    /// admitted and released, and keeps every summary.
     #[derive(Default)]
     struct TestRouter {
         admitted: u32,
         ended: u32,
         refuse: bool,
+        fork: bool,
+        summaries: Vec<CallSummary>,
     }
 
     impl Router for TestRouter {
@@ -1402,19 +1716,37 @@ mod tests {
                 });
             }
             self.admitted += 1;
-            Ok(Outbound {
+            let mut outbound = Outbound {
                 destinations: vec![addr(B1), addr(B2)],
                 request_uri: "sip:+33142685300@127.0.0.1:5080".into(),
+                forks: Vec::new(),
+                taken_notice: None,
                 from: "<sip:+33140000000@127.0.0.1>".into(),
                 to: "<sip:+33142685300@127.0.0.1>".into(),
                 headers: vec![("X-Trunk".into(), "carrier".into())],
                 codecs: None,
                 transcode: None,
                 label: "carrier".into(),
-            })
+            };
+            if self.fork {
+                outbound.forks = [(B1, "desk-1"), (B2, "desk-2")]
+                    .into_iter()
+                    .map(|(to, party)| Fork {
+                        destination: addr(to),
+                        request_uri: format!("sip:{party}@{to}"),
+                        headers: vec![("X-Desk".into(), party.into())],
+                        party: party.into(),
+                    })
+                    .collect();
+                outbound.taken_notice = Some("7100".into());
+            }
+            Ok(outbound)
         }
         fn ended(&mut self, _label: &str) {
             self.ended += 1;
+        }
+        fn call_ended(&mut self, summary: &CallSummary) {
+            self.summaries.push(summary.clone());
         }
     }
 
@@ -1871,5 +2203,128 @@ From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 5 BYE\nContent-Length
         to_a.sort();
         assert_eq!(to_a, vec![487], "leg A's INFO answered when the call ended");
         assert_eq!(h.core.stats().calls_active, 0);
+    }
+
+    fn forked_call(h: &mut Harness) -> (Request, Request) {
+        h.core.router_mut().fork = true;
+        let out = h.deliver(A, &invite_from_a());
+        let b1 = requests(&out, B1);
+        let b2 = requests(&out, B2);
+        assert_eq!((b1.len(), b2.len()), (1, 1), "both branches rung at once");
+        assert_eq!(b1[0].uri.to_string(), format!("sip:desk-1@{B1}"));
+        assert_eq!(b2[0].uri.to_string(), format!("sip:desk-2@{B2}"));
+        assert_eq!(header(b1[0], "X-Desk").as_deref(), Some("desk-1"));
+        assert_eq!(header(b2[0], "X-Desk").as_deref(), Some("desk-2"));
+        (b1[0].clone(), b2[0].clone())
+    }
+
+    #[test]
+    fn the_first_fork_to_answer_wins_and_the_others_are_cancelled_and_told() {
+        let mut h = Harness::new();
+        let (inv1, inv2) = forked_call(&mut h);
+        let out = h.deliver(B1, &b_response(&inv1, 180, "t1", None));
+        assert_eq!(responses(&out, A), vec![180]);
+        let out = h.deliver(B2, &b_response(&inv2, 200, "t2", Some(SDP_B)));
+        assert_eq!(
+            responses(&out, A),
+            vec![200],
+            "the answer reaches the caller"
+        );
+        assert_eq!(requests(&out, B2)[0].method, Method::Ack);
+        let cancel = requests(&out, B1);
+        assert_eq!(cancel.len(), 1);
+        assert_eq!(
+            cancel[0].method,
+            Method::Cancel,
+            "the other branch stops ringing"
+        );
+        let cancel = cancel[0].clone();
+        h.deliver(B1, &b_response(&cancel, 200, "t1", None));
+        let out = h.deliver(B1, &b_response(&inv1, 487, "t1", None));
+        let sent = requests(&out, B1);
+        let message = sent
+            .iter()
+            .find(|r| r.method == Method::Message)
+            .expect("a MESSAGE to the cancelled branch");
+        assert_eq!(message.uri.to_string(), format!("sip:desk-1@{B1}"));
+        let body = String::from_utf8_lossy(&message.body);
+        assert!(body.contains("line: 7100"), "{body}");
+        assert!(body.contains("answered-by: desk-2"), "{body}");
+        assert!(sent.iter().any(|r| r.method == Method::Ack), "487 ACKed");
+        assert_eq!(h.core.stats().calls_answered, 1);
+        assert_eq!(h.core.stats().calls_active, 1);
+    }
+
+    #[test]
+    fn a_forked_call_fails_only_when_every_branch_has_with_the_best_failure() {
+        let mut h = Harness::new();
+        let (inv1, inv2) = forked_call(&mut h);
+        let out = h.deliver(B1, &b_response(&inv1, 480, "t1", None));
+        assert!(responses(&out, A).is_empty(), "desk-2 still rings");
+        let out = h.deliver(B2, &b_response(&inv2, 486, "t2", None));
+        assert_eq!(responses(&out, A), vec![486], "busy beats unavailable");
+        assert_eq!(h.core.stats().calls_active, 0);
+        let summary = h.core.router_mut().summaries.pop().expect("summary");
+        assert_eq!(summary.status, 486);
+        assert_eq!(summary.answered_by, None);
+        assert_eq!(summary.calling, "0140000000");
+        assert_eq!(summary.called, "0142685300");
+    }
+
+    #[test]
+    fn a_second_fork_answering_is_acked_and_hung_up() {
+        let mut h = Harness::new();
+        let (inv1, inv2) = forked_call(&mut h);
+        let out = h.deliver(B1, &b_response(&inv1, 200, "t1", Some(SDP_B)));
+        assert_eq!(responses(&out, A), vec![200]);
+        let out = h.deliver(B2, &b_response(&inv2, 200, "t2", Some(SDP_B)));
+        let methods: Vec<Method> = requests(&out, B2).iter().map(|r| r.method).collect();
+        assert!(methods.contains(&Method::Ack), "{methods:?}");
+        assert!(methods.contains(&Method::Bye), "{methods:?}");
+        assert!(responses(&out, A).is_empty(), "the caller hears one answer");
+        // BYE from the winner ends the call; the summary names who answered.
+        let b_bye = format!(
+            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbye1\nMax-Forwards: 70\n\
+From: {};tag=t1\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+            header(&inv1, "To").expect("To"),
+            header(&inv1, "From").expect("From"),
+            header(&inv1, "Call-ID").expect("Call-ID"),
+        );
+        let out = h.deliver(B1, &b_bye);
+        assert_eq!(responses(&out, B1), vec![200]);
+        let summary = h.core.router_mut().summaries.pop().expect("summary");
+        assert_eq!(summary.status, 200);
+        assert_eq!(summary.answered_by.as_deref(), Some("desk-1"));
+        assert!(summary.answered_unix_ms.is_some());
+    }
+
+    #[test]
+    fn a_cancel_stops_every_branch_and_refusals_are_summarised() {
+        let mut h = Harness::new();
+        let (inv1, _) = forked_call(&mut h);
+        let cancel = format!(
+            "CANCEL sip:0142685300@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKa1\n\
+Max-Forwards: 70\nFrom: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>\n\
+Call-ID: a-leg-call\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+        );
+        // Provisional answers first, so both branches can be cancelled at once.
+        h.deliver(B1, &b_response(&inv1, 180, "t1", None));
+        let out = h.deliver(A, &cancel);
+        assert!(responses(&out, A).contains(&487));
+        assert_eq!(requests(&out, B1)[0].method, Method::Cancel);
+        h.core.router_mut().refuse = true;
+        let second = invite_from_a().replace("a-leg-call", "second-call");
+        let out = h.deliver(A, &second.replace("z9hG4bKa1", "z9hG4bKa2"));
+        assert_eq!(responses(&out, A), vec![100, 403]);
+        let summary = h
+            .core
+            .router_mut()
+            .summaries
+            .pop()
+            .expect("refusal summary");
+        assert_eq!(
+            (summary.status, summary.call_id.as_str()),
+            (403, "second-call")
+        );
     }
 }

@@ -57,17 +57,20 @@ pub fn with_header(mut response: Response, header: Header) -> Response {
 
 /// Replaces a response's body, setting Content-Type and Content-Length.
 pub fn with_body(mut response: Response, content_type: &str, body: Vec<u8>) -> Response {
-    response
-        .headers
-        .retain(|h| !matches!(h, Header::ContentLength(_) | Header::ContentType(_)));
-    response
-        .headers
-        .push(Header::ContentType(content_type.to_owned().into()));
-    response
-        .headers
-        .push(Header::ContentLength(ContentLength::new(
-            body.len().to_string(),
-        )));
+    set_body_headers(&mut response.headers, content_type, body.len());
     response.body = body;
     response
+}
+
+/// Replaces a request's body, setting Content-Type and Content-Length.
+pub fn request_with_body(mut request: Request, content_type: &str, body: Vec<u8>) -> Request {
+    set_body_headers(&mut request.headers, content_type, body.len());
+    request.body = body;
+    request
+}
+
+fn set_body_headers(headers: &mut Headers, content_type: &str, len: usize) {
+    headers.retain(|h| !matches!(h, Header::ContentLength(_) | Header::ContentType(_)));
+    headers.push(Header::ContentType(content_type.to_owned().into()));
+    headers.push(Header::ContentLength(ContentLength::new(len.to_string())));
 }

@@ -169,6 +169,22 @@ fn check_params(params: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The user part of a `sip:`/`sips:` URI's text, without its parameters; `None` for
+/// other schemes and URIs without one.
+pub fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split(';').next().unwrap_or(user);
+    (!user.is_empty()).then_some(user)
+}
+
+/// The user part of the URI in a name-addr header value (From, To).
+pub fn name_addr_user(value: &str) -> Option<&str> {
+    parse_name_addr(value).ok().and_then(|a| uri_user(a.uri))
+}
+
 /// Looks up a header parameter (`;name=value`, LWS allowed around `=`) in `params`.
 pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     params
@@ -218,6 +234,20 @@ pub fn check_via(value: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn user_part_of_uris() {
+        use super::{name_addr_user, uri_user};
+        assert_eq!(uri_user("sip:dev-T-0001@floorwire"), Some("dev-T-0001"));
+        assert_eq!(uri_user("sips:a;x=y@h:5061"), Some("a"));
+        assert_eq!(uri_user("sip:floorwire"), None);
+        assert_eq!(uri_user("sip:@h"), None);
+        assert_eq!(uri_user("tel:+33142685300"), None);
+        assert_eq!(
+            name_addr_user("\"Desk\" <sip:7100@tpo>;tag=x"),
+            Some("7100")
+        );
+    }
+
     use super::*;
 
     #[test]
