@@ -25,6 +25,38 @@ pub struct CallRecordsSection {
     pub spool_dir: String,
     /// Most records kept waiting; beyond it new records are refused (and counted).
     pub max_spooled: usize,
+    /// This TPO's name in its records (`tpo`, and the start of each `record_id`);
+    /// empty: `tpo-` and the SIP listen address.
+    pub tpo: String,
+}
+
+/// Records queued between the SIP core and the spool writer, at most.
+const WRITER_QUEUE: usize = 10_000;
+
+/// Starts the thread that writes each record the router hands over to the spool (the
+/// SIP core never waits on the disk); returns its queue.
+pub fn spool_writer(
+    spool: Spool,
+    metrics: crate::metrics::TpoMetrics,
+) -> crate::router::RecordSink {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(WRITER_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("call-record-spool".into())
+        .spawn(move || {
+            while let Some(record) = rx.blocking_recv() {
+                match spool.push(&record) {
+                    Ok(()) => metrics.call_record_spooled(true),
+                    Err(e) => {
+                        metrics.call_record_spooled(false);
+                        tracing::error!(record = %record.record_id, error = %e, "call record not spooled");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "call record spool writer not started");
+    }
+    tx
 }
 
 /// A call record as the TSS ingests it (contract: docs/tss-api.md).
@@ -223,6 +255,7 @@ mod tests {
         let spool = Spool::open(&CallRecordsSection {
             spool_dir: dir.display().to_string(),
             max_spooled: 2,
+            tpo: String::new(),
         })
         .unwrap();
         let record = |id: &str| CallRecord {

@@ -18,7 +18,8 @@ use floorwire::sip::uas::header_text;
 use floorwire::sip::udp::TransactionUser;
 use std::sync::{Arc, Mutex};
 
-use crate::router::{TpoRouter, uri_user};
+use crate::router::TpoRouter;
+use floorwire::sip::syntax::uri_user;
 
 use crate::metrics::TpoMetrics;
 use crate::registrar::{RegisterOutcome, RegisterRequest, Registrar, parse_contacts};

@@ -1,15 +1,18 @@
 //! Turret Proxy Openline: SIP registrar (digest against the TSS-minted credentials)
-//! and OPTIONS keepalives, with its configuration polled from the TSS. The B2BUA
-//! (calls, shared lines, peers, recording) is the rest of issue 4.
+//! and OPTIONS keepalives, and a B2BUA for the turrets' calls (shared lines rung
+//! everywhere at once, private wires, intercoms, active/active peers), with its
+//! configuration polled from the TSS and a record of every call sent back to it.
 //!
 //! Layout: [`registrar`] (bindings, sans-IO), [`core`] (the SIP transaction user),
-//! [`tss_client`] (configuration from the TSS API), [`call_records`] (the spool and
-//! poster that get every call record to the TSS), [`metrics`].
+//! [`router`] (where each call goes, and its record), [`peers`] (which peer TPOs
+//! answer), [`tss_client`] (configuration from the TSS API), [`call_records`] (the
+//! spool and poster that get every call record to the TSS), [`metrics`].
 
 pub mod call_records;
 pub mod core;
 pub mod error;
 pub mod metrics;
+pub mod peers;
 pub mod registrar;
 pub mod router;
 pub mod tss_client;
@@ -46,6 +49,7 @@ pub struct Config {
     pub media: MediaSection,
     pub sbc: SbcSection,
     pub calls: CallsSection,
+    pub peers: peers::PeersSection,
 }
 
 /// `[media]`: the RTP relay.
@@ -123,6 +127,23 @@ fn validate(config: &Config) -> Result<()> {
             config.sbc.address
         )));
     }
+    if config.peers.probe_interval_ms == 0 || config.peers.dead_after_ms == 0 {
+        return Err(Error::Config(
+            "peers.probe_interval_ms and peers.dead_after_ms: must be at least 1".into(),
+        ));
+    }
+    if !config.call_records.tpo.is_empty()
+        && !config
+            .call_records
+            .tpo
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(Error::Config(format!(
+            "call_records.tpo {:?}: only A-Z a-z 0-9 - _ .",
+            config.call_records.tpo
+        )));
+    }
     if config.tss.poll_interval_ms == 0 {
         return Err(Error::Config(
             "tss.poll_interval_ms: must be at least 1".into(),
@@ -191,12 +212,34 @@ pub async fn run(
         config.media.last_port,
         shutdown.clone(),
     )?;
-    let router = router::TpoRouter {
-        registrar: registrar.clone(),
-        config: shared.clone(),
-        sbc: config.sbc.address.parse().ok(),
-        local: sip_addr,
+    let peers = peers::PeerSet::from_section(&config.peers, sip_addr)?;
+    let peer_gauge = metrics.peer_up.clone();
+    let prober = tokio::spawn(peers::probe(
+        peers.clone(),
+        sip_addr.ip(),
+        Duration::from_millis(config.peers.probe_interval_ms),
+        shutdown.clone(),
+        move |peer, up| {
+            peer_gauge
+                .with_label_values(&[&peer.to_string()])
+                .set(i64::from(up));
+        },
+    ));
+    let tpo_name = if config.call_records.tpo.is_empty() {
+        format!("tpo-{sip_addr}").replace([':', '[', ']'], "-")
+    } else {
+        config.call_records.tpo.clone()
     };
+    let records = call_records::spool_writer(spool.clone(), metrics.clone());
+    let router = router::TpoRouter::new(
+        registrar.clone(),
+        shared.clone(),
+        config.sbc.address.parse().ok(),
+        sip_addr,
+        peers,
+        tpo_name,
+        Some(records),
+    );
     let mut b2bua_config = floorwire::sip::b2bua::B2buaConfig::new(sip_addr);
     b2bua_config.contact_user = "tpo".into();
     b2bua_config.max_calls = config.calls.max_calls;
@@ -226,6 +269,7 @@ pub async fn run(
     });
     admin.await?;
     let _ = poller.await;
+    let _ = prober.await;
     let _ = poster.await;
     match sip.await {
         Ok(result) => {

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the TPO (`floorwire_tpo_*`), beside the SIP layer's
 //! `floorwire_sip_*`.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The TPO's counters and gauges; cheap to clone.
 #[derive(Debug, Clone)]
@@ -9,6 +9,7 @@ pub struct TpoMetrics {
     pub registered_devices: IntGauge,
     pub registered_lines: IntGauge,
     pub config_revision: IntGauge,
+    pub peer_up: IntGaugeVec,
     registrations: IntCounterVec,
     call_records: IntCounterVec,
 }
@@ -32,11 +33,19 @@ impl TpoMetrics {
         let call_records = IntCounterVec::new(
             Opts::new(
                 "floorwire_tpo_call_records_total",
-                "call records sent to the TSS by result: delivered, rejected (moved aside), retry",
+                "call records by result: spooled, spool_refused (spool full or unwritable), delivered, rejected (moved aside), retry",
             ),
             &["result"],
         )?;
         registry.register(Box::new(call_records.clone()))?;
+        let peer_up = IntGaugeVec::new(
+            Opts::new(
+                "floorwire_tpo_peer_up",
+                "1 while the peer TPO answers its OPTIONS probes (it gets forks), else 0",
+            ),
+            &["peer"],
+        )?;
+        registry.register(Box::new(peer_up.clone()))?;
         Ok(TpoMetrics {
             registered_devices: gauge(
                 "floorwire_tpo_registered_devices",
@@ -50,6 +59,7 @@ impl TpoMetrics {
                 "floorwire_tpo_config_revision",
                 "TSS store revision of the configuration in force (0: none yet)",
             )?,
+            peer_up,
             registrations,
             call_records,
         })
@@ -61,6 +71,12 @@ impl TpoMetrics {
             crate::call_records::Delivery::Rejected => "rejected",
             crate::call_records::Delivery::Retry => "retry",
         };
+        self.call_records.with_label_values(&[label]).inc();
+    }
+
+    /// A call record written to the spool (`spooled`) or not (`spool_refused`).
+    pub fn call_record_spooled(&self, ok: bool) {
+        let label = if ok { "spooled" } else { "spool_refused" };
         self.call_records.with_label_values(&[label]).inc();
     }
 

@@ -46,6 +46,7 @@ fn records_wait_for_the_tss_and_arrive_once() {
     let spool = Spool::open(&CallRecordsSection {
         spool_dir: dir.join("spool").display().to_string(),
         max_spooled: 1000,
+        tpo: String::new(),
     })
     .unwrap();
     let client = TssClient::new(&TssSection {

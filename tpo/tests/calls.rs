@@ -26,7 +26,9 @@ fn sipp_args(
     ip: &str,
     port: u16,
 ) -> Vec<String> {
-    let scenario = if scenario.starts_with("uac-register") {
+    let scenario = if scenario.starts_with('/') {
+        scenario.to_owned()
+    } else if scenario.starts_with("uac-register") {
         format!(
             "{}/../floorwire/tests/sipp/{scenario}",
             env!("CARGO_MANIFEST_DIR")
@@ -240,5 +242,245 @@ fn a_turret_calls_another_turrets_line() {
         sipp::tail(&out)
     );
     assert!(service::terminate(tpo).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Starts a SIPp turret running `scenario` as `device` from `ip:port` in `dir`, with
+/// `field` as its `-inf` field0 when given.
+#[allow(clippy::too_many_arguments)] // one SIPp command line
+fn spawn_turret(
+    tpo: SocketAddr,
+    dir: &std::path::Path,
+    scenario: &str,
+    device: &str,
+    password: &str,
+    ip: &str,
+    port: u16,
+    field: Option<&str>,
+) -> std::process::Child {
+    let dir = dir.join(format!("{device}-{scenario}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // SIPp does not expand fields inside a regexp: the expected value is written into
+    // a copy of the scenario.
+    let source = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&source).unwrap();
+    let copy = dir.join(scenario);
+    std::fs::write(
+        &copy,
+        text.replace(
+            "[field0]\" search_in",
+            &format!("{}\" search_in", field.unwrap_or("")),
+        ),
+    )
+    .unwrap();
+    let copy = copy.display().to_string();
+    let mut args = sipp_args(tpo, &copy, device, password, ip, port);
+    if let Some(field) = field {
+        let inf = dir.join("field.csv");
+        std::fs::write(&inf, format!("SEQUENTIAL\n{field};\n")).unwrap();
+        args.extend(["-inf".to_string(), inf.display().to_string()]);
+    }
+    Command::new("sipp")
+        .args(args)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a SIPp turret and checks it passed.
+fn passed(what: &str, child: std::process::Child) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}", sipp::tail(&out));
+}
+
+/// A TPO on `sip` with the fixture TSS at `tss`, its peers and spool.
+fn start_tpo(
+    tss: SocketAddr,
+    sip: SocketAddr,
+    peers: &str,
+    spool: &std::path::Path,
+    media: (u16, u16),
+) -> service::Service {
+    let url = format!("http://{tss}");
+    let (sip, spool) = (sip.to_string(), spool.display().to_string());
+    let (first, last) = (media.0.to_string(), media.1.to_string());
+    let env = [
+        ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
+        ("TPO__SIP__LISTEN", sip.as_str()),
+        ("TPO__TSS__URL", url.as_str()),
+        ("TPO__TSS__TOKEN", common::TOKEN),
+        ("TPO__TSS__POLL_INTERVAL_MS", "100"),
+        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
+        ("TPO__MEDIA__FIRST_PORT", first.as_str()),
+        ("TPO__MEDIA__LAST_PORT", last.as_str()),
+        ("TPO__PEERS__ADDRESSES", peers),
+        ("TPO__PEERS__PROBE_INTERVAL_MS", "100"),
+        ("TPO__PEERS__DEAD_AFTER_MS", "500"),
+    ];
+    let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
+    service::wait_until(Duration::from_secs(10), "configuration", || {
+        service::metric(tpo.admin, "floorwire_tpo_config_revision") == Some(1.0)
+    });
+    tpo
+}
+
+/// The call records waiting in `spool` (the fixture TSS takes none).
+fn spooled(spool: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut records: Vec<serde_json::Value> = std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    records.sort_by_key(|r| r["started_at"].as_str().unwrap_or_default().to_owned());
+    records
+}
+
+#[test]
+fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
+    if !sipp::sipp_available() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tss, _fixture) = common::serve(&runtime, common::floor(1));
+    let dir = sipp::scratch("tpo-lines");
+    let a_sip: SocketAddr = format!("127.0.11.1:{}", free_port("127.0.11.1"))
+        .parse()
+        .unwrap();
+    let b_sip: SocketAddr = format!("127.0.11.2:{}", free_port("127.0.11.2"))
+        .parse()
+        .unwrap();
+    let peers = format!("[\"{a_sip}\", \"{b_sip}\"]");
+    let (a_spool, b_spool) = (dir.join("spool-a"), dir.join("spool-b"));
+    let tpo_a = start_tpo(tss, a_sip, &peers, &a_spool, (43000, 43499));
+    let tpo_b = start_tpo(tss, b_sip, &peers, &b_spool, (43500, 43999));
+    let peer_up = |tpo: &service::Service, peer: SocketAddr| {
+        service::metric(
+            tpo.admin,
+            &format!("floorwire_tpo_peer_up{{peer=\"{peer}\"}}"),
+        )
+    };
+    service::wait_until(Duration::from_secs(10), "peers up", || {
+        peer_up(&tpo_a, b_sip) == Some(1.0) && peer_up(&tpo_b, a_sip) == Some(1.0)
+    });
+
+    // trader01..03 register on A, trader04 on B.
+    let turret = |n: u16| {
+        let ip = format!("127.0.12.{n}");
+        let port = free_port(&ip);
+        (format!("dev-T-000{n}"), format!("pass-{n}"), ip, port)
+    };
+    let turrets: Vec<_> = (1..=4).map(turret).collect();
+    for (i, (device, password, ip, port)) in turrets.iter().enumerate() {
+        let tpo = if i == 3 { b_sip } else { a_sip };
+        register(tpo, &dir, device, password, ip, *port);
+    }
+    let t = |n: usize| {
+        let (d, p, ip, port) = &turrets[n - 1];
+        (d.as_str(), p.as_str(), ip.as_str(), *port)
+    };
+    let uas = |n: usize, tpo: SocketAddr, scenario: &str, field: Option<&str>| {
+        let (device, password, ip, port) = t(n);
+        let child = spawn_turret(tpo, &dir, scenario, device, password, ip, port, field);
+        listening(ip, port);
+        child
+    };
+    let call = |number: &str| {
+        let (device, password, ip, port) = t(1);
+        let child = spawn_turret(
+            a_sip,
+            &dir,
+            "uac-call.xml",
+            device,
+            password,
+            ip,
+            port,
+            Some(number),
+        );
+        passed(&format!("trader01 calls {number}"), child);
+    };
+
+    // A shared line on one TPO: trader02 answers, trader03 rang, is cancelled and told.
+    let answers = uas(2, a_sip, "uas-answer.xml", None);
+    let rings = uas(3, a_sip, "uas-ring-cancelled.xml", Some("trader02"));
+    call("7100");
+    passed("trader02 answers 7100", answers);
+    passed("trader03 cancelled and told", rings);
+
+    // A shared line across peers: trader04 on B answers, trader02 on A is told.
+    let answers = uas(4, b_sip, "uas-answer.xml", None);
+    let rings = uas(2, a_sip, "uas-ring-cancelled.xml", Some("trader04"));
+    call("7300");
+    passed("trader04 answers 7300 through the peer", answers);
+    passed("trader02 told trader04 answered", rings);
+
+    // Seizing the private wire rings its far end; the intercom's answers by itself.
+    let answers = uas(2, a_sip, "uas-answer.xml", None);
+    call("7001");
+    passed("the private wire rang down to trader02", answers);
+    let answers = uas(3, a_sip, "uas-auto-answer.xml", None);
+    call("7201");
+    passed("the intercom auto-answered at trader03", answers);
+
+    // B stops: A stops forking to it and calls go on at once.
+    assert!(service::terminate(tpo_b).success());
+    service::wait_until(Duration::from_secs(5), "peer B down", || {
+        peer_up(&tpo_a, b_sip) == Some(0.0)
+    });
+    let answers = uas(2, a_sip, "uas-answer.xml", None);
+    let started = std::time::Instant::now();
+    call("7300");
+    passed("trader02 answers 7300 with B down", answers);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a dead peer held the call {:?}",
+        started.elapsed()
+    );
+
+    // Every call left a record on A's spool (the fixture TSS takes none).
+    service::wait_until(Duration::from_secs(5), "five records", || {
+        spooled(&a_spool).len() >= 5
+    });
+    let records = spooled(&a_spool);
+    let summary: Vec<(String, String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_str().unwrap_or("-").to_owned(),
+                r["user"].as_str().unwrap_or("-").to_owned(),
+                r["direction"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = |line: &str| {
+        (
+            line.to_owned(),
+            "trader01".to_owned(),
+            "internal".to_owned(),
+            "answered".to_owned(),
+        )
+    };
+    assert_eq!(
+        summary,
+        vec![
+            expect("SH-FX"),
+            expect("SH-RATES"),
+            expect("PW-GS"),
+            expect("IC-1"),
+            expect("SH-RATES"),
+        ],
+        "{records:#?}"
+    );
+    for r in &records {
+        assert_eq!(r["calling"], "dev-T-0001");
+        assert!(
+            r["answered_at"].is_string() && r["ended_at"].is_string(),
+            "{r}"
+        );
+    }
+    assert!(service::terminate(tpo_a).success());
     let _ = std::fs::remove_dir_all(dir);
 }

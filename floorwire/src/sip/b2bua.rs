@@ -368,6 +368,10 @@ pub struct B2bua<R, M> {
     stats: B2buaStats,
 }
 
+/// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
+/// branch's 2xx, so a call forked through a peer B2BUA names who answered there.
+pub const ANSWERED_BY: &str = "X-Floorwire-Answered-By";
+
 /// How far a restored dialog's CSeq jumps over the replicated one.
 const CSEQ_MARGIN: u32 = 100;
 
@@ -732,6 +736,28 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let _ = layer.respond(now, id, response);
     }
 
+    /// Tells the router a call it routed (or refused) was refused with `status`.
+    fn summarise_refusal(&mut self, request: &Request, status: u16) {
+        let when = unix_ms();
+        let (calling, called) = numbers_of(request);
+        self.router.call_ended(&CallSummary {
+            call: 0,
+            call_id: MessageIds::of(request)
+                .call_id
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            label: String::new(),
+            calling,
+            called,
+            started_unix_ms: when,
+            answered_unix_ms: None,
+            ended_unix_ms: when,
+            status,
+            cancelled: false,
+            answered_by: None,
+        });
+    }
+
     fn new_call(
         &mut self,
         now: Instant,
@@ -790,9 +816,12 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             .map(|m| sdp::payloads(m).into_iter().map(|p| p.codec).collect())
             .unwrap_or_default();
         let outbound = match self.router.route(now, source, &request, &offered) {
-            Ok(outbound) if !outbound.destinations.is_empty() => outbound,
+            Ok(outbound) if !outbound.destinations.is_empty() || !outbound.forks.is_empty() => {
+                outbound
+            }
             Ok(outbound) => {
                 self.router.ended(&outbound.label);
+                self.summarise_refusal(&request, 404);
                 let refusal = RouteRefusal {
                     status: 404,
                     reason: "no destination".into(),
@@ -801,24 +830,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 return self.refuse(now, layer, id, &request, &refusal);
             }
             Err(refusal) => {
-                let when = unix_ms();
-                let (calling, called) = numbers_of(&request);
-                self.router.call_ended(&CallSummary {
-                    call: 0,
-                    call_id: MessageIds::of(&request)
-                        .call_id
-                        .map(|c| c.as_str().to_owned())
-                        .unwrap_or_default(),
-                    label: String::new(),
-                    calling,
-                    called,
-                    started_unix_ms: when,
-                    answered_unix_ms: None,
-                    ended_unix_ms: when,
-                    status: refusal.status,
-                    cancelled: false,
-                    answered_by: None,
-                });
+                self.summarise_refusal(&request, refusal.status);
                 return self.refuse(now, layer, id, &request, &refusal);
             }
         };
@@ -828,6 +840,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Ok(local) => local,
             Err(e) => {
                 self.router.ended(&outbound.label);
+                self.summarise_refusal(&request, 503);
                 let refusal = RouteRefusal {
                     status: 503,
                     reason: format!("media: {e}"),
@@ -997,7 +1010,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     }
 
     /// Tells `branch`, cancelled because another answered, who took the call (a
-    /// MESSAGE, RFC 3428), when the router asked for it.
+    /// MESSAGE, RFC 3428, on the Call-ID of the INVITE it was offered), when the
+    /// router asked for it.
     fn send_taken_notice(
         &mut self,
         now: Instant,
@@ -1018,12 +1032,14 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         };
         let body = format!("line: {line}\r\nanswered-by: {}\r\n", w.fork.party);
+        // Outside any dialog, but with the Call-ID and From of the INVITE it answers
+        // for, so the turret can tie it to the call it was offered.
         let headers = self.request_headers(
             70,
-            &format!("{};tag={}", c.outbound.to, Tag::generate().as_str()),
-            &format!("<{}>", b.fork.request_uri),
-            CallIdValue::generate(&self.config.local.ip().to_string()).as_str(),
-            1,
+            &format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
+            &c.outbound.to,
+            &c.b_call_id,
+            b.cseq + 1,
             Method::Message,
         );
         let message = Request {
@@ -1310,6 +1326,10 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 return;
             }
         };
+        // Behind a peer B2BUA of ours, the party is whoever answered there.
+        if let Some(party) = crate::sip::uas::header_text(&response, ANSWERED_BY) {
+            c.branches[branch].fork.party = party.trim().to_owned();
+        }
         c.winner = Some(branch);
         c.b_peer = destination;
         c.b_cseq = cseq;
@@ -1353,7 +1373,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Ok(d) => c.a_dialog = Some(d),
             Err(e) => tracing::warn!(error = %e, "leg A's dialog"),
         }
-        let ok = dialog_response(&request, 200, &c.a_tag, contact, body);
+        let mut ok = dialog_response(&request, 200, &c.a_tag, contact, body);
+        let party = &c.branches[branch].fork.party;
+        if !party.is_empty() {
+            ok = with_header(ok, Header::Other(ANSWERED_BY.into(), party.clone()));
+        }
         if let Err(e) = layer.respond(now, tx, ok) {
             // Leg A's INVITE is over already (a CANCEL crossed leg B's 200 in the same
             // batch): nobody to connect leg B to.
@@ -2230,6 +2254,11 @@ From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 5 BYE\nContent-Length
             vec![200],
             "the answer reaches the caller"
         );
+        let answered_by = out.iter().find_map(|o| match o {
+            Out::Response(_, r) if r.status_code.code() == 200 => header(r, ANSWERED_BY),
+            _ => None,
+        });
+        assert_eq!(answered_by.as_deref(), Some("desk-2"));
         assert_eq!(requests(&out, B2)[0].method, Method::Ack);
         let cancel = requests(&out, B1);
         assert_eq!(cancel.len(), 1);
@@ -2247,6 +2276,11 @@ From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 5 BYE\nContent-Length
             .find(|r| r.method == Method::Message)
             .expect("a MESSAGE to the cancelled branch");
         assert_eq!(message.uri.to_string(), format!("sip:desk-1@{B1}"));
+        assert_eq!(
+            header(*message, "Call-ID"),
+            header(&inv1, "Call-ID"),
+            "on the Call-ID of the INVITE it was offered"
+        );
         let body = String::from_utf8_lossy(&message.body);
         assert!(body.contains("line: 7100"), "{body}");
         assert!(body.contains("answered-by: desk-2"), "{body}");

@@ -98,3 +98,50 @@ pub fn config(revision: i64, password_1: &str, password_2: &str) -> Value {
         "sites": [], "users": [], "turrets": []
     })
 }
+
+/// A floor for line tests: trader01…trader04 (devices dev-T-0001…4, passwords
+/// `pass-N`). Lines: SH-FX 7100 (shared, talk on trader02 and trader03, listen on
+/// trader01), SH-RATES 7300 (shared, trader02 and trader04), private wire PW-GS 7001
+/// (trader01) ringing down to PW-GS-B 7002 (trader02), intercom IC-1 7201 (trader01)
+/// to IC-1-B 7202 (trader03).
+pub fn floor(revision: i64) -> Value {
+    use floorwire::sip::auth::{Algorithm, ha1};
+    let devices: Vec<Value> = (1..=4)
+        .map(|n| {
+            let name = format!("dev-T-000{n}");
+            let password = format!("pass-{n}");
+            serde_json::json!({
+                "username": name, "device_id": format!("T-000{n}"),
+                "user": format!("trader0{n}"), "realm": REALM,
+                "ha1_md5": ha1(Algorithm::Md5, &name, REALM, &password),
+                "ha1_sha256": ha1(Algorithm::Sha256, &name, REALM, &password),
+            })
+        })
+        .collect();
+    let appearance = |user: &str, line: &str, access: &str| serde_json::json!({"user": user, "line": line, "access": access, "button": 1});
+    serde_json::json!({
+        "revision": revision,
+        "devices": devices,
+        "lines": [
+            {"id": "SH-FX", "kind": "shared", "number": "7100", "label": "FX"},
+            {"id": "SH-RATES", "kind": "shared", "number": "7300", "label": "Rates"},
+            {"id": "PW-GS", "kind": "private_wire_ard", "number": "7001", "label": "GS", "far_end": "7002"},
+            {"id": "PW-GS-B", "kind": "private_wire_ard", "number": "7002", "label": "GS", "far_end": "7001"},
+            {"id": "IC-1", "kind": "intercom", "number": "7201", "label": "Desk", "far_end": "7202"},
+            {"id": "IC-1-B", "kind": "intercom", "number": "7202", "label": "Desk"}
+        ],
+        "appearances": [
+            appearance("trader01", "SH-FX", "listen"),
+            appearance("trader02", "SH-FX", "talk"),
+            appearance("trader03", "SH-FX", "talk"),
+            appearance("trader02", "SH-RATES", "talk"),
+            appearance("trader04", "SH-RATES", "talk"),
+            appearance("trader01", "PW-GS", "talk"),
+            appearance("trader02", "PW-GS-B", "talk"),
+            appearance("trader01", "IC-1", "talk"),
+            appearance("trader03", "IC-1-B", "talk")
+        ],
+        "dial_plan": [{"prefix": "7", "route": "internal"}],
+        "sites": [], "users": [], "turrets": []
+    })
+}
