@@ -1,26 +1,18 @@
 //! Prometheus metrics of the SBC (`floorwire_sbc_*`), beside the SIP layer's
 //! `floorwire_sip_*`.
 
-use std::sync::{Arc, Mutex};
-
 use floorwire::sip::b2bua::B2buaStats;
+use floorwire::sip::metrics::CallMetrics;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The SBC's counters and gauges.
 #[derive(Debug, Clone)]
 pub struct SbcMetrics {
-    attempted: IntCounter,
-    answered: IntCounter,
-    refused: IntCounter,
-    unanswered: IntCounter,
-    ended: IntCounter,
-    restored: IntCounter,
-    active_calls: IntGauge,
+    calls: CallMetrics,
     role: IntGauge,
     replicated: IntGauge,
     rules: IntGaugeVec,
     reload_failures: IntCounter,
-    last: Arc<Mutex<B2buaStats>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -47,41 +39,7 @@ impl SbcMetrics {
         )?;
         registry.register(Box::new(rules.clone()))?;
         Ok(Self {
-            attempted: counter(
-                registry,
-                "floorwire_sbc_calls_attempted_total",
-                "INVITEs that opened a call",
-            )?,
-            answered: counter(
-                registry,
-                "floorwire_sbc_calls_answered_total",
-                "calls answered by the far side",
-            )?,
-            refused: counter(
-                registry,
-                "floorwire_sbc_calls_refused_total",
-                "calls refused by policy, normalisation or load before leaving the SBC",
-            )?,
-            unanswered: counter(
-                registry,
-                "floorwire_sbc_calls_unanswered_total",
-                "calls that ended without an answer (busy, cancelled, timed out)",
-            )?,
-            ended: counter(
-                registry,
-                "floorwire_sbc_calls_ended_total",
-                "answered calls that ended",
-            )?,
-            restored: counter(
-                registry,
-                "floorwire_sbc_calls_restored_total",
-                "established calls taken over from the replicated table",
-            )?,
-            active_calls: gauge(
-                registry,
-                "floorwire_sbc_calls_active",
-                "calls up (ringing or established)",
-            )?,
+            calls: CallMetrics::register(registry, "floorwire_sbc")?,
             role: gauge(
                 registry,
                 "floorwire_sbc_ha_active",
@@ -98,32 +56,12 @@ impl SbcMetrics {
                 "floorwire_sbc_rules_reload_failures_total",
                 "rule reloads refused (the rules in force stayed)",
             )?,
-            last: Arc::new(Mutex::new(B2buaStats::default())),
         })
     }
 
     /// Brings the call counters up to `stats`.
     pub fn update(&self, stats: &B2buaStats) {
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        let pairs = [
-            (&self.attempted, stats.calls_attempted, last.calls_attempted),
-            (&self.answered, stats.calls_answered, last.calls_answered),
-            (&self.refused, stats.calls_refused, last.calls_refused),
-            (
-                &self.unanswered,
-                stats.calls_unanswered,
-                last.calls_unanswered,
-            ),
-            (&self.ended, stats.calls_ended, last.calls_ended),
-            (&self.restored, stats.calls_restored, last.calls_restored),
-        ];
-        for (counter, now, before) in pairs {
-            counter.inc_by(now.saturating_sub(before));
-        }
-        self.active_calls.set(stats.calls_active as i64);
-        *last = *stats;
+        self.calls.update(stats);
     }
 
     /// Active (serving) or standby.

@@ -289,6 +289,7 @@ impl TransactionUser for TpoCore {
             // INVITE, in-dialog requests, responses and timers: the calls.
             other => {
                 self.calls.on_event(now, other, layer);
+                self.metrics.calls.update(&self.calls.stats());
                 return;
             }
         };

@@ -10,6 +10,8 @@ pub struct TpoMetrics {
     pub registered_lines: IntGauge,
     pub config_revision: IntGauge,
     pub peer_up: IntGaugeVec,
+    /// `floorwire_tpo_calls_*` from the B2BUA core.
+    pub calls: floorwire::sip::metrics::CallMetrics,
     registrations: IntCounterVec,
     call_records: IntCounterVec,
 }
@@ -60,6 +62,7 @@ impl TpoMetrics {
                 "TSS store revision of the configuration in force (0: none yet)",
             )?,
             peer_up,
+            calls: floorwire::sip::metrics::CallMetrics::register(registry, "floorwire_tpo")?,
             registrations,
             call_records,
         })

@@ -246,7 +246,7 @@ fn a_turret_calls_another_turrets_line() {
 }
 
 /// Starts a SIPp turret running `scenario` as `device` from `ip:port` in `dir`, with
-/// `field` as its `-inf` field0 when given.
+/// `field` as its `-inf` field0 when given and `extra` arguments.
 #[allow(clippy::too_many_arguments)] // one SIPp command line
 fn spawn_turret(
     tpo: SocketAddr,
@@ -257,6 +257,7 @@ fn spawn_turret(
     ip: &str,
     port: u16,
     field: Option<&str>,
+    extra: &[&str],
 ) -> std::process::Child {
     let dir = dir.join(format!("{device}-{scenario}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -280,6 +281,7 @@ fn spawn_turret(
         std::fs::write(&inf, format!("SEQUENTIAL\n{field};\n")).unwrap();
         args.extend(["-inf".to_string(), inf.display().to_string()]);
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     Command::new("sipp")
         .args(args)
         .current_dir(&dir)
@@ -302,6 +304,7 @@ fn start_tpo(
     peers: &str,
     spool: &std::path::Path,
     media: (u16, u16),
+    extra_env: &[(&str, &str)],
 ) -> service::Service {
     let url = format!("http://{tss}");
     let (sip, spool) = (sip.to_string(), spool.display().to_string());
@@ -319,6 +322,7 @@ fn start_tpo(
         ("TPO__PEERS__PROBE_INTERVAL_MS", "100"),
         ("TPO__PEERS__DEAD_AFTER_MS", "500"),
     ];
+    let env: Vec<(&str, &str)> = env.iter().chain(extra_env).copied().collect();
     let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
     service::wait_until(Duration::from_secs(10), "configuration", || {
         service::metric(tpo.admin, "floorwire_tpo_config_revision") == Some(1.0)
@@ -354,8 +358,8 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
         .unwrap();
     let peers = format!("[\"{a_sip}\", \"{b_sip}\"]");
     let (a_spool, b_spool) = (dir.join("spool-a"), dir.join("spool-b"));
-    let tpo_a = start_tpo(tss, a_sip, &peers, &a_spool, (43000, 43499));
-    let tpo_b = start_tpo(tss, b_sip, &peers, &b_spool, (43500, 43999));
+    let tpo_a = start_tpo(tss, a_sip, &peers, &a_spool, (43000, 43499), &[]);
+    let tpo_b = start_tpo(tss, b_sip, &peers, &b_spool, (43500, 43999), &[]);
     let peer_up = |tpo: &service::Service, peer: SocketAddr| {
         service::metric(
             tpo.admin,
@@ -383,7 +387,7 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     };
     let uas = |n: usize, tpo: SocketAddr, scenario: &str, field: Option<&str>| {
         let (device, password, ip, port) = t(n);
-        let child = spawn_turret(tpo, &dir, scenario, device, password, ip, port, field);
+        let child = spawn_turret(tpo, &dir, scenario, device, password, ip, port, field, &[]);
         listening(ip, port);
         child
     };
@@ -398,6 +402,7 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
             ip,
             port,
             Some(number),
+            &[],
         );
         passed(&format!("trader01 calls {number}"), child);
     };
@@ -482,5 +487,113 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
         );
     }
     assert!(service::terminate(tpo_a).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
+    if !sipp::sipp_available() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tss, _fixture) = common::serve(&runtime, common::config(1, "pass-one", "pass-two"));
+    let dir = sipp::scratch("tpo-flows");
+    let sip: SocketAddr = format!("127.0.13.10:{}", free_port("127.0.13.10"))
+        .parse()
+        .unwrap();
+    let spool = dir.join("spool");
+    // One call at a time, so the load test needs only one call up.
+    let tpo = start_tpo(
+        tss,
+        sip,
+        "[]",
+        &spool,
+        (44000, 44499),
+        &[("TPO__CALLS__MAX_CALLS", "1")],
+    );
+    let caller = (
+        "dev-T-0001",
+        "pass-one",
+        "127.0.13.1",
+        free_port("127.0.13.1"),
+    );
+    let second = (
+        "dev-T-0001",
+        "pass-one",
+        "127.0.13.3",
+        free_port("127.0.13.3"),
+    );
+    let callee = (
+        "dev-T-0002",
+        "pass-two",
+        "127.0.13.2",
+        free_port("127.0.13.2"),
+    );
+    for (device, password, ip, port) in [caller, second, callee] {
+        register(sip, &dir, device, password, ip, port);
+    }
+    let run =
+        |who: (&str, &str, &str, u16), scenario: &str, field: Option<&str>, extra: &[&str]| {
+            let (device, password, ip, port) = who;
+            let child = spawn_turret(
+                sip, &dir, scenario, device, password, ip, port, field, extra,
+            );
+            listening(ip, port);
+            child
+        };
+    let calls_active = || service::metric(tpo.admin, "floorwire_tpo_calls_active");
+
+    for (callee_scenario, caller_scenario, what) in [
+        (
+            "uas-ring-until-cancel.xml",
+            "uac-call-cancel.xml",
+            "the caller cancels",
+        ),
+        (
+            "uas-answer-then-bye.xml",
+            "uac-call-bye-received.xml",
+            "the callee hangs up",
+        ),
+        (
+            "uas-answer-hold.xml",
+            "uac-call-hold.xml",
+            "hold and resume",
+        ),
+    ] {
+        let answering = run(callee, callee_scenario, None, &[]);
+        let calling = run(caller, caller_scenario, Some("7101"), &[]);
+        passed(&format!("{what}: caller"), calling);
+        passed(&format!("{what}: callee"), answering);
+        service::wait_until(Duration::from_secs(5), "the call gone", || {
+            calls_active() == Some(0.0)
+        });
+    }
+
+    // At the limit, a new INVITE gets 503 + Retry-After; the call up carries on.
+    let answering = run(callee, "uas-ring-until-cancel.xml", None, &[]);
+    let calling = run(caller, "uac-call-cancel.xml", Some("7101"), &["-d", "3000"]);
+    service::wait_until(Duration::from_secs(5), "one call up", || {
+        calls_active() == Some(1.0)
+    });
+    let shed = run(second, "uac-call-shed.xml", Some("7101"), &[]);
+    passed("a call past the limit is shed", shed);
+    passed("the call up carries on: caller", calling);
+    passed("the call up carries on: callee", answering);
+
+    // Each call left its record: cancelled, answered twice, cancelled (the shed INVITE
+    // is load, not a call).
+    service::wait_until(Duration::from_secs(5), "four records", || {
+        spooled(&spool).len() >= 4
+    });
+    let outcomes: Vec<String> = spooled(&spool)
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["cancelled", "answered", "answered", "cancelled"]);
+    assert_eq!(
+        service::metric(tpo.admin, "floorwire_tpo_calls_answered_total"),
+        Some(2.0)
+    );
+    assert!(service::terminate(tpo).success());
     let _ = std::fs::remove_dir_all(dir);
 }

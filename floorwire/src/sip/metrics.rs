@@ -105,3 +105,72 @@ impl SipMetrics {
         self.rejected_overload.inc();
     }
 }
+
+/// A B2BUA's call counters (`PREFIX_calls_*`), brought up to date from its
+/// [`B2buaStats`](super::b2bua::B2buaStats) after each event.
+#[derive(Debug, Clone)]
+pub struct CallMetrics {
+    attempted: IntCounter,
+    answered: IntCounter,
+    refused: IntCounter,
+    unanswered: IntCounter,
+    ended: IntCounter,
+    restored: IntCounter,
+    active: IntGauge,
+    last: std::sync::Arc<std::sync::Mutex<super::b2bua::B2buaStats>>,
+}
+
+impl CallMetrics {
+    /// Registers `PREFIX_calls_*` in `registry` (`prefix` such as `floorwire_tpo`).
+    pub fn register(registry: &Registry, prefix: &str) -> Result<Self, prometheus::Error> {
+        let c = |name: &str, help: &str| counter(registry, &format!("{prefix}_calls_{name}"), help);
+        let active = IntGauge::new(
+            format!("{prefix}_calls_active"),
+            "calls up (ringing or established)",
+        )?;
+        registry.register(Box::new(active.clone()))?;
+        Ok(Self {
+            attempted: c("attempted_total", "INVITEs that opened a call")?,
+            answered: c("answered_total", "calls answered by the far side")?,
+            refused: c(
+                "refused_total",
+                "calls refused (routing, policy, load) before leaving on leg B",
+            )?,
+            unanswered: c(
+                "unanswered_total",
+                "calls that ended without an answer (busy, cancelled, timed out)",
+            )?,
+            ended: c("ended_total", "answered calls that ended")?,
+            restored: c(
+                "restored_total",
+                "established calls taken over from a replicated table",
+            )?,
+            active,
+            last: std::sync::Arc::default(),
+        })
+    }
+
+    /// Brings the counters up to `stats`.
+    pub fn update(&self, stats: &super::b2bua::B2buaStats) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let pairs = [
+            (&self.attempted, stats.calls_attempted, last.calls_attempted),
+            (&self.answered, stats.calls_answered, last.calls_answered),
+            (&self.refused, stats.calls_refused, last.calls_refused),
+            (
+                &self.unanswered,
+                stats.calls_unanswered,
+                last.calls_unanswered,
+            ),
+            (&self.ended, stats.calls_ended, last.calls_ended),
+            (&self.restored, stats.calls_restored, last.calls_restored),
+        ];
+        for (counter, now, before) in pairs {
+            counter.inc_by(now.saturating_sub(before));
+        }
+        self.active.set(stats.calls_active as i64);
+        *last = *stats;
+    }
+}
