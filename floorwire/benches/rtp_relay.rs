@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
             b_remote: Some(sink.local_addr().expect("addr")),
             clock_rate: 8000,
             transcode: None,
+            rtcp: None,
         }
         .spawn(&shutdown);
         (generator, sink, leg_a_addr, shutdown)

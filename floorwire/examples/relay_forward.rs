@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         b_remote: Some(sink),
         clock_rate: 8000,
         transcode: None,
+        rtcp: None,
     }
     .spawn(&shutdown);
     tokio::time::sleep(Duration::from_secs_f64(seconds.parse()?)).await;

@@ -85,6 +85,7 @@ async fn tones_cross_both_ways_and_strays_are_refused() {
         b_remote: Some(carrier.local_addr().expect("addr")),
         clock_rate: 8000,
         transcode: None,
+        rtcp: None,
     }
     .spawn(&shutdown);
 
@@ -148,6 +149,7 @@ async fn alaw_to_ulaw_transcoding_both_ways() {
             a_side: Law::ALaw,
             b_side: Law::MuLaw,
         }),
+        rtcp: None,
     }
     .spawn(&shutdown);
     let (_, heard) = tokio::join!(
@@ -160,6 +162,70 @@ async fn alaw_to_ulaw_transcoding_both_ways() {
         receive_audio_as(&turret, PACKETS as usize, Law::ALaw)
     );
     assert!(detect_tone(&heard, 1400.0) && !detect_tone(&heard, 1000.0));
+    relay.stop();
+    shutdown.cancel();
+}
+
+/// RTCP passes between the legs' RTCP sockets, from each endpoint's IP to where the
+/// other sends its RTCP from; every packet counts as activity, and silence shows in
+/// `idle`.
+#[tokio::test]
+async fn rtcp_passes_and_silence_shows_as_idle() {
+    let bind = || async { UdpSocket::bind("127.0.0.1:0").await.expect("bind") };
+    let (leg_a, leg_b, rtcp_a, rtcp_b) = (bind().await, bind().await, bind().await, bind().await);
+    let (rtcp_a_addr, rtcp_b_addr) = (
+        rtcp_a.local_addr().expect("a"),
+        rtcp_b.local_addr().expect("b"),
+    );
+    let (turret, carrier) = (bind().await, bind().await);
+    let (turret_rtcp, carrier_rtcp) = (bind().await, bind().await);
+    let shutdown = CancellationToken::new();
+    let relay = Relay {
+        leg_a,
+        leg_b,
+        a_remote: Some(turret.local_addr().expect("addr")),
+        b_remote: Some(carrier.local_addr().expect("addr")),
+        clock_rate: 8000,
+        transcode: None,
+        rtcp: Some((rtcp_a, rtcp_b)),
+    }
+    .spawn(&shutdown);
+    let mut buf = [0u8; 256];
+    // The carrier reports first: the turret has sent no RTCP yet, so it goes to the
+    // turret's RTP port + 1 (nobody here); then the turret reports and is heard, and
+    // the carrier's next report reaches the port the turret sent from.
+    carrier_rtcp
+        .send_to(b"\x80\xc8sr-1", rtcp_b_addr)
+        .await
+        .expect("send");
+    while relay.stats().rtcp < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    turret_rtcp
+        .send_to(b"\x80\xc8sr-2", rtcp_a_addr)
+        .await
+        .expect("send");
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), carrier_rtcp.recv_from(&mut buf))
+        .await
+        .expect("the carrier hears the turret's RTCP")
+        .expect("recv");
+    assert_eq!((&buf[..n], from), (&b"\x80\xc8sr-2"[..], rtcp_b_addr));
+    carrier_rtcp
+        .send_to(b"\x80\xc8sr-3", rtcp_b_addr)
+        .await
+        .expect("send");
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), turret_rtcp.recv_from(&mut buf))
+        .await
+        .expect("the turret hears the carrier's RTCP")
+        .expect("recv");
+    assert_eq!((&buf[..n], from), (&b"\x80\xc8sr-3"[..], rtcp_a_addr));
+    assert_eq!(relay.stats().rtcp, 3);
+    assert!(relay.idle() < Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        relay.idle() >= Duration::from_millis(300),
+        "silence is idle"
+    );
     relay.stop();
     shutdown.cancel();
 }

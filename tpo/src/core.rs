@@ -266,6 +266,15 @@ impl TpoCore {
 }
 
 impl TransactionUser for TpoCore {
+    fn next_timer(&self) -> Option<Instant> {
+        self.calls.next_timer()
+    }
+
+    fn on_timer(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        self.calls.on_timer(now, layer);
+        self.metrics.calls.update(&self.calls.stats());
+    }
+
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
         // Expired bindings leave the gauges within a second.
         if self

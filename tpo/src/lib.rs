@@ -60,6 +60,9 @@ pub struct MediaSection {
     pub ip: String,
     pub first_port: u16,
     pub last_port: u16,
+    /// An answered call with no RTP or RTCP either way for this long (and not on hold)
+    /// is hung up on both legs; 0: never.
+    pub rtp_timeout_secs: u64,
 }
 
 /// `[sbc]`: the trunk edge.
@@ -243,6 +246,8 @@ pub async fn run(
     let mut b2bua_config = floorwire::sip::b2bua::B2buaConfig::new(sip_addr);
     b2bua_config.contact_user = "tpo".into();
     b2bua_config.max_calls = config.calls.max_calls;
+    b2bua_config.media_timeout = (config.media.rtp_timeout_secs > 0)
+        .then(|| Duration::from_secs(config.media.rtp_timeout_secs));
     let calls = floorwire::sip::b2bua::B2bua::new(b2bua_config, router, anchor);
     let core = core::TpoCore::new(
         registrar,

@@ -509,7 +509,10 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
         "[]",
         &spool,
         (44000, 44499),
-        &[("TPO__CALLS__MAX_CALLS", "1")],
+        &[
+            ("TPO__CALLS__MAX_CALLS", "1"),
+            ("TPO__MEDIA__RTP_TIMEOUT_SECS", "2"),
+        ],
     );
     let caller = (
         "dev-T-0001",
@@ -559,6 +562,12 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
             "uac-call-hold.xml",
             "hold and resume",
         ),
+        // No RTP at all: after 2 s the TPO hangs both legs up.
+        (
+            "uas-answer.xml",
+            "uac-call-bye-received.xml",
+            "a silent call is hung up",
+        ),
     ] {
         let answering = run(callee, callee_scenario, None, &[]);
         let calling = run(caller, caller_scenario, Some("7101"), &[]);
@@ -580,19 +589,22 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
     passed("the call up carries on: caller", calling);
     passed("the call up carries on: callee", answering);
 
-    // Each call left its record: cancelled, answered twice, cancelled (the shed INVITE
-    // is load, not a call).
-    service::wait_until(Duration::from_secs(5), "four records", || {
-        spooled(&spool).len() >= 4
+    // Each call left its record: cancelled, answered three times, cancelled (the shed
+    // INVITE is load, not a call).
+    service::wait_until(Duration::from_secs(5), "five records", || {
+        spooled(&spool).len() >= 5
     });
     let outcomes: Vec<String> = spooled(&spool)
         .iter()
         .map(|r| r["outcome"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(outcomes, ["cancelled", "answered", "answered", "cancelled"]);
+    assert_eq!(
+        outcomes,
+        ["cancelled", "answered", "answered", "answered", "cancelled"]
+    );
     assert_eq!(
         service::metric(tpo.admin, "floorwire_tpo_calls_answered_total"),
-        Some(2.0)
+        Some(3.0)
     );
     assert!(service::terminate(tpo).success());
     let _ = std::fs::remove_dir_all(dir);

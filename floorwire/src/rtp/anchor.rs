@@ -44,6 +44,11 @@ pub trait MediaAnchor {
     fn restore(&mut self, call: u64, mapping: &MediaMapping) -> Result<(), Error>;
     /// The call ended: stop relaying, give the ports back.
     fn close(&mut self, call: u64);
+    /// How long the call's relay has gone without a packet either way (since it
+    /// started when none came yet); `None` when the call has no relay running.
+    fn idle(&self, _call: u64) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// One leg's sockets: RTP and the RTCP port above it (kept bound so nobody else takes
@@ -52,7 +57,8 @@ pub trait MediaAnchor {
 struct LegSockets {
     port: u16,
     rtp: Option<std::net::UdpSocket>,
-    _rtcp: std::net::UdpSocket,
+    /// Handed to the relay with `rtp`.
+    rtcp: Option<std::net::UdpSocket>,
 }
 
 #[derive(Debug)]
@@ -109,10 +115,11 @@ impl RelayAnchor {
         let rtp = std::net::UdpSocket::bind(SocketAddr::new(self.ip, port))?;
         let rtcp = std::net::UdpSocket::bind(SocketAddr::new(self.ip, port + 1))?;
         rtp.set_nonblocking(true)?;
+        rtcp.set_nonblocking(true)?;
         Ok(LegSockets {
             port,
             rtp: Some(rtp),
-            _rtcp: rtcp,
+            rtcp: Some(rtcp),
         })
     }
 
@@ -150,6 +157,13 @@ impl RelayAnchor {
         let (Some(a), Some(b)) = (call.a.rtp.take(), call.b.rtp.take()) else {
             return Ok(());
         };
+        let rtcp = match (call.a.rtcp.take(), call.b.rtcp.take()) {
+            (Some(a), Some(b)) => Some((
+                tokio::net::UdpSocket::from_std(a)?,
+                tokio::net::UdpSocket::from_std(b)?,
+            )),
+            _ => None,
+        };
         let relay = Relay {
             leg_a: tokio::net::UdpSocket::from_std(a)?,
             leg_b: tokio::net::UdpSocket::from_std(b)?,
@@ -157,6 +171,7 @@ impl RelayAnchor {
             b_remote: mapping.b_remote,
             clock_rate: 8000,
             transcode: mapping.transcode,
+            rtcp,
         };
         call.relay = Some(relay.spawn(&self.shutdown));
         call.transcode = mapping.transcode;
@@ -252,6 +267,10 @@ impl MediaAnchor for RelayAnchor {
         if let Some(anchored) = self.calls.remove(&call) {
             self.release(anchored);
         }
+    }
+
+    fn idle(&self, call: u64) -> Option<std::time::Duration> {
+        self.calls.get(&call)?.relay.as_ref().map(RelayHandle::idle)
     }
 }
 

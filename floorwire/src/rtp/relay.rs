@@ -5,6 +5,11 @@
 //! the first packet it sends (symmetric RTP, so NATed turrets work); until then the
 //! address from its SDP is used. Packets from any other source are dropped and
 //! counted, so a stray sender cannot hijack the call.
+//!
+//! RTCP, when the relay is given the legs' RTCP sockets (the odd ports), is passed the
+//! same way by a second task: from an endpoint's IP to the other endpoint's RTCP
+//! address (the port it sent RTCP from, else its RTP port + 1). Every packet either
+//! way, RTP or RTCP, counts as activity for [`RelayHandle::idle`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -59,6 +64,10 @@ pub struct RelayStats {
     pub b_to_a: StreamStats,
     /// Packets that arrived before the other side's address was known.
     pub unroutable: u64,
+    /// RTCP packets passed either way.
+    pub rtcp: u64,
+    /// When the last packet (RTP or RTCP, either way) arrived; the start until then.
+    pub last_activity: Instant,
 }
 
 /// A running relay: read counters, stop it.
@@ -79,6 +88,16 @@ impl RelayHandle {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// How long since the last packet either way (since the start when none came).
+    pub fn idle(&self) -> std::time::Duration {
+        let last = self
+            .stats
+            .lock()
+            .map(|s| s.last_activity)
+            .unwrap_or_else(|p| p.into_inner().last_activity);
+        last.elapsed()
     }
 
     /// Stops the relay task.
@@ -111,6 +130,8 @@ pub struct Relay {
     pub clock_rate: u32,
     /// A-law↔µ-law conversion when the two sides share no codec.
     pub transcode: Option<Transcode>,
+    /// The legs' RTCP sockets (A side, B side), when RTCP is to be passed.
+    pub rtcp: Option<(UdpSocket, UdpSocket)>,
 }
 
 impl Relay {
@@ -120,15 +141,27 @@ impl Relay {
             a_to_b: StreamStats::new(self.clock_rate),
             b_to_a: StreamStats::new(self.clock_rate),
             unroutable: 0,
+            rtcp: 0,
+            last_activity: Instant::now(),
         }));
         let stop = shutdown.child_token();
         let (remotes, updates) = watch::channel((self.a_remote, self.b_remote));
+        let mut this = self;
+        if let Some((a, b)) = this.rtcp.take() {
+            tokio::spawn(relay_rtcp(
+                a,
+                b,
+                updates.clone(),
+                stats.clone(),
+                stop.clone(),
+            ));
+        }
         let handle = RelayHandle {
             stats: stats.clone(),
             stop: stop.clone(),
             remotes: Arc::new(remotes),
         };
-        tokio::spawn(self.run(stats, stop, updates));
+        tokio::spawn(this.run(stats, stop, updates));
         handle
     }
 
@@ -218,6 +251,7 @@ async fn forward(
             return;
         }
         stream.on_packet(origin.elapsed(), packet);
+        s.last_activity = Instant::now();
         if destination.is_none() {
             s.unroutable += 1;
         }
@@ -225,6 +259,60 @@ async fn forward(
     if let (true, Some(destination)) = (accepted, destination) {
         // A full socket buffer drops this packet only; the relay keeps reading.
         let _ = out.try_send_to(packet, destination);
+    }
+}
+
+/// Passes RTCP between the legs' RTCP sockets until `stop`.
+async fn relay_rtcp(
+    a: UdpSocket,
+    b: UdpSocket,
+    mut remotes: watch::Receiver<Remotes>,
+    stats: Arc<Mutex<RelayStats>>,
+    stop: CancellationToken,
+) {
+    // Where each endpoint sends RTCP from, once it has.
+    let mut from_a: Option<SocketAddr> = None;
+    let mut from_b: Option<SocketAddr> = None;
+    let mut buf_a = vec![0u8; 2048];
+    let mut buf_b = vec![0u8; 2048];
+    let rtcp_of = |rtp: Option<SocketAddr>| rtp.map(|r| SocketAddr::new(r.ip(), r.port() + 1));
+    let mut signalled = true;
+    loop {
+        let (a_rtp, b_rtp) = *remotes.borrow_and_update();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = remotes.changed(), if signalled => {
+                // Every handle gone: go on with what is known.
+                signalled = changed.is_ok();
+            }
+            r = a.recv_from(&mut buf_a) => {
+                let Ok((len, source)) = r else { continue };
+                if a_rtp.is_some_and(|r| r.ip() == source.ip()) {
+                    from_a = Some(source);
+                    if let Some(to) = from_b.or(rtcp_of(b_rtp)) {
+                        let _ = b.try_send_to(&buf_a[..len], to);
+                        note_rtcp(&stats);
+                    }
+                }
+            }
+            r = b.recv_from(&mut buf_b) => {
+                let Ok((len, source)) = r else { continue };
+                if b_rtp.is_some_and(|r| r.ip() == source.ip()) {
+                    from_b = Some(source);
+                    if let Some(to) = from_a.or(rtcp_of(a_rtp)) {
+                        let _ = a.try_send_to(&buf_b[..len], to);
+                        note_rtcp(&stats);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn note_rtcp(stats: &Mutex<RelayStats>) {
+    if let Ok(mut s) = stats.lock() {
+        s.rtcp += 1;
+        s.last_activity = Instant::now();
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::sip::{
     Header, Headers, Method, Request, Response, Uri, Version,
@@ -186,6 +186,9 @@ pub struct B2buaConfig {
     pub max_calls: usize,
     /// Seconds in Retry-After when refusing for load.
     pub retry_after_secs: u32,
+    /// An answered call whose relay has carried no packet (RTP or RTCP, either way)
+    /// for this long is hung up on both legs, unless it is on hold; `None`: never.
+    pub media_timeout: Option<Duration>,
 }
 
 impl B2buaConfig {
@@ -196,6 +199,7 @@ impl B2buaConfig {
             contact_user: "b2bua".into(),
             max_calls: 10_000,
             retry_after_secs: 5,
+            media_timeout: None,
         }
     }
 }
@@ -262,6 +266,8 @@ struct Call {
     called: String,
     /// The final status leg A got.
     a_status: Option<u16>,
+    /// The last SDP of the call put it on hold (not sendrecv): silence is expected.
+    held: bool,
 }
 
 /// One INVITE of leg B.
@@ -366,11 +372,16 @@ pub struct B2bua<R, M> {
     client: HashMap<TransactionId, Pending>,
     changes: VecDeque<Change>,
     stats: B2buaStats,
+    /// When answered calls' media is checked next (with a media timeout set).
+    next_media_check: Option<Instant>,
 }
 
 /// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
 /// branch's 2xx, so a call forked through a peer B2BUA names who answered there.
 pub const ANSWERED_BY: &str = "X-Floorwire-Answered-By";
+
+/// How often answered calls' media is checked (at most) for the media timeout.
+const MEDIA_CHECK: Duration = Duration::from_secs(1);
 
 /// How far a restored dialog's CSeq jumps over the replicated one.
 const CSEQ_MARGIN: u32 = 100;
@@ -510,6 +521,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             client: HashMap::new(),
             changes: VecDeque::new(),
             stats: B2buaStats::default(),
+            next_media_check: None,
         }
     }
 
@@ -608,6 +620,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             calling: String::new(),
             called: String::new(),
             a_status: Some(200),
+            held: false,
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
         self.calls.insert(call.id, call);
@@ -915,6 +928,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             calling,
             called,
             a_status: None,
+            held: false,
         };
         self.legs
             .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
@@ -1168,6 +1182,13 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     /// other side; `None` when it is no SDP we can read or the call has no media.
     fn relay_sdp(&mut self, call: u64, from: Side, body: &[u8]) -> Option<Vec<u8>> {
         let mut session = sdp::parse(body).ok()?;
+        if let (Some(c), Some(audio)) = (
+            self.calls.get_mut(&call),
+            session.medias.iter().find(|m| m.media == "audio"),
+        ) {
+            c.held = sdp::direction(&session, audio) != sdp::Direction::SendRecv
+                || endpoint_of(&session).is_none();
+        }
         let mapping = self.learn_endpoint(call, from, &session)?;
         let facing_other = match from {
             Side::A => mapping.b_local,
@@ -1389,6 +1410,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         c.a_status = Some(200);
         c.phase = Phase::Answered;
         c.answered_unix_ms = unix_ms();
+        if let Some(timeout) = self.config.media_timeout
+            && self.next_media_check.is_none()
+        {
+            self.next_media_check = Some(now + timeout.min(MEDIA_CHECK));
+        }
         self.awaiting_ack.insert(tx, call);
         self.stats.calls_answered += 1;
         tracing::info!(call, answered_by = %c.branches[branch].fork.party, "call answered");
@@ -1540,6 +1566,41 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 }
 
 impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUser for B2bua<R, M> {
+    fn next_timer(&self) -> Option<Instant> {
+        self.next_media_check
+    }
+
+    /// Hangs up answered calls whose media went silent (not on hold) for the timeout.
+    fn on_timer(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        let Some(timeout) = self.config.media_timeout else {
+            self.next_media_check = None;
+            return;
+        };
+        let answered: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.phase == Phase::Answered)
+            .map(|c| c.id)
+            .collect();
+        for call in &answered {
+            let silent = self
+                .calls
+                .get(call)
+                .is_some_and(|c| !c.held && self.media.idle(*call).is_some_and(|i| i >= timeout));
+            if silent {
+                tracing::info!(call, ?timeout, "no media: hanging the call up");
+                self.send_bye(now, layer, *call, Side::A);
+                self.send_bye(now, layer, *call, Side::B);
+                self.end(now, layer, *call, "no media");
+            }
+        }
+        self.next_media_check = self
+            .calls
+            .values()
+            .any(|c| c.phase == Phase::Answered)
+            .then(|| now + timeout.min(MEDIA_CHECK));
+    }
+
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
         match event {
             Event::Request {
@@ -1779,6 +1840,8 @@ mod tests {
     struct TestMedia {
         open: HashMap<u64, MediaMapping>,
         closed: u32,
+        /// Every relay reports a minute without packets.
+        silent: bool,
     }
 
     impl MediaAnchor for TestMedia {
@@ -1806,6 +1869,11 @@ mod tests {
         fn close(&mut self, call: u64) {
             self.open.remove(&call);
             self.closed += 1;
+        }
+        fn idle(&self, call: u64) -> Option<Duration> {
+            self.open
+                .get(&call)
+                .map(|_| Duration::from_secs(if self.silent { 60 } else { 0 }))
         }
     }
 
@@ -2112,6 +2180,66 @@ Call-ID: a-leg-call\nCSeq: 2 INVITE\nContact: <sip:a@{A}>\n"
         assert_eq!(requests(&out, B1)[0].method, Method::Ack, "we ACK leg B");
         assert_eq!(responses(&out, A), vec![200]);
         assert!(matches!(h.core.poll_change(), Some(Change::Upsert(_))));
+    }
+
+    /// A re-INVITE from A with `direction`, answered by B; returns what went out.
+    fn reinvite_from_a(h: &mut Harness, a_tag: &str, cseq: u32, direction: &str) {
+        let sdp = SDP_A.replace("a=sendrecv", &format!("a={direction}"));
+        let reinvite = with_sdp(
+            &format!(
+                "INVITE sip:b2bua@{US} SIP/2.0\nVia: SIP/2.0/UDP {A};branch=z9hG4bKre{cseq}\nMax-Forwards: 70\n\
+From: <sip:0140000000@127.0.0.1>;tag=at\nTo: <sip:0142685300@127.0.0.1>;tag={a_tag}\n\
+Call-ID: a-leg-call\nCSeq: {cseq} INVITE\nContact: <sip:a@{A}>\n"
+            ),
+            &sdp,
+        );
+        let out = h.deliver(A, &reinvite);
+        let relayed = requests(&out, B1)[0].clone();
+        let answer = SDP_B.replace(
+            "a=sendrecv",
+            &format!(
+                "a={}",
+                match direction {
+                    "sendonly" => "recvonly",
+                    other => other,
+                }
+            ),
+        );
+        let out = h.deliver(B1, &b_response(&relayed, 200, "bt", Some(&answer)));
+        assert_eq!(responses(&out, A), vec![200]);
+    }
+
+    #[test]
+    fn silent_calls_are_hung_up_unless_on_hold() {
+        let mut h = Harness::new();
+        h.core.config.media_timeout = Some(Duration::from_secs(30));
+        let (_, ok) = answered_call(&mut h);
+        let a_tag = MessageIds::of(&ok).to_tag.expect("tag");
+        let due = h.core.next_timer().expect("media is checked");
+        h.now = due;
+        h.core.on_timer(h.now, &mut h.layer);
+        assert!(h.pump().is_empty(), "media flowing: nothing to do");
+        // On hold, silence is expected.
+        reinvite_from_a(&mut h, a_tag.as_str(), 2, "sendonly");
+        h.core.media.silent = true;
+        h.now += Duration::from_secs(60);
+        h.core.on_timer(h.now, &mut h.layer);
+        assert!(h.pump().is_empty(), "a held call stays up");
+        assert_eq!(h.core.stats().calls_active, 1);
+        // Resumed and still silent: both legs get BYE.
+        reinvite_from_a(&mut h, a_tag.as_str(), 3, "sendrecv");
+        h.now += Duration::from_secs(60);
+        h.core.on_timer(h.now, &mut h.layer);
+        let out = h.pump();
+        // Leg A's BYE follows its route set (the Record-Route of A's INVITE).
+        let byes = out
+            .iter()
+            .filter(|o| matches!(o, Out::Request(_, r) if r.method == Method::Bye))
+            .count();
+        assert_eq!(byes, 2, "one BYE per leg");
+        assert_eq!(requests(&out, B1)[0].method, Method::Bye);
+        assert_eq!(h.core.stats().calls_active, 0);
+        assert_eq!(h.core.next_timer(), None, "no call left to check");
     }
 
     #[test]

@@ -26,6 +26,12 @@ use rsipstack::sip::{HasHeaders, Header, Method, headers::untyped::RetryAfter};
 pub trait TransactionUser: Send + 'static {
     /// Handles one event; may call any layer method (respond, send_request…).
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer);
+    /// When the user's own timer is due next (media checks, say); `None`: no timer.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+    /// The user's timer is due.
+    fn on_timer(&mut self, _now: Instant, _layer: &mut TransactionLayer) {}
 }
 
 /// Driver settings.
@@ -104,7 +110,10 @@ pub async fn run_udp<U: TransactionUser>(
         })?;
     let mut layer = TransactionLayer::new(config.layer);
     loop {
-        let deadline = layer.poll_timeout();
+        let deadline = match (layer.poll_timeout(), user.next_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -139,6 +148,9 @@ pub async fn run_udp<U: TransactionUser>(
             };
             let span = tracing::debug_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
             span.in_scope(|| user.on_event(now, event, &mut layer));
+        }
+        if user.next_timer().is_some_and(|at| at <= now) {
+            user.on_timer(now, &mut layer);
         }
         // Counters first: whoever gets our answer can already read them.
         if let Some(m) = metrics.as_mut() {
