@@ -39,7 +39,11 @@ pub fn spool_writer(
     spool: Spool,
     metrics: crate::metrics::TpoMetrics,
 ) -> crate::router::RecordSink {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(WRITER_QUEUE);
+    let (queue, mut rx) = tokio::sync::mpsc::channel::<CallRecord>(WRITER_QUEUE);
+    let sink = crate::router::RecordSink {
+        queue,
+        metrics: metrics.clone(),
+    };
     let spawned = std::thread::Builder::new()
         .name("call-record-spool".into())
         .spawn(move || {
@@ -56,7 +60,7 @@ pub fn spool_writer(
     if let Err(e) = spawned {
         tracing::error!(error = %e, "call record spool writer not started");
     }
-    tx
+    sink
 }
 
 /// A call record as the TSS ingests it (contract: docs/tss-api.md).

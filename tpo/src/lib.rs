@@ -130,9 +130,22 @@ fn validate(config: &Config) -> Result<()> {
             config.sbc.address
         )));
     }
-    if config.peers.probe_interval_ms == 0 || config.peers.dead_after_ms == 0 {
+    if config.peers.probe_interval_ms == 0
+        || config.peers.dead_after_ms <= config.peers.probe_interval_ms
+    {
         return Err(Error::Config(
-            "peers.probe_interval_ms and peers.dead_after_ms: must be at least 1".into(),
+            "peers: need 0 < probe_interval_ms < dead_after_ms".into(),
+        ));
+    }
+    if !config.peers.addresses.is_empty() && config.sip.listen.ip().is_unspecified() {
+        return Err(Error::Config(format!(
+            "sip.listen {}: with peers, listen on the address the peers list (not a wildcard)",
+            config.sip.listen
+        )));
+    }
+    if config.call_records.tpo.len() > 64 {
+        return Err(Error::Config(
+            "call_records.tpo: at most 64 characters (the TSS's limit)".into(),
         ));
     }
     if !config.call_records.tpo.is_empty()

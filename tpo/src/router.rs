@@ -125,8 +125,22 @@ struct Ringing<'a> {
     auto_answer: bool,
 }
 
-/// Where call records go (the spool writer's queue).
-pub type RecordSink = tokio::sync::mpsc::Sender<CallRecord>;
+/// Where call records go: the spool writer's queue.
+#[derive(Debug, Clone)]
+pub struct RecordSink {
+    pub queue: tokio::sync::mpsc::Sender<CallRecord>,
+    pub metrics: crate::metrics::TpoMetrics,
+}
+
+impl RecordSink {
+    /// Queues `record` for the spool; a full queue refuses it (counted and logged).
+    pub fn send(&self, record: CallRecord) {
+        if let Err(e) = self.queue.try_send(record) {
+            self.metrics.call_record_spooled(false);
+            tracing::error!(error = %e, "call record not queued for the spool");
+        }
+    }
+}
 
 /// The TPO's router.
 #[derive(Debug)]
@@ -197,9 +211,13 @@ impl TpoRouter {
             recorded: true,
         });
         self.next_record = self.next_record.wrapping_add(1);
-        // Inbound calls are the answering user's; the others the caller's.
+        // Inbound calls are the answering user's (when a user of ours answered, not a
+        // peer that did not say who); the others the caller's.
         let user = match routed.direction {
-            Direction::Inbound => summary.answered_by.clone(),
+            Direction::Inbound => summary.answered_by.clone().filter(|party| {
+                tss_client::current(&self.config)
+                    .is_some_and(|c| c.devices.iter().any(|d| &d.user == party))
+            }),
             _ => routed.user,
         };
         CallRecord {
@@ -334,8 +352,10 @@ impl TpoRouter {
                 _ => None,
             })
             .unwrap_or_else(|| "anonymous".into());
-        // Seizing a private wire or an intercom rings its far end.
-        let mut auto_answer = false;
+        // Seizing a private wire or an intercom rings its far end; a peer's fork of an
+        // intercom seizure asks for auto-answer too.
+        let mut auto_answer = from_peer
+            && header_text(invite, "Call-Info").is_some_and(|v| v.contains("answer-after=0"));
         if let Some(user) = &caller_user
             && let Some(seized) = config.lines.iter().find(|l| {
                 l.number == number
@@ -459,10 +479,8 @@ impl Router for TpoRouter {
             direction = %record.direction,
             "call record"
         );
-        if let Some(sink) = &self.records
-            && let Err(e) = sink.try_send(record)
-        {
-            tracing::error!(error = %e, "call record not queued for the spool");
+        if let Some(sink) = &self.records {
+            sink.send(record);
         }
     }
 }

@@ -420,6 +420,15 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     call("7300");
     passed("trader04 answers 7300 through the peer", answers);
     passed("trader02 told trader04 answered", rings);
+    // And the other way: trader02 on A answers, trader04 on B hears it through B.
+    let answers = uas(2, a_sip, "uas-answer.xml", None);
+    let rings = uas(4, b_sip, "uas-ring-cancelled.xml", Some("trader02"));
+    call("7300");
+    passed("trader02 answers 7300", answers);
+    passed(
+        "trader04 told through the peer that trader02 answered",
+        rings,
+    );
 
     // Seizing the private wire rings its far end; the intercom's answers by itself.
     let answers = uas(2, a_sip, "uas-answer.xml", None);
@@ -428,6 +437,12 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     let answers = uas(3, a_sip, "uas-auto-answer.xml", None);
     call("7201");
     passed("the intercom auto-answered at trader03", answers);
+    let answers = uas(4, b_sip, "uas-auto-answer.xml", None);
+    call("7203");
+    passed(
+        "the intercom auto-answered at trader04 through the peer",
+        answers,
+    );
 
     // B stops: A stops forking to it and calls go on at once.
     assert!(service::terminate(tpo_b).success());
@@ -445,8 +460,8 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     );
 
     // Every call left a record on A's spool (the fixture TSS takes none).
-    service::wait_until(Duration::from_secs(5), "five records", || {
-        spooled(&a_spool).len() >= 5
+    service::wait_until(Duration::from_secs(5), "seven records", || {
+        spooled(&a_spool).len() >= 7
     });
     let records = spooled(&a_spool);
     let summary: Vec<(String, String, String, String)> = records
@@ -473,8 +488,10 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
         vec![
             expect("SH-FX"),
             expect("SH-RATES"),
+            expect("SH-RATES"),
             expect("PW-GS"),
             expect("IC-1"),
+            expect("IC-2"),
             expect("SH-RATES"),
         ],
         "{records:#?}"

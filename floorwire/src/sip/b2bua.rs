@@ -268,6 +268,9 @@ struct Call {
     a_status: Option<u16>,
     /// The last SDP of the call put it on hold (not sendrecv): silence is expected.
     held: bool,
+    /// A taken notice from the caller (a peer B2BUA) while branches still rang: each
+    /// gets it once its INVITE is over.
+    relayed_notice: Option<Vec<u8>>,
 }
 
 /// One INVITE of leg B.
@@ -338,6 +341,31 @@ impl Call {
     }
 }
 
+/// Where a taken notice goes.
+#[derive(Debug, Clone)]
+struct Notice {
+    destination: SocketAddr,
+    request_uri: String,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: u32,
+}
+
+/// A call cancelled by its caller while it rang here, remembered a while: should the
+/// caller (a peer B2BUA) send a taken notice, the branches rung here get it too.
+#[derive(Debug)]
+struct Cancelled {
+    at: Instant,
+    a_call_id: String,
+    a_peer: SocketAddr,
+    notices: Vec<Notice>,
+}
+
+/// How long, and how many, cancelled calls are remembered for taken notices.
+const CANCELLED_KEPT: Duration = Duration::from_secs(32);
+const CANCELLED_MAX: usize = 4096;
+
 /// What a client transaction of ours was for.
 #[derive(Debug, Clone)]
 enum Pending {
@@ -374,6 +402,8 @@ pub struct B2bua<R, M> {
     stats: B2buaStats,
     /// When answered calls' media is checked next (with a media timeout set).
     next_media_check: Option<Instant>,
+    /// Forked calls their caller cancelled, newest last.
+    recently_cancelled: VecDeque<Cancelled>,
 }
 
 /// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
@@ -522,6 +552,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             changes: VecDeque::new(),
             stats: B2buaStats::default(),
             next_media_check: None,
+            recently_cancelled: VecDeque::new(),
         }
     }
 
@@ -621,6 +652,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             called: String::new(),
             a_status: Some(200),
             held: false,
+            relayed_notice: None,
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
         self.calls.insert(call.id, call);
@@ -687,6 +719,28 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             if let Some(request) = layer.server_request(server) {
                 let _ = layer.respond(now, server, response_to(&request, 487, None));
             }
+        }
+        if c.cancelled && c.winner.is_none() && !c.outbound.forks.is_empty() {
+            let notices = c
+                .branches
+                .iter()
+                .filter(|b| b.invite.is_some())
+                .map(|b| Self::notice_for(&c, b))
+                .collect();
+            while self.recently_cancelled.len() >= CANCELLED_MAX
+                || self
+                    .recently_cancelled
+                    .front()
+                    .is_some_and(|r| now.duration_since(r.at) > CANCELLED_KEPT)
+            {
+                self.recently_cancelled.pop_front();
+            }
+            self.recently_cancelled.push_back(Cancelled {
+                at: now,
+                a_call_id: c.a_call_id.clone(),
+                a_peer: c.a_peer,
+                notices,
+            });
         }
         if c.phase == Phase::Answered {
             self.stats.calls_ended += 1;
@@ -929,6 +983,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             called,
             a_status: None,
             held: false,
+            relayed_notice: None,
         };
         self.legs
             .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
@@ -1023,8 +1078,44 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         headers
     }
 
-    /// Tells `branch`, cancelled because another answered, who took the call (a
-    /// MESSAGE, RFC 3428, on the Call-ID of the INVITE it was offered), when the
+    /// Where a taken notice for `branch` of `c` goes: out of any dialog, but on the
+    /// Call-ID and From of the INVITE it was offered, so the turret ties it to the call.
+    fn notice_for(c: &Call, branch: &Branch) -> Notice {
+        Notice {
+            destination: branch.fork.destination,
+            request_uri: branch.fork.request_uri.clone(),
+            from: format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
+            to: c.outbound.to.clone(),
+            call_id: c.b_call_id.clone(),
+            cseq: branch.cseq + 1,
+        }
+    }
+
+    /// Sends one taken notice (a MESSAGE, RFC 3428, `text/plain`).
+    fn send_notice(&mut self, now: Instant, layer: &mut TransactionLayer, n: &Notice, body: &[u8]) {
+        let Ok(uri) = Uri::try_from(n.request_uri.as_str()) else {
+            return;
+        };
+        let headers = self.request_headers(70, &n.from, &n.to, &n.call_id, n.cseq, Method::Message);
+        let message = Request {
+            method: Method::Message,
+            uri,
+            version: Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        let message = request_with_body(message, "text/plain", body.to_vec());
+        match layer.send_request(now, n.destination, message) {
+            Ok(tx) => {
+                self.client.insert(tx, Pending::Own);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, destination = %n.destination, "taken notice not sent")
+            }
+        }
+    }
+
+    /// Tells `branch`, cancelled because another answered, who took the call, when the
     /// router asked for it.
     fn send_taken_notice(
         &mut self,
@@ -1042,35 +1133,57 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let (Some(b), Some(w)) = (c.branches.get(branch), c.branches.get(winner)) else {
             return;
         };
-        let Ok(uri) = Uri::try_from(b.fork.request_uri.as_str()) else {
-            return;
-        };
         let body = format!("line: {line}\r\nanswered-by: {}\r\n", w.fork.party);
-        // Outside any dialog, but with the Call-ID and From of the INVITE it answers
-        // for, so the turret can tie it to the call it was offered.
-        let headers = self.request_headers(
-            70,
-            &format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
-            &c.outbound.to,
-            &c.b_call_id,
-            b.cseq + 1,
-            Method::Message,
-        );
-        let message = Request {
-            method: Method::Message,
-            uri,
-            version: Version::V2,
-            headers,
-            body: Vec::new(),
-        };
-        let message = request_with_body(message, "text/plain", body.into_bytes());
-        let destination = b.fork.destination;
-        match layer.send_request(now, destination, message) {
-            Ok(tx) => {
-                self.client.insert(tx, Pending::Own);
+        let notice = Self::notice_for(c, b);
+        self.send_notice(now, layer, &notice, body.as_bytes());
+    }
+
+    /// A taken notice for a call that was cancelled here (its caller is a B2BUA that
+    /// forked to us and another branch of its won): passed on to every branch rung.
+    /// False when no recently cancelled call of `source` has that Call-ID.
+    fn relay_taken_notice(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        source: SocketAddr,
+        request: &Request,
+    ) -> bool {
+        let call_id = MessageIds::of(request)
+            .call_id
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default();
+        // Still ringing down here: each branch gets it once its INVITE is over.
+        let live = self
+            .calls
+            .values_mut()
+            .find(|c| c.cancelled && c.a_call_id == call_id && c.a_peer == source);
+        if let Some(c) = live {
+            c.relayed_notice = Some(request.body.clone());
+            let done: Vec<Notice> = c
+                .branches
+                .iter()
+                .filter(|b| b.invite.is_some() && b.status.is_some())
+                .map(|b| Self::notice_for(c, b))
+                .collect();
+            for notice in &done {
+                self.send_notice(now, layer, notice, &request.body);
             }
-            Err(e) => tracing::warn!(error = %e, %destination, "taken notice not sent"),
+            return true;
         }
+        let Some(at) = self
+            .recently_cancelled
+            .iter()
+            .position(|r| r.a_call_id == call_id && r.a_peer == source)
+        else {
+            return false;
+        };
+        let Some(cancelled) = self.recently_cancelled.remove(at) else {
+            return false;
+        };
+        for notice in &cancelled.notices {
+            self.send_notice(now, layer, notice, &request.body);
+        }
+        true
     }
 
     /// A branch of leg B failed with `status` (408 for a timeout). Serial ringing moves
@@ -1091,6 +1204,15 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         };
         b.status = Some(status);
+        if c.cancelled
+            && let Some(body) = c.relayed_notice.clone()
+        {
+            let notice = Self::notice_for(c, &c.branches[branch]);
+            self.send_notice(now, layer, &notice, &body);
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if c.winner.is_some() {
             // A branch cancelled because another answered: tell it who did.
             self.send_taken_notice(now, layer, call, branch);
@@ -1633,6 +1755,15 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             allow(),
                         );
                         let _ = layer.respond(now, id, ok);
+                    }
+                    (None, Method::Message)
+                        if self.relay_taken_notice(now, layer, source, &request) =>
+                    {
+                        let _ = layer.respond(
+                            now,
+                            id,
+                            response_to(&request, 200, Some(&Tag::generate())),
+                        );
                     }
                     (None, Method::Bye) => {
                         let _ = layer.respond(

@@ -146,7 +146,7 @@ pub async fn run_udp<U: TransactionUser>(
                 }
                 _ => None,
             };
-            let span = tracing::debug_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
+            let span = tracing::info_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
             span.in_scope(|| user.on_event(now, event, &mut layer));
         }
         if user.next_timer().is_some_and(|at| at <= now) {

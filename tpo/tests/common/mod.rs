@@ -102,8 +102,8 @@ pub fn config(revision: i64, password_1: &str, password_2: &str) -> Value {
 /// A floor for line tests: trader01…trader04 (devices dev-T-0001…4, passwords
 /// `pass-N`). Lines: SH-FX 7100 (shared, talk on trader02 and trader03, listen on
 /// trader01), SH-RATES 7300 (shared, trader02 and trader04), private wire PW-GS 7001
-/// (trader01) ringing down to PW-GS-B 7002 (trader02), intercom IC-1 7201 (trader01)
-/// to IC-1-B 7202 (trader03).
+/// (trader01) ringing down to PW-GS-B 7002 (trader02), intercoms IC-1 7201 (trader01)
+/// to IC-1-B 7202 (trader03) and IC-2 7203 (trader01) to IC-2-B 7204 (trader04).
 pub fn floor(revision: i64) -> Value {
     use floorwire::sip::auth::{Algorithm, ha1};
     let devices: Vec<Value> = (1..=4)
@@ -128,7 +128,9 @@ pub fn floor(revision: i64) -> Value {
             {"id": "PW-GS", "kind": "private_wire_ard", "number": "7001", "label": "GS", "far_end": "7002"},
             {"id": "PW-GS-B", "kind": "private_wire_ard", "number": "7002", "label": "GS", "far_end": "7001"},
             {"id": "IC-1", "kind": "intercom", "number": "7201", "label": "Desk", "far_end": "7202"},
-            {"id": "IC-1-B", "kind": "intercom", "number": "7202", "label": "Desk"}
+            {"id": "IC-1-B", "kind": "intercom", "number": "7202", "label": "Desk"},
+            {"id": "IC-2", "kind": "intercom", "number": "7203", "label": "Lyon", "far_end": "7204"},
+            {"id": "IC-2-B", "kind": "intercom", "number": "7204", "label": "Paris"}
         ],
         "appearances": [
             appearance("trader01", "SH-FX", "listen"),
@@ -139,7 +141,9 @@ pub fn floor(revision: i64) -> Value {
             appearance("trader01", "PW-GS", "talk"),
             appearance("trader02", "PW-GS-B", "talk"),
             appearance("trader01", "IC-1", "talk"),
-            appearance("trader03", "IC-1-B", "talk")
+            appearance("trader03", "IC-1-B", "talk"),
+            appearance("trader01", "IC-2", "talk"),
+            appearance("trader04", "IC-2-B", "talk")
         ],
         "dial_plan": [{"prefix": "7", "route": "internal"}],
         "sites": [], "users": [], "turrets": []
