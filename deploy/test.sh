@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*"; }
 
-# Real peers, from Debian's packages: SIPp (sip-tester) for call tests, curl for the
+# Real peers, from Debian's packages: SIPp (sip-tester) and baresip (a real phone,
+# with real RTP) for call tests, curl for the
 # REST API, MariaDB and PostgreSQL for the TSS store backends, OpenLDAP slapd for
 # directory logins.
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v lftp >/dev/null 2>&1 || need+=(lftp)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)

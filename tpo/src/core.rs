@@ -75,6 +75,12 @@ impl TpoCore {
         }
     }
 
+    /// Brings the call and RTP metrics up to date.
+    fn calls_changed(&self) {
+        self.metrics.calls.update(&self.calls.stats());
+        self.metrics.rtp(self.calls.media().totals());
+    }
+
     fn bindings(&self) -> std::sync::MutexGuard<'_, Registrar> {
         self.registrar
             .lock()
@@ -272,7 +278,7 @@ impl TransactionUser for TpoCore {
 
     fn on_timer(&mut self, now: Instant, layer: &mut TransactionLayer) {
         self.calls.on_timer(now, layer);
-        self.metrics.calls.update(&self.calls.stats());
+        self.calls_changed();
     }
 
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
@@ -298,7 +304,7 @@ impl TransactionUser for TpoCore {
             // INVITE, in-dialog requests, responses and timers: the calls.
             other => {
                 self.calls.on_event(now, other, layer);
-                self.metrics.calls.update(&self.calls.stats());
+                self.calls_changed();
                 return;
             }
         };

@@ -14,6 +14,8 @@ pub struct TpoMetrics {
     pub calls: floorwire::sip::metrics::CallMetrics,
     registrations: IntCounterVec,
     call_records: IntCounterVec,
+    rtp_packets: IntCounterVec,
+    last_rtp: std::sync::Arc<std::sync::Mutex<floorwire::rtp::RelayTotals>>,
 }
 
 impl TpoMetrics {
@@ -48,6 +50,14 @@ impl TpoMetrics {
             &["peer"],
         )?;
         registry.register(Box::new(peer_up.clone()))?;
+        let rtp_packets = IntCounterVec::new(
+            Opts::new(
+                "floorwire_tpo_rtp_packets_total",
+                "packets the RTP relay carried for calls that ended, by kind: a_to_b, b_to_a (RTP from the caller's side and back), rtcp, foreign_dropped (RTP from a source other than the endpoint)",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(rtp_packets.clone()))?;
         Ok(TpoMetrics {
             registered_devices: gauge(
                 "floorwire_tpo_registered_devices",
@@ -65,6 +75,8 @@ impl TpoMetrics {
             calls: floorwire::sip::metrics::CallMetrics::register(registry, "floorwire_tpo")?,
             registrations,
             call_records,
+            rtp_packets,
+            last_rtp: std::sync::Arc::default(),
         })
     }
 
@@ -81,6 +93,31 @@ impl TpoMetrics {
     pub fn call_record_spooled(&self, ok: bool) {
         let label = if ok { "spooled" } else { "spool_refused" };
         self.call_records.with_label_values(&[label]).inc();
+    }
+
+    /// Brings the RTP counters up to the relay's totals.
+    pub fn rtp(&self, totals: floorwire::rtp::RelayTotals) {
+        let Ok(mut last) = self.last_rtp.lock() else {
+            return;
+        };
+        if *last == totals {
+            return;
+        }
+        for (kind, now, before) in [
+            ("a_to_b", totals.a_to_b, last.a_to_b),
+            ("b_to_a", totals.b_to_a, last.b_to_a),
+            ("rtcp", totals.rtcp, last.rtcp),
+            (
+                "foreign_dropped",
+                totals.foreign_dropped,
+                last.foreign_dropped,
+            ),
+        ] {
+            self.rtp_packets
+                .with_label_values(&[kind])
+                .inc_by(now.saturating_sub(before));
+        }
+        *last = totals;
     }
 
     pub fn registration(&self, result: &str) {

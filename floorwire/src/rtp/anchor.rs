@@ -69,6 +69,19 @@ struct AnchoredCall {
     transcode: Option<Transcode>,
 }
 
+/// Packets relayed by the calls that have ended, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayTotals {
+    /// RTP from leg A's endpoint towards leg B's.
+    pub a_to_b: u64,
+    /// RTP from leg B's endpoint towards leg A's.
+    pub b_to_a: u64,
+    /// RTCP, either way.
+    pub rtcp: u64,
+    /// RTP dropped because it came from a source other than the latched endpoint.
+    pub foreign_dropped: u64,
+}
+
 /// The real media plane: RTP relays on `ip`, ports from a range.
 #[derive(Debug)]
 pub struct RelayAnchor {
@@ -76,6 +89,7 @@ pub struct RelayAnchor {
     pool: PortPool,
     calls: HashMap<u64, AnchoredCall>,
     shutdown: CancellationToken,
+    totals: RelayTotals,
 }
 
 impl RelayAnchor {
@@ -92,6 +106,7 @@ impl RelayAnchor {
             pool: PortPool::new(first, last)?,
             calls: HashMap::new(),
             shutdown,
+            totals: RelayTotals::default(),
         })
     }
 
@@ -103,6 +118,11 @@ impl RelayAnchor {
     /// True when no call holds ports.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// What the relays of ended calls carried.
+    pub fn totals(&self) -> RelayTotals {
+        self.totals
     }
 
     /// RTP port pairs free now.
@@ -148,6 +168,12 @@ impl RelayAnchor {
     fn release(&mut self, call: AnchoredCall) {
         if let Some(relay) = &call.relay {
             relay.stop();
+            let stats = relay.stats();
+            self.totals.a_to_b += stats.a_to_b.packets;
+            self.totals.b_to_a += stats.b_to_a.packets;
+            self.totals.rtcp += stats.rtcp;
+            self.totals.foreign_dropped +=
+                stats.a_to_b.foreign_dropped + stats.b_to_a.foreign_dropped;
         }
         self.pool.release(call.a.port);
         self.pool.release(call.b.port);
