@@ -32,6 +32,10 @@ pub struct MediaMapping {
     pub transcode: Option<Transcode>,
 }
 
+/// Where one recorder wants a call's streams: (what leg A's endpoint sends, what leg
+/// B's sends); `None` for a stream it refused.
+pub type RecorderStreams = (Option<SocketAddr>, Option<SocketAddr>);
+
 /// What a B2BUA asks of its media plane. `call` is the B2BUA's call number.
 pub trait MediaAnchor {
     /// Reserves a local address for each leg of a new call: (A side, B side).
@@ -49,6 +53,9 @@ pub trait MediaAnchor {
     fn idle(&self, _call: u64) -> Option<std::time::Duration> {
         None
     }
+    /// Copies of the call's media go to recorders from now on: each entry is where
+    /// one recorder wants (what leg A's endpoint sends, what leg B's sends).
+    fn record(&mut self, _call: u64, _recorders: &[RecorderStreams]) {}
 }
 
 /// One leg's sockets: RTP and the RTCP port above it (kept bound so nobody else takes
@@ -297,6 +304,15 @@ impl MediaAnchor for RelayAnchor {
 
     fn idle(&self, call: u64) -> Option<std::time::Duration> {
         self.calls.get(&call)?.relay.as_ref().map(RelayHandle::idle)
+    }
+
+    fn record(&mut self, call: u64, recorders: &[RecorderStreams]) {
+        if let Some(relay) = self.calls.get(&call).and_then(|c| c.relay.as_ref()) {
+            relay.set_recorders(
+                recorders.iter().filter_map(|r| r.0).collect(),
+                recorders.iter().filter_map(|r| r.1).collect(),
+            );
+        }
     }
 }
 

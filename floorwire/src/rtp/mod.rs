@@ -10,7 +10,7 @@ pub mod relay;
 pub mod stats;
 pub mod tone;
 
-pub use anchor::{MediaAnchor, MediaMapping, RelayAnchor, RelayTotals};
+pub use anchor::{MediaAnchor, MediaMapping, RecorderStreams, RelayAnchor, RelayTotals};
 pub use pool::PortPool;
 pub use relay::{Relay, RelayHandle, Transcode};
 pub use stats::StreamStats;

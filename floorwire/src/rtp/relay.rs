@@ -76,7 +76,12 @@ pub struct RelayHandle {
     stats: Arc<Mutex<RelayStats>>,
     stop: CancellationToken,
     remotes: Arc<watch::Sender<Remotes>>,
+    recorders: Arc<watch::Sender<Recorders>>,
 }
+
+/// Where copies of each direction go (recorders): (copies of what leg A's endpoint
+/// sends, copies of what leg B's endpoint sends).
+type Recorders = (Vec<SocketAddr>, Vec<SocketAddr>);
 
 /// What signalling says of each endpoint: (A's address, B's address).
 type Remotes = (Option<SocketAddr>, Option<SocketAddr>);
@@ -109,6 +114,13 @@ impl RelayHandle {
     /// address changed forgets its latch and starts again from the new address.
     pub fn set_remotes(&self, a_remote: Option<SocketAddr>, b_remote: Option<SocketAddr>) {
         self.remotes.send_replace((a_remote, b_remote));
+    }
+
+    /// From now on, a copy of every RTP packet leg A's endpoint sends goes to each of
+    /// `from_a` (out of leg B's socket), and of every packet leg B's endpoint sends to
+    /// each of `from_b` (out of leg A's): the recorders' streams.
+    pub fn set_recorders(&self, from_a: Vec<SocketAddr>, from_b: Vec<SocketAddr>) {
+        self.recorders.send_replace((from_a, from_b));
     }
 }
 
@@ -146,6 +158,7 @@ impl Relay {
         }));
         let stop = shutdown.child_token();
         let (remotes, updates) = watch::channel((self.a_remote, self.b_remote));
+        let (recorders, recorder_updates) = watch::channel((Vec::new(), Vec::new()));
         let mut this = self;
         if let Some((a, b)) = this.rtcp.take() {
             tokio::spawn(relay_rtcp(
@@ -160,8 +173,9 @@ impl Relay {
             stats: stats.clone(),
             stop: stop.clone(),
             remotes: Arc::new(remotes),
+            recorders: Arc::new(recorders),
         };
-        tokio::spawn(this.run(stats, stop, updates));
+        tokio::spawn(this.run(stats, stop, updates, recorder_updates));
         handle
     }
 
@@ -170,7 +184,10 @@ impl Relay {
         stats: Arc<Mutex<RelayStats>>,
         stop: CancellationToken,
         mut updates: watch::Receiver<Remotes>,
+        mut recorder_updates: watch::Receiver<Recorders>,
     ) {
+        let mut copies: Recorders = (Vec::new(), Vec::new());
+        let mut recording = true;
         let mut latch_a = Latch::new(self.a_remote);
         let mut latch_b = Latch::new(self.b_remote);
         let mut known = (self.a_remote, self.b_remote);
@@ -196,17 +213,24 @@ impl Relay {
                     }
                     known = (a, b);
                 }
+                changed = recorder_updates.changed(), if recording => {
+                    if changed.is_err() {
+                        recording = false;
+                        continue;
+                    }
+                    copies = recorder_updates.borrow_and_update().clone();
+                }
                 r = self.leg_a.recv_from(&mut buf_a) => {
                     let Ok((len, source)) = r else { continue };
                     let laws = self.transcode.map(|t| (t.a_side, t.b_side));
                     let packet = transcoded(&mut buf_a[..len], laws);
-                    forward(packet, source, &mut latch_a, &latch_b, &self.leg_b, &stats, origin, true).await;
+                    forward(packet, source, &mut latch_a, &latch_b, &self.leg_b, &copies.0, &stats, origin, true).await;
                 }
                 r = self.leg_b.recv_from(&mut buf_b) => {
                     let Ok((len, source)) = r else { continue };
                     let laws = self.transcode.map(|t| (t.b_side, t.a_side));
                     let packet = transcoded(&mut buf_b[..len], laws);
-                    forward(packet, source, &mut latch_b, &latch_a, &self.leg_a, &stats, origin, false).await;
+                    forward(packet, source, &mut latch_b, &latch_a, &self.leg_a, &copies.1, &stats, origin, false).await;
                 }
             }
         }
@@ -238,6 +262,7 @@ async fn forward(
     from: &mut Latch,
     to: &Latch,
     out: &UdpSocket,
+    copies: &[SocketAddr],
     stats: &Mutex<RelayStats>,
     origin: Instant,
     a_to_b: bool,
@@ -259,6 +284,11 @@ async fn forward(
     if let (true, Some(destination)) = (accepted, destination) {
         // A full socket buffer drops this packet only; the relay keeps reading.
         let _ = out.try_send_to(packet, destination);
+    }
+    if accepted {
+        for copy in copies {
+            let _ = out.try_send_to(packet, *copy);
+        }
     }
 }
 

@@ -28,12 +28,13 @@ use serde::{Deserialize, Serialize};
 use super::dialog::Dialog;
 use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
 use super::reply::{request_with_body, response_to, with_body, with_header};
+use super::siprec;
 use super::syntax::{name_addr_user, parse_name_addr, uri_user};
 use super::transaction::{CancelOutcome, Event, TransactionId, TransactionLayer};
 use super::uas::{UasPolicy, check_proxy_request, check_request};
 use super::udp::TransactionUser;
 use crate::error::Error;
-use crate::rtp::anchor::{MediaAnchor, MediaMapping};
+use crate::rtp::anchor::{MediaAnchor, MediaMapping, RecorderStreams};
 use crate::rtp::g711::Law;
 use crate::rtp::relay::Transcode;
 use crate::sdp::{self, Codec, Session};
@@ -111,6 +112,17 @@ pub struct CallSummary {
     pub cancelled: bool,
     /// The [`Fork::party`] that answered (None when serial or unanswered).
     pub answered_by: Option<String>,
+    /// The recordings of the call that recorders confirmed and kept to its end: the
+    /// Call-ID of each recording session.
+    pub recordings: Vec<String>,
+}
+
+/// What to record of an answered call, and where (SIPREC, RFC 7866): one recording
+/// session to each recorder, in parallel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingPlan {
+    pub recorders: Vec<SocketAddr>,
+    pub metadata: super::siprec::RecordingMetadata,
 }
 
 /// Decides what happens to new calls.
@@ -129,6 +141,10 @@ pub trait Router {
     fn restored(&mut self, _label: &str) {}
     /// A call is over (refused, unanswered or hung up): what became of it.
     fn call_ended(&mut self, _summary: &CallSummary) {}
+    /// A call was answered: where to record it, if anywhere.
+    fn recording(&mut self, _answered: &CallSummary) -> Option<RecordingPlan> {
+        None
+    }
 }
 
 /// Which leg of a call.
@@ -271,6 +287,29 @@ struct Call {
     /// A taken notice from the caller (a peer B2BUA) while branches still rang: each
     /// gets it once its INVITE is over.
     relayed_notice: Option<Vec<u8>>,
+    /// Its recording sessions, one per recorder.
+    recordings: Vec<Recording>,
+}
+
+/// One recording session of a call (we are its SRC).
+#[derive(Debug)]
+struct Recording {
+    recorder: SocketAddr,
+    call_id: String,
+    invite: Request,
+    tx: Option<TransactionId>,
+    dialog: Option<Dialog>,
+    state: RecordingState,
+    /// Where the recorder wants (the caller's stream, the callee's).
+    streams: RecorderStreams,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordingState {
+    Offered,
+    Confirmed,
+    /// Refused, timed out, or hung up by the recorder.
+    Failed,
 }
 
 /// One INVITE of leg B.
@@ -381,6 +420,12 @@ enum Pending {
     },
     /// A request of our own (BYE); its answer concerns nobody.
     Own,
+    /// A recording session's INVITE (kept to ACK and hang up a late answer).
+    Recording {
+        call: u64,
+        index: usize,
+        invite: Box<Request>,
+    },
 }
 
 /// The B2BUA core; drive it as the [`TransactionUser`] of a transaction layer.
@@ -404,6 +449,8 @@ pub struct B2bua<R, M> {
     next_media_check: Option<Instant>,
     /// Forked calls their caller cancelled, newest last.
     recently_cancelled: VecDeque<Cancelled>,
+    /// (Call-ID, our tag) of each recording session → call and its index.
+    recording_legs: HashMap<(String, String), (u64, usize)>,
 }
 
 /// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
@@ -486,6 +533,33 @@ fn allow() -> Header {
     )
 }
 
+/// What became of `c`, ended at `ended_unix_ms` (0 while it is up).
+fn summary_of(c: &Call, ended_unix_ms: u64) -> CallSummary {
+    CallSummary {
+        call: c.id,
+        call_id: c.a_call_id.clone(),
+        label: c.label.clone(),
+        calling: c.calling.clone(),
+        called: c.called.clone(),
+        started_unix_ms: c.started_unix_ms,
+        answered_unix_ms: (c.phase == Phase::Answered).then_some(c.answered_unix_ms),
+        ended_unix_ms,
+        status: c.a_status.unwrap_or(if c.cancelled { 487 } else { 500 }),
+        cancelled: c.cancelled,
+        answered_by: c
+            .winner
+            .and_then(|w| c.branches.get(w))
+            .map(|b| b.fork.party.clone())
+            .filter(|p| !p.is_empty()),
+        recordings: c
+            .recordings
+            .iter()
+            .filter(|r| r.state == RecordingState::Confirmed)
+            .map(|r| r.call_id.clone())
+            .collect(),
+    }
+}
+
 /// The calling number (From's user part, `anonymous` without one) and the called one
 /// (the Request-URI's user part) of a new INVITE.
 fn numbers_of(request: &Request) -> (String, String) {
@@ -553,6 +627,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             stats: B2buaStats::default(),
             next_media_check: None,
             recently_cancelled: VecDeque::new(),
+            recording_legs: HashMap::new(),
         }
     }
 
@@ -653,6 +728,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             a_status: Some(200),
             held: false,
             relayed_notice: None,
+            recordings: Vec::new(),
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
         self.calls.insert(call.id, call);
@@ -677,23 +753,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         };
         self.media.close(call);
         self.router.ended(&c.label);
-        self.router.call_ended(&CallSummary {
-            call,
-            call_id: c.a_call_id.clone(),
-            label: c.label.clone(),
-            calling: c.calling.clone(),
-            called: c.called.clone(),
-            started_unix_ms: c.started_unix_ms,
-            answered_unix_ms: (c.phase == Phase::Answered).then_some(c.answered_unix_ms),
-            ended_unix_ms: unix_ms(),
-            status: c.a_status.unwrap_or(if c.cancelled { 487 } else { 500 }),
-            cancelled: c.cancelled,
-            answered_by: c
-                .winner
-                .and_then(|w| c.branches.get(w))
-                .map(|b| b.fork.party.clone())
-                .filter(|p| !p.is_empty()),
-        });
+        self.router.call_ended(&summary_of(&c, unix_ms()));
+        let mut c = c;
+        self.stop_recordings(now, layer, &mut c);
         self.legs
             .remove(&(c.b_call_id.clone(), c.b_tag.as_str().to_owned()));
         self.legs
@@ -702,6 +764,13 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.a_invites.remove(tx);
         }
         self.awaiting_ack.retain(|_, v| *v != call);
+        let offered: Vec<usize> = c
+            .recordings
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.state == RecordingState::Offered)
+            .map(|(i, _)| i)
+            .collect();
         let mut unanswered = Vec::new();
         self.client.retain(|_, p| match p {
             Pending::Invite { call: c, .. } => *c != call,
@@ -713,7 +782,10 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 }
                 *c != call
             }
-            Pending::Own => true,
+            // A recording's INVITE still unanswered outlives the call: a late answer is
+            // hung up.
+            Pending::Recording { call: c, index, .. } if *c == call => offered.contains(index),
+            Pending::Own | Pending::Recording { .. } => true,
         });
         for server in unanswered {
             if let Some(request) = layer.server_request(server) {
@@ -749,6 +821,258 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.stats.calls_unanswered += 1;
         }
         tracing::info!(call, label = %c.label, why, "call ended");
+    }
+
+    /// Opens one recording session per recorder of `plan` (RFC 7866), in parallel; the
+    /// media is forked to each once it answers.
+    fn start_recordings(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        plan: RecordingPlan,
+    ) {
+        let Some(mapping) = self.calls.get(&call).and_then(|c| c.media.clone()) else {
+            return;
+        };
+        let ids = siprec::RecordingIds::generate();
+        let xml = siprec::metadata_xml(&plan.metadata, &ids);
+        // What the caller sends leaves through leg B's socket, the callee's through A's.
+        let offer = siprec::offer_sdp(
+            mapping.b_local,
+            mapping.a_local,
+            rand::random::<u32>() as u64,
+        );
+        let (content_type, body) = siprec::invite_body(&offer, &xml);
+        let local = self.config.local;
+        let user = self.config.contact_user.clone();
+        let mut recordings = Vec::new();
+        for recorder in plan.recorders {
+            let call_id = CallIdValue::generate(&local.ip().to_string())
+                .as_str()
+                .to_owned();
+            let tag = Tag::generate();
+            let mut headers = self.request_headers(
+                70,
+                &format!("<sip:{user}@{local}>;tag={}", tag.as_str()),
+                &format!("<sip:srs@{recorder}>"),
+                &call_id,
+                1,
+                Method::Invite,
+            );
+            headers.push(Header::Contact(
+                format!("<sip:{user}@{local}>;+sip.src").into(),
+            ));
+            headers.push(Header::Other("Require".into(), "siprec".into()));
+            headers.push(allow());
+            let Ok(uri) = Uri::try_from(format!("sip:srs@{recorder}").as_str()) else {
+                continue;
+            };
+            let invite = request_with_body(
+                Request {
+                    method: Method::Invite,
+                    uri,
+                    version: Version::V2,
+                    headers,
+                    body: Vec::new(),
+                },
+                &content_type,
+                body.clone(),
+            );
+            let index = recordings.len();
+            let sent = layer.send_request(now, recorder, invite.clone());
+            let (tx, state) = match sent {
+                Ok(tx) => {
+                    self.client.insert(
+                        tx,
+                        Pending::Recording {
+                            call,
+                            index,
+                            invite: Box::new(invite.clone()),
+                        },
+                    );
+                    self.recording_legs
+                        .insert((call_id.clone(), tag.as_str().to_owned()), (call, index));
+                    (Some(tx), RecordingState::Offered)
+                }
+                Err(e) => {
+                    tracing::warn!(%recorder, error = %e, "recording not offered");
+                    (None, RecordingState::Failed)
+                }
+            };
+            tracing::info!(call, %recorder, recording = %call_id, "recording offered");
+            recordings.push(Recording {
+                recorder,
+                call_id,
+                invite,
+                tx,
+                dialog: None,
+                state,
+                streams: (None, None),
+            });
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.recordings = recordings;
+        }
+    }
+
+    /// Tells the media plane where the call's confirmed recordings want its streams.
+    fn fork_media_to_recorders(&mut self, call: u64) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let streams: Vec<_> = c
+            .recordings
+            .iter()
+            .filter(|r| r.state == RecordingState::Confirmed)
+            .map(|r| r.streams)
+            .collect();
+        self.media.record(call, &streams);
+    }
+
+    /// A recorder answered a recording session's INVITE.
+    fn on_recording_response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        index: usize,
+        invite: &Request,
+        response: Response,
+    ) {
+        let status = response.status_code.code();
+        if status < 200 {
+            return;
+        }
+        let local = self.config.local.to_string();
+        let Some(r) = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.recordings.get_mut(index))
+        else {
+            // The call ended before the recorder answered: hang a late answer up.
+            if (200..300).contains(&status)
+                && let Some(recorder) = uri_address(&invite.uri.to_string())
+                && let Ok(mut late) = Dialog::from_uac(invite, &response)
+            {
+                let hop = next_hop(&late, recorder);
+                if let Ok(ack) = late.ack(1, &local) {
+                    let _ = layer.send_stateless(hop, ack.to_bytes());
+                }
+                if let Ok(bye) = late.request(Method::Bye, &local, None)
+                    && let Ok(tx) = layer.send_request(now, hop, bye)
+                {
+                    self.client.insert(tx, Pending::Own);
+                }
+            }
+            return;
+        };
+        if !(200..300).contains(&status) {
+            r.state = RecordingState::Failed;
+            tracing::warn!(call, recorder = %r.recorder, status, "recorder refused the recording");
+            return;
+        }
+        if let Some(dialog) = &mut r.dialog {
+            // A retransmitted 2xx: our ACK got lost.
+            if let Ok(ack) = dialog.ack(1, &local) {
+                let _ = layer.send_stateless(next_hop(dialog, r.recorder), ack.to_bytes());
+            }
+            return;
+        }
+        let Ok(mut dialog) = Dialog::from_uac(&r.invite, &response) else {
+            r.state = RecordingState::Failed;
+            tracing::warn!(call, recorder = %r.recorder, "recorder's 2xx unusable");
+            return;
+        };
+        if let Ok(ack) = dialog.ack(1, &local) {
+            let _ = layer.send_stateless(next_hop(&dialog, r.recorder), ack.to_bytes());
+        }
+        let streams = sdp::parse(&response.body)
+            .map_err(|e| e.to_string())
+            .and_then(|answer| siprec::answer_streams(&answer).map_err(|e| e.to_string()));
+        r.dialog = Some(dialog);
+        match streams {
+            Ok(streams) => {
+                r.state = RecordingState::Confirmed;
+                r.streams = streams;
+                tracing::info!(call, recorder = %r.recorder, recording = %r.call_id, "recording confirmed");
+                self.fork_media_to_recorders(call);
+            }
+            Err(e) => {
+                r.state = RecordingState::Failed;
+                tracing::warn!(call, recorder = %r.recorder, error = %e, "recorder's answer unusable: hanging it up");
+                let recorder = r.recorder;
+                if let Some(dialog) = r.dialog.as_mut()
+                    && let Ok(bye) = dialog.request(Method::Bye, &local, None)
+                    && let Ok(tx) = layer.send_request(now, next_hop(dialog, recorder), bye)
+                {
+                    self.client.insert(tx, Pending::Own);
+                }
+            }
+        }
+    }
+
+    /// The call ends: BYE to every recorder that took it, CANCEL to those still
+    /// deciding.
+    fn stop_recordings(&mut self, now: Instant, layer: &mut TransactionLayer, c: &mut Call) {
+        let local = self.config.local.to_string();
+        for r in &mut c.recordings {
+            if let Some(tag) = r
+                .dialog
+                .as_ref()
+                .map(|d| d.id.local_tag.as_str().to_owned())
+            {
+                self.recording_legs.remove(&(r.call_id.clone(), tag));
+            }
+            match r.state {
+                RecordingState::Confirmed => {
+                    let recorder = r.recorder;
+                    if let Some(dialog) = r.dialog.as_mut()
+                        && let Ok(bye) = dialog.request(Method::Bye, &local, None)
+                        && let Ok(tx) = layer.send_request(now, next_hop(dialog, recorder), bye)
+                    {
+                        self.client.insert(tx, Pending::Own);
+                    }
+                }
+                RecordingState::Offered => {
+                    if let Some(tx) = r.tx {
+                        let _ = layer.cancel(now, tx);
+                    }
+                }
+                RecordingState::Failed => {}
+            }
+        }
+        self.recording_legs.retain(|_, (call, _)| *call != c.id);
+    }
+
+    /// A request from a recorder within its recording session: BYE ends that
+    /// recording (the call goes on); anything else is answered without effect.
+    fn recording_request(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: TransactionId,
+        request: &Request,
+        call: u64,
+        index: usize,
+    ) {
+        let status = match request.method {
+            Method::Bye => {
+                if let Some(r) = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.recordings.get_mut(index))
+                {
+                    r.state = RecordingState::Failed;
+                    tracing::warn!(call, recorder = %r.recorder, "recorder hung up the recording");
+                }
+                self.fork_media_to_recorders(call);
+                200
+            }
+            Method::Invite => 488,
+            _ => 200,
+        };
+        let _ = layer.respond(now, id, response_to(request, status, None));
     }
 
     /// Sends BYE on `side` of `call`, if that leg has a dialog.
@@ -822,6 +1146,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             status,
             cancelled: false,
             answered_by: None,
+            recordings: Vec::new(),
         });
     }
 
@@ -984,6 +1309,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             a_status: None,
             held: false,
             relayed_notice: None,
+            recordings: Vec::new(),
         };
         self.legs
             .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
@@ -1532,6 +1858,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         c.a_status = Some(200);
         c.phase = Phase::Answered;
         c.answered_unix_ms = unix_ms();
+        let answered = summary_of(c, 0);
         if let Some(timeout) = self.config.media_timeout
             && self.next_media_check.is_none()
         {
@@ -1541,6 +1868,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         self.stats.calls_answered += 1;
         tracing::info!(call, answered_by = %c.branches[branch].fork.party, "call answered");
         self.changed(call);
+        if let Some(plan) = self.router.recording(&answered) {
+            self.start_recordings(now, layer, call, plan);
+        }
     }
 
     fn in_dialog(
@@ -1743,6 +2073,12 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             Some((call, side)) => {
                                 self.in_dialog(now, layer, id, request, call, side)
                             }
+                            None if self.recording_legs.contains_key(&key) => {
+                                if let Some((call, index)) = self.recording_legs.get(&key).copied()
+                                {
+                                    self.recording_request(now, layer, id, &request, call, index);
+                                }
+                            }
                             None => {
                                 let _ = layer.respond(now, id, response_to(&request, 481, None));
                             }
@@ -1858,6 +2194,27 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     }) => self.on_relayed_response(
                         now, layer, call, server, from, method, cseq, response,
                     ),
+                    Some(Pending::Recording {
+                        call,
+                        index,
+                        invite,
+                    }) => {
+                        if is_final
+                            && (200..300).contains(&response.status_code.code())
+                            && self.calls.contains_key(&call)
+                        {
+                            // Keep listening for retransmitted 2xx (Timer M).
+                            self.client.insert(
+                                id,
+                                Pending::Recording {
+                                    call,
+                                    index,
+                                    invite: invite.clone(),
+                                },
+                            );
+                        }
+                        self.on_recording_response(now, layer, call, index, &invite, response);
+                    }
                     Some(Pending::Own) | None => {}
                 }
             }
@@ -1882,6 +2239,17 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 Some(Pending::Relayed { server, .. }) => {
                     if let Some(request) = layer.server_request(server) {
                         let _ = layer.respond(now, server, response_to(&request, 408, None));
+                    }
+                }
+                Some(Pending::Recording { call, index, .. }) => {
+                    if let Some(r) = self
+                        .calls
+                        .get_mut(&call)
+                        .and_then(|c| c.recordings.get_mut(index))
+                        .filter(|r| r.state == RecordingState::Offered)
+                    {
+                        r.state = RecordingState::Failed;
+                        tracing::warn!(call, recorder = %r.recorder, "recorder did not answer");
                     }
                 }
                 Some(Pending::Own) | None => {}
@@ -1914,6 +2282,8 @@ mod tests {
         refuse: bool,
         fork: bool,
         summaries: Vec<CallSummary>,
+        /// Recorders every answered call is recorded to.
+        recorders: Vec<SocketAddr>,
     }
 
     impl Router for TestRouter {
@@ -1964,6 +2334,24 @@ mod tests {
         fn call_ended(&mut self, summary: &CallSummary) {
             self.summaries.push(summary.clone());
         }
+        fn recording(&mut self, answered: &CallSummary) -> Option<RecordingPlan> {
+            (!self.recorders.is_empty()).then(|| RecordingPlan {
+                recorders: self.recorders.clone(),
+                metadata: siprec::RecordingMetadata {
+                    call_id: answered.call_id.clone(),
+                    caller: siprec::Participant {
+                        aor: format!("sip:{}@127.0.0.1", answered.calling),
+                        name: None,
+                    },
+                    callee: siprec::Participant {
+                        aor: format!("sip:{}@127.0.0.1", answered.called),
+                        name: None,
+                    },
+                    start_time: "2026-12-01T09:30:00Z".into(),
+                    extension: vec![("direction".into(), "outbound".into())],
+                },
+            })
+        }
     }
 
     /// Hands out fixed ports and remembers every mapping it was told.
@@ -1973,6 +2361,8 @@ mod tests {
         closed: u32,
         /// Every relay reports a minute without packets.
         silent: bool,
+        /// Where each call's media is copied for its recorders.
+        recorded: HashMap<u64, Vec<RecorderStreams>>,
     }
 
     impl MediaAnchor for TestMedia {
@@ -2000,6 +2390,9 @@ mod tests {
         fn close(&mut self, call: u64) {
             self.open.remove(&call);
             self.closed += 1;
+        }
+        fn record(&mut self, call: u64, recorders: &[RecorderStreams]) {
+            self.recorded.insert(call, recorders.to_vec());
         }
         fn idle(&self, call: u64) -> Option<Duration> {
             self.open
@@ -2338,6 +2731,70 @@ Call-ID: a-leg-call\nCSeq: {cseq} INVITE\nContact: <sip:a@{A}>\n"
         );
         let out = h.deliver(B1, &b_response(&relayed, 200, "bt", Some(&answer)));
         assert_eq!(responses(&out, A), vec![200]);
+    }
+
+    #[test]
+    fn answered_calls_are_recorded_to_every_recorder_and_one_refusing_spoils_nothing() {
+        const R1: &str = "127.0.0.1:5100";
+        const R2: &str = "127.0.0.1:5110";
+        let mut h = Harness::new();
+        h.core.router_mut().recorders = vec![addr(R1), addr(R2)];
+        let out = h.deliver(A, &invite_from_a());
+        let b_invite = requests(&out, B1)[0].clone();
+        let out = h.deliver(B1, &b_response(&b_invite, 200, "bt", Some(SDP_B)));
+        assert_eq!(responses(&out, A), vec![200]);
+        // One recording session per recorder, both at once.
+        let offer = |to: &str| {
+            let sent = requests(&out, to);
+            assert_eq!(sent.len(), 1, "one INVITE to {to}");
+            sent[0].clone()
+        };
+        let (to_r1, to_r2) = (offer(R1), offer(R2));
+        for invite in [&to_r1, &to_r2] {
+            assert_eq!(invite.method, Method::Invite);
+            assert_eq!(header(invite, "Require").as_deref(), Some("siprec"));
+            assert!(header(invite, "Contact").unwrap().contains("+sip.src"));
+            assert!(
+                header(invite, "Content-Type")
+                    .unwrap()
+                    .starts_with("multipart/mixed;boundary=")
+            );
+            let body = String::from_utf8_lossy(&invite.body);
+            assert!(
+                body.contains("<sipSessionID>a-leg-call</sipSessionID>"),
+                "{body}"
+            );
+            // The caller's stream leaves from our leg-B port, the callee's from leg A's.
+            assert!(
+                body.contains("m=audio 16002 RTP/AVP") && body.contains("m=audio 16000 RTP/AVP")
+            );
+        }
+        assert_ne!(header(&to_r1, "Call-ID"), header(&to_r2, "Call-ID"));
+        // R1 takes it; R2 refuses.
+        let srs_sdp = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
+m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
+        let out = h.deliver(R1, &b_response(&to_r1, 200, "r1", Some(srs_sdp)));
+        assert_eq!(requests(&out, R1)[0].method, Method::Ack);
+        let call = *h.core.media.recorded.keys().next().expect("media forked");
+        assert_eq!(
+            h.core.media.recorded[&call],
+            vec![(Some(addr("127.0.0.1:30000")), Some(addr("127.0.0.1:30002")))]
+        );
+        h.deliver(R2, &b_response(&to_r2, 503, "r2", None));
+        assert_eq!(h.core.stats().calls_active, 1, "the call carries on");
+        // The callee hangs up: the recording that was taken gets BYE, the summary names it.
+        let bye = format!(
+            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbyer\nMax-Forwards: 70\n\
+From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+            header(&b_invite, "To").unwrap(),
+            header(&b_invite, "From").unwrap(),
+            header(&b_invite, "Call-ID").unwrap(),
+        );
+        let out = h.deliver(B1, &bye);
+        assert_eq!(requests(&out, R1)[0].method, Method::Bye);
+        assert!(requests(&out, R2).is_empty());
+        let summary = h.core.router_mut().summaries.pop().expect("summary");
+        assert_eq!(summary.recordings, vec![header(&to_r1, "Call-ID").unwrap()]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod ingress;
 pub mod metrics;
 pub mod reply;
+pub mod siprec;
 pub mod syntax;
 pub mod transaction;
 pub mod uas;
