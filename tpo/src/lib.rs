@@ -50,6 +50,15 @@ pub struct Config {
     pub sbc: SbcSection,
     pub calls: CallsSection,
     pub peers: peers::PeersSection,
+    pub recording: RecordingSection,
+}
+
+/// `[recording]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// Recorders (`IP:port`) for calls whose user's site names none.
+    pub default_recorders: Vec<String>,
 }
 
 /// `[media]`: the RTP relay.
@@ -247,7 +256,15 @@ pub async fn run(
         config.call_records.tpo.clone()
     };
     let records = call_records::spool_writer(spool.clone(), metrics.clone());
-    let router = router::TpoRouter::new(
+    let mut default_recorders = Vec::new();
+    for (i, text) in config.recording.default_recorders.iter().enumerate() {
+        default_recorders.push(text.parse().map_err(|_| {
+            Error::Config(format!(
+                "recording.default_recorders[{i}] {text:?}: not IP:port"
+            ))
+        })?);
+    }
+    let mut router = router::TpoRouter::new(
         registrar.clone(),
         shared.clone(),
         config.sbc.address.parse().ok(),
@@ -256,6 +273,7 @@ pub async fn run(
         tpo_name,
         Some(records),
     );
+    router.default_recorders = default_recorders;
     let mut b2bua_config = floorwire::sip::b2bua::B2buaConfig::new(sip_addr);
     b2bua_config.contact_user = "tpo".into();
     b2bua_config.max_calls = config.calls.max_calls;

@@ -15,6 +15,7 @@ pub struct TpoMetrics {
     registrations: IntCounterVec,
     call_records: IntCounterVec,
     rtp_packets: IntCounterVec,
+    recorded_calls: IntCounterVec,
     last_rtp: std::sync::Arc<std::sync::Mutex<floorwire::rtp::RelayTotals>>,
 }
 
@@ -58,6 +59,14 @@ impl TpoMetrics {
             &["kind"],
         )?;
         registry.register(Box::new(rtp_packets.clone()))?;
+        let recorded_calls = IntCounterVec::new(
+            Opts::new(
+                "floorwire_tpo_recorded_calls_total",
+                "answered calls that ended, by recordings confirmed and kept to the end: copies 0, 1 or 2 (or more)",
+            ),
+            &["copies"],
+        )?;
+        registry.register(Box::new(recorded_calls.clone()))?;
         Ok(TpoMetrics {
             registered_devices: gauge(
                 "floorwire_tpo_registered_devices",
@@ -76,6 +85,7 @@ impl TpoMetrics {
             registrations,
             call_records,
             rtp_packets,
+            recorded_calls,
             last_rtp: std::sync::Arc::default(),
         })
     }
@@ -93,6 +103,13 @@ impl TpoMetrics {
     pub fn call_record_spooled(&self, ok: bool) {
         let label = if ok { "spooled" } else { "spool_refused" };
         self.call_records.with_label_values(&[label]).inc();
+    }
+
+    /// An answered call ended with `copies` recordings kept.
+    pub fn recorded_call(&self, copies: usize) {
+        self.recorded_calls
+            .with_label_values(&[&copies.to_string()])
+            .inc();
     }
 
     /// Brings the RTP counters up to the relay's totals.

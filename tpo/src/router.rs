@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use floorwire::sdp::Codec;
-use floorwire::sip::b2bua::{CallSummary, Fork, Outbound, RouteRefusal, Router};
+use floorwire::sip::b2bua::{CallSummary, Fork, Outbound, RecordingPlan, RouteRefusal, Router};
 use floorwire::sip::msg::{Header, Request};
+use floorwire::sip::siprec::{Participant, RecordingMetadata};
 use floorwire::sip::syntax::{name_addr_user, uri_user};
 use floorwire::sip::uas::header_text;
 
@@ -156,6 +157,8 @@ pub struct TpoRouter {
     /// This TPO's name in its call records.
     pub name: String,
     pub records: Option<RecordSink>,
+    /// Recorders for calls whose user's site names none.
+    pub default_recorders: Vec<SocketAddr>,
     /// Calls being routed or up, by leg A's Call-ID.
     routed: HashMap<String, Routed>,
     next_record: u64,
@@ -197,6 +200,7 @@ impl TpoRouter {
             peers,
             name,
             records,
+            default_recorders: Vec::new(),
             routed: HashMap::new(),
             next_record: u64::from(rand::random::<u32>()),
         }
@@ -240,7 +244,7 @@ impl TpoRouter {
             answered_at: summary.answered_unix_ms.map(rfc3339),
             ended_at: rfc3339(summary.ended_unix_ms.max(summary.started_unix_ms)),
             outcome: outcome(summary).into(),
-            recordings: Vec::new(),
+            recordings: summary.recordings.clone(),
         }
     }
 
@@ -467,10 +471,74 @@ impl Router for TpoRouter {
 
     fn ended(&mut self, _label: &str) {}
 
+    /// Every answered call is recorded to the recorders of its user's site: the
+    /// caller's for internal and outbound calls, the answering user's for inbound ones
+    /// (else `[recording] default_recorders`). A peer's fork is recorded by the TPO
+    /// that forked it.
+    fn recording(&mut self, answered: &CallSummary) -> Option<RecordingPlan> {
+        let routed = self.routed.get(&answered.call_id)?;
+        if !routed.recorded {
+            return None;
+        }
+        let user = match routed.direction {
+            Direction::Inbound => answered.answered_by.clone(),
+            _ => routed.user.clone(),
+        };
+        let config = tss_client::current(&self.config)?;
+        let mut recorders = user
+            .as_deref()
+            .map(|u| config.recorders_of(u))
+            .unwrap_or_default();
+        if recorders.is_empty() {
+            recorders = self.default_recorders.clone();
+        }
+        if recorders.is_empty() {
+            tracing::warn!(call_id = %answered.call_id, user = ?user, "no recorder for this call");
+            return None;
+        }
+        let host = self.local.ip();
+        let mut extension = vec![("direction".to_owned(), routed.direction.as_str().to_owned())];
+        if let Some(user) = &user {
+            extension.push(("user".into(), user.clone()));
+        }
+        if let Some(line) = &routed.line {
+            extension.push(("line".into(), line.clone()));
+        }
+        extension.push(("tpo".into(), self.name.clone()));
+        Some(RecordingPlan {
+            recorders,
+            metadata: RecordingMetadata {
+                call_id: answered.call_id.clone(),
+                caller: Participant {
+                    aor: format!("sip:{}@{host}", answered.calling),
+                    name: routed
+                        .user
+                        .clone()
+                        .filter(|_| routed.direction != Direction::Inbound),
+                },
+                callee: Participant {
+                    aor: format!("sip:{}@{host}", answered.called),
+                    name: answered.answered_by.clone(),
+                },
+                start_time: rfc3339(
+                    answered
+                        .answered_unix_ms
+                        .unwrap_or(answered.started_unix_ms),
+                ),
+                extension,
+            },
+        })
+    }
+
     fn call_ended(&mut self, summary: &CallSummary) {
         let routed = self.routed.remove(&summary.call_id);
         if routed.as_ref().is_some_and(|r| !r.recorded) {
             return;
+        }
+        if summary.answered_unix_ms.is_some()
+            && let Some(sink) = &self.records
+        {
+            sink.metrics.recorded_call(summary.recordings.len());
         }
         let record = self.record(summary, routed);
         tracing::info!(
@@ -523,6 +591,7 @@ mod tests {
             status: 486,
             cancelled: false,
             answered_by: None,
+            recordings: Vec::new(),
         };
         assert_eq!(outcome(&summary), "busy");
         summary.status = 487;

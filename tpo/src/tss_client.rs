@@ -59,6 +59,22 @@ pub struct Line {
     pub far_end: Option<String>,
 }
 
+/// A user: the site decides where the user's calls are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub name: String,
+    #[serde(default)]
+    pub site: String,
+}
+
+/// A site: its recorders (`host:port`), where its users' calls are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Site {
+    pub name: String,
+    #[serde(default)]
+    pub recorders: Vec<String>,
+}
+
 /// One dial-plan rule (longest matching prefix wins).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DialPlanRule {
@@ -76,6 +92,10 @@ pub struct TpoConfig {
     pub appearances: Vec<Appearance>,
     #[serde(default)]
     pub dial_plan: Vec<DialPlanRule>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub sites: Vec<Site>,
     /// Device username → index in `devices` (built by [`TpoConfig::indexed`]).
     #[serde(skip)]
     by_username: std::collections::HashMap<String, usize>,
@@ -104,6 +124,20 @@ impl TpoConfig {
         self.by_username
             .get(username)
             .and_then(|&i| self.devices.get(i))
+    }
+
+    /// The recorders of `user`'s site, as addresses (entries that are not `IP:port`
+    /// are skipped: the TPO does not resolve names).
+    pub fn recorders_of(&self, user: &str) -> Vec<std::net::SocketAddr> {
+        let Some(site) = self.users.iter().find(|u| u.name == user).map(|u| &u.site) else {
+            return Vec::new();
+        };
+        self.sites
+            .iter()
+            .filter(|s| &s.name == site)
+            .flat_map(|s| s.recorders.iter())
+            .filter_map(|r| r.parse().ok())
+            .collect()
     }
 
     /// Lines that appear on the turret of at least one of `users`, each once.

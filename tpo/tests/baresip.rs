@@ -3,11 +3,20 @@
 //! and each sends a sine tone of its own as G.711 RTP through the TPO's relay. Each
 //! phone records what it heard (baresip's sndfile module); the test finds the other
 //! party's tone in each recording, and the TPO's RTP counters show both directions.
+//!
+//! The call is recorded (SIPREC) to the two recorders of the caller's site: SIPp
+//! recorders that check the metadata and ask for each stream on a port the test
+//! listens on; the test finds the caller's tone in stream 1 and the callee's in
+//! stream 2 at both recorders. A second call with one recorder down is still recorded
+//! by the other.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 #[path = "../../tests-common/service.rs"]
 mod service;
+
+#[path = "../../floorwire/tests/common/mod.rs"]
+mod sipp;
 
 mod common;
 
@@ -17,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use floorwire::rtp::g711;
 use floorwire::rtp::tone::detect_tone;
 
 /// baresip is installed; under CI=true its absence fails the test instead.
@@ -140,6 +153,122 @@ impl Phone {
     }
 }
 
+/// Listens on `ip` for one recorder stream: the audio of every G.711 RTP packet that
+/// comes, until stopped.
+struct StreamSink {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<i16>>,
+}
+
+impl StreamSink {
+    fn start(ip: &str) -> Self {
+        let socket = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok(n) = socket.recv(&mut buf) else {
+                    continue;
+                };
+                let Ok(rtp) = rtp_rs::RtpReader::new(&buf[..n]) else {
+                    continue;
+                };
+                match rtp.payload_type() {
+                    0 => samples.extend(g711::decode_pcmu(rtp.payload())),
+                    8 => samples.extend(g711::decode_pcma(rtp.payload())),
+                    _ => {}
+                }
+            }
+            samples
+        });
+        StreamSink { port, stop, thread }
+    }
+
+    fn audio(self) -> Vec<i16> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// A SIPp recorder on `ip` for one recording, asking for its two streams on sinks of
+/// its own.
+struct Recorder {
+    address: SocketAddr,
+    sipp: Child,
+    caller_stream: StreamSink,
+    callee_stream: StreamSink,
+}
+
+impl Recorder {
+    fn start(dir: &Path, ip: &str) -> Self {
+        let (caller_stream, callee_stream) = (StreamSink::start(ip), StreamSink::start(ip));
+        let port = free_port(ip);
+        let dir = dir.join(format!("recorder-{ip}-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fields = dir.join("ports.csv");
+        std::fs::write(
+            &fields,
+            format!(
+                "SEQUENTIAL\n{};{};\n",
+                caller_stream.port, callee_stream.port
+            ),
+        )
+        .unwrap();
+        let scenario = format!("{}/tests/sipp/srs-record.xml", env!("CARGO_MANIFEST_DIR"));
+        let sipp = Command::new("sipp")
+            .args([
+                "-sf",
+                &scenario,
+                "-inf",
+                &fields.display().to_string(),
+                "-i",
+                ip,
+                "-p",
+                &port.to_string(),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+            ])
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let address = SocketAddr::new(ip.parse().unwrap(), port);
+        service::wait_until(Duration::from_secs(10), "SIPp recorder listening", || {
+            std::net::UdpSocket::bind(address).is_err()
+        });
+        Recorder {
+            address,
+            sipp,
+            caller_stream,
+            callee_stream,
+        }
+    }
+
+    /// Waits for the recording session to end; what each stream carried.
+    fn finish(self) -> (Vec<i16>, Vec<i16>) {
+        let out = self.sipp.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "recorder {}: {}",
+            self.address,
+            sipp::tail(&out)
+        );
+        (self.caller_stream.audio(), self.callee_stream.audio())
+    }
+}
+
 /// The 16-bit samples of a PCM WAV file's `data` chunk.
 fn wav_samples(bytes: &[u8]) -> Vec<i16> {
     let at = bytes
@@ -152,16 +281,60 @@ fn wav_samples(bytes: &[u8]) -> Vec<i16> {
         .collect()
 }
 
+/// The fixture's floor (revision `revision`), its two traders at a site whose
+/// recorders are `recorders`.
+fn floor_recorded_at(revision: i64, recorders: &[SocketAddr]) -> serde_json::Value {
+    let mut config = common::config(revision, "pass-one", "pass-two");
+    config["users"] = serde_json::json!([
+        {"name": "trader01", "site": "PAR"},
+        {"name": "trader02", "site": "PAR"}
+    ]);
+    let recorders: Vec<String> = recorders.iter().map(ToString::to_string).collect();
+    config["sites"] = serde_json::json!([{"name": "PAR", "recorders": recorders}]);
+    config
+}
+
+/// A call of about 3 s from `caller` to the callee's line 7101 (the `nth` call);
+/// returns once the TPO has seen it end.
+fn call_and_hang_up(caller: &mut Phone, sip: SocketAddr, admin: SocketAddr, nth: f64) {
+    let metric = |name: &str| service::metric(admin, name);
+    caller.command(&format!("/dial sip:7101@{sip}"));
+    service::wait_until(Duration::from_secs(10), "the call answered", || {
+        metric("floorwire_tpo_calls_answered_total") == Some(nth)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    caller.command("/hangup");
+    service::wait_until(Duration::from_secs(10), "the call over", || {
+        metric("floorwire_tpo_calls_ended_total") == Some(nth)
+    });
+}
+
+/// `heard` is at least a second of `tone`, without `not`.
+fn assert_tones(what: &str, heard: &[i16], tone: f64, not: f64) {
+    assert!(heard.len() > 8000, "{what}: only {} samples", heard.len());
+    assert!(detect_tone(heard, tone), "{what}: {tone} Hz expected");
+    assert!(!detect_tone(heard, not), "{what}: {not} Hz not expected");
+}
+
 #[test]
-fn baresip_phones_call_through_the_tpo_and_hear_each_other() {
-    if !baresip_available() {
+fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() {
+    if !baresip_available() || !sipp::sipp_available() {
         return;
     }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (tss, _fixture) = common::serve(&runtime, common::config(1, "pass-one", "pass-two"));
     let dir = std::env::temp_dir().join(format!("floorwire-baresip-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // The traders' site records to two recorders.
+    let recorders = [
+        Recorder::start(&dir, "127.0.15.40"),
+        Recorder::start(&dir, "127.0.15.41"),
+    ];
+    let second_recorder = recorders[1].address;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tss, fixture) = common::serve(
+        &runtime,
+        floor_recorded_at(1, &[recorders[0].address, second_recorder]),
+    );
     let url = format!("http://{tss}");
     let spool = dir.join("spool").display().to_string();
     let sip = format!("127.0.15.10:{}", free_port("127.0.15.10"));
@@ -204,52 +377,79 @@ fn baresip_phones_call_through_the_tpo_and_hear_each_other() {
         metric("floorwire_tpo_registered_devices") == Some(2.0)
     });
     // trader02's line 7101; the callee answers by itself (answermode=auto).
-    caller.command(&format!("/dial sip:7101@{sip}"));
-    service::wait_until(Duration::from_secs(10), "the call answered", || {
-        metric("floorwire_tpo_calls_answered_total") == Some(1.0)
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    caller.command("/hangup");
-    service::wait_until(Duration::from_secs(10), "the call over", || {
-        metric("floorwire_tpo_calls_ended_total") == Some(1.0)
-    });
+    call_and_hang_up(&mut caller, sip, tpo.admin, 1.0);
 
     // Each phone heard the other's tone, not its own.
-    let heard_by_caller = caller.heard();
-    let heard_by_callee = callee.heard();
-    assert!(
-        heard_by_caller.len() > 8000 && heard_by_callee.len() > 8000,
-        "at least a second of audio each way: {} / {} samples",
-        heard_by_caller.len(),
-        heard_by_callee.len()
-    );
-    assert!(
-        detect_tone(&heard_by_caller, 1400.0),
-        "the caller hears the callee's 1.4 kHz"
-    );
-    assert!(
-        !detect_tone(&heard_by_caller, 1000.0),
-        "the caller does not hear itself"
-    );
-    assert!(
-        detect_tone(&heard_by_callee, 1000.0),
-        "the callee hears the caller's 1 kHz"
-    );
-    assert!(
-        !detect_tone(&heard_by_callee, 1400.0),
-        "the callee does not hear itself"
-    );
+    assert_tones("what the caller heard", &caller.heard(), 1400.0, 1000.0);
+    assert_tones("what the callee heard", &callee.heard(), 1000.0, 1400.0);
     // Through the TPO's relay, both ways: 50 packets a second for about 3 s.
     for direction in ["a_to_b", "b_to_a"] {
-        let packets = metric(&format!(
-            "floorwire_tpo_rtp_packets_total{{kind=\"{direction}\"}}"
-        ))
-        .unwrap_or(0.0);
+        let name = format!("floorwire_tpo_rtp_packets_total{{kind=\"{direction}\"}}");
+        let packets = metric(&name).unwrap_or(0.0);
         assert!(
             packets >= 100.0,
             "{direction}: {packets} RTP packets relayed"
         );
     }
+    // Both recorders got both parties, each on its own stream.
+    for recorder in recorders {
+        let address = recorder.address;
+        let (caller_stream, callee_stream) = recorder.finish();
+        assert_tones(
+            &format!("{address} stream 1"),
+            &caller_stream,
+            1000.0,
+            1400.0,
+        );
+        assert_tones(
+            &format!("{address} stream 2"),
+            &callee_stream,
+            1400.0,
+            1000.0,
+        );
+    }
+    assert_eq!(
+        metric("floorwire_tpo_recorded_calls_total{copies=\"2\"}"),
+        Some(1.0)
+    );
+
+    // The second recorder is down now: the call goes on, and the first records it.
+    let first = Recorder::start(&dir, "127.0.15.40");
+    *fixture.config.lock().unwrap() = floor_recorded_at(2, &[first.address, second_recorder]);
+    service::wait_until(Duration::from_secs(10), "revision 2", || {
+        metric("floorwire_tpo_config_revision") == Some(2.0)
+    });
+    call_and_hang_up(&mut caller, sip, tpo.admin, 2.0);
+    let (caller_stream, callee_stream) = first.finish();
+    assert_tones(
+        "the recorder left, stream 1",
+        &caller_stream,
+        1000.0,
+        1400.0,
+    );
+    assert_tones(
+        "the recorder left, stream 2",
+        &callee_stream,
+        1400.0,
+        1000.0,
+    );
+    assert_eq!(
+        metric("floorwire_tpo_recorded_calls_total{copies=\"1\"}"),
+        Some(1.0)
+    );
+    // Each call's record names the recordings kept.
+    let mut records: Vec<serde_json::Value> = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    records.sort_by_key(|r| r["started_at"].as_str().unwrap_or_default().to_owned());
+    let copies: Vec<usize> = records
+        .iter()
+        .map(|r| r["recordings"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(copies, [2, 1], "{records:#?}");
     caller.quit();
     callee.quit();
     assert!(service::terminate(tpo).success());
