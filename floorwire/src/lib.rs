@@ -22,5 +22,6 @@ pub mod rtp;
 pub mod sdp;
 pub mod service;
 pub mod sip;
+pub mod util;
 
 pub use error::Error;

@@ -418,6 +418,7 @@ async fn serve_active(
     let mut b2bua_config = B2buaConfig::new(local);
     b2bua_config.contact_user = "sbc".into();
     b2bua_config.max_calls = config.sip.max_calls;
+    b2bua_config.replicate = true;
     let mut core = B2bua::new(b2bua_config, router, anchor);
     let mut restored = 0usize;
     for snapshot in table.snapshots() {

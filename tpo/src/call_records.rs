@@ -1,13 +1,21 @@
 //! Call records on their way to the TSS: every record is first written to a bounded
-//! local spool (one file per record, written whole then renamed into place), then
-//! posted to `POST /api/call-records`, and removed only once the TSS has answered
-//! 201 (stored) or 200 (already stored — ingestion is idempotent by `record_id`). A
-//! TSS that is down or slow delays records; it never loses them. A record the TSS
-//! refuses as invalid (400) is moved aside to `rejected/` and logged, not retried
-//! forever.
+//! local spool, then posted to `POST /api/call-records`, and dropped from the spool
+//! only once the TSS has answered 201 (stored) or 200 (already stored — ingestion is
+//! idempotent by `record_id`). A TSS that is down or slow delays records; it never
+//! loses them. A record the TSS refuses as invalid (400) is moved aside to
+//! `rejected/` and logged, not retried forever.
+//!
+//! The spool holds batches: each file (`FIRST-RECORD-ID.jsonl`, one JSON record a
+//! line) is written whole, synced once, then renamed into place, so the disk costs
+//! one sync per batch however many calls end at once. The number of records waiting
+//! is kept in memory (counted from the files at start), so a push never lists the
+//! folder. A batch partly delivered is rewritten with what is left; should the TPO
+//! stop in between, the records already delivered are posted again and the TSS
+//! answers 200.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +41,9 @@ pub struct CallRecordsSection {
 /// Records queued between the SIP core and the spool writer, at most.
 const WRITER_QUEUE: usize = 10_000;
 
+/// Records written as one batch file, at most.
+const WRITER_BATCH: usize = 512;
+
 /// Starts the thread that writes each record the router hands over to the spool (the
 /// SIP core never waits on the disk); returns its queue.
 pub fn spool_writer(
@@ -47,13 +58,31 @@ pub fn spool_writer(
     let spawned = std::thread::Builder::new()
         .name("call-record-spool".into())
         .spawn(move || {
-            while let Some(record) = rx.blocking_recv() {
-                match spool.push(&record) {
-                    Ok(()) => metrics.call_record_spooled(true),
-                    Err(e) => {
-                        metrics.call_record_spooled(false);
-                        tracing::error!(record = %record.record_id, error = %e, "call record not spooled");
+            // Whatever has queued up is written as one batch: one sync for all.
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < WRITER_BATCH {
+                    match rx.try_recv() {
+                        Ok(record) => batch.push(record),
+                        Err(_) => break,
                     }
+                }
+                let (fit, over) = batch.split_at(batch.len().min(spool.room()));
+                let written = spool.push_batch(fit);
+                if let Err(e) = &written {
+                    tracing::error!(records = fit.len(), error = %e, "call records not spooled");
+                }
+                if !over.is_empty() {
+                    tracing::error!(
+                        records = over.len(),
+                        "call record spool full: records refused"
+                    );
+                }
+                for _ in fit {
+                    metrics.call_record_spooled(written.is_ok());
+                }
+                for _ in over {
+                    metrics.call_record_spooled(false);
                 }
             }
         });
@@ -81,15 +110,18 @@ pub struct CallRecord {
     pub recordings: Vec<String>,
 }
 
-/// The spool: records written, waiting to be posted.
+/// The spool: batches of records written, waiting to be posted.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
     max: usize,
     wake: Arc<Notify>,
+    /// Records waiting, in every batch.
+    count: Arc<AtomicUsize>,
 }
 
-/// A record id as a file name: only `A-Z a-z 0-9 - _ .`, never starting with a dot.
+/// A batch's file name from its first record's id: only `A-Z a-z 0-9 - _ .`, never
+/// starting with a dot.
 fn file_name(record_id: &str) -> Result<String> {
     let ok = !record_id.is_empty()
         && record_id.len() <= 128
@@ -98,7 +130,7 @@ fn file_name(record_id: &str) -> Result<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
-        Ok(format!("{record_id}.json"))
+        Ok(format!("{record_id}.jsonl"))
     } else {
         Err(Error::Config(format!(
             "call record id {record_id:?}: only A-Z a-z 0-9 - _ . are spooled"
@@ -106,8 +138,20 @@ fn file_name(record_id: &str) -> Result<String> {
     }
 }
 
+/// The records of a batch file, one JSON text each (none if it cannot be read).
+fn batch_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Spool {
-    /// Opens (creating) the spool folder.
+    /// Opens (creating) the spool folder and counts the records waiting in it.
     pub fn open(config: &CallRecordsSection) -> Result<Self> {
         let dir = PathBuf::from(&config.spool_dir);
         std::fs::create_dir_all(dir.join("rejected"))
@@ -117,42 +161,103 @@ impl Spool {
                 "call_records.max_spooled: must be at least 1".into(),
             ));
         }
-        Ok(Spool {
+        let spool = Spool {
             dir,
             max: config.max_spooled,
             wake: Arc::new(Notify::new()),
-        })
+            count: Arc::default(),
+        };
+        let waiting: usize = spool.waiting().iter().map(|p| batch_lines(p).len()).sum();
+        spool.count.store(waiting, Ordering::Relaxed);
+        Ok(spool)
     }
 
-    /// Records waiting, oldest first (by file name: record ids start with a time).
+    /// Batch files waiting, oldest first (by name: record ids start with a time).
     pub fn waiting(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
             .collect();
         files.sort();
         files
     }
 
-    /// Writes `record` to the spool (durably: written, synced, renamed) and wakes the
-    /// poster. Refused when the spool is full.
+    /// Records waiting.
+    pub fn records(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Records that still fit.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.records())
+    }
+
+    /// Writes `record` to the spool as a batch of its own.
     pub fn push(&self, record: &CallRecord) -> Result<()> {
-        let name = file_name(&record.record_id)?;
-        if self.waiting().len() >= self.max {
+        self.push_batch(std::slice::from_ref(record))
+    }
+
+    /// Writes `records` to the spool as one batch (durably: written, synced once,
+    /// renamed) and wakes the poster. Refused whole when they do not all fit.
+    pub fn push_batch(&self, records: &[CallRecord]) -> Result<()> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let name = file_name(&first.record_id)?;
+        if self.records() + records.len() > self.max {
             return Err(Error::Config(format!(
                 "call record spool full ({} records): TSS unreachable for too long",
                 self.max
             )));
         }
-        let bytes = serde_json::to_vec(record).map_err(|e| Error::Config(e.to_string()))?;
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        write_synced(&tmp, &bytes)?;
-        std::fs::rename(&tmp, self.dir.join(&name))?;
+        let mut bytes = Vec::with_capacity(records.len() * 512);
+        for record in records {
+            serde_json::to_writer(&mut bytes, record).map_err(|e| Error::Config(e.to_string()))?;
+            bytes.push(b'\n');
+        }
+        let path = self.dir.join(&name);
+        // The same first record again (a batch written twice) replaces its file.
+        let replaced = batch_lines(&path).len();
+        self.write_batch(&path, &bytes)?;
+        self.count.fetch_add(records.len(), Ordering::Relaxed);
+        self.count
+            .fetch_sub(replaced.min(self.records()), Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Writes `bytes` as the batch file `path` (a synced temporary file renamed).
+    fn write_batch(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        write_synced(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// `done` records of the batch at `path` are settled; `rest` (the lines still to
+    /// post) stay in it, or the file goes when none is left.
+    fn settle(&self, path: &Path, done: usize, rest: &[String]) {
+        if rest.is_empty() {
+            let _ = std::fs::remove_file(path);
+        } else if done > 0 {
+            let mut bytes = rest.join("\n").into_bytes();
+            bytes.push(b'\n');
+            if let Err(e) = self.write_batch(path, &bytes) {
+                tracing::warn!(file = %path.display(), error = %e, "spool batch not rewritten; its delivered records will be posted again");
+            }
+        }
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(done))
+            });
     }
 }
 
@@ -172,21 +277,21 @@ pub enum Delivery {
     Retry,
 }
 
-/// Posts one spooled file; removes it when the TSS has it.
-pub async fn deliver(spool: &Spool, client: &TssClient, path: &Path) -> Delivery {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Delivery::Retry;
-    };
-    match client.post_json("/api/call-records", bytes).await {
-        Ok(200 | 201) => {
-            let _ = std::fs::remove_file(path);
-            Delivery::Delivered
-        }
+/// Posts one record (a JSON text) to the TSS.
+async fn deliver(spool: &Spool, client: &TssClient, record: &str) -> Delivery {
+    match client
+        .post_json("/api/call-records", record.as_bytes().to_vec())
+        .await
+    {
+        Ok(200 | 201) => Delivery::Delivered,
         Ok(400) => {
-            if let Some(name) = path.file_name() {
-                let _ = std::fs::rename(path, spool.dir.join("rejected").join(name));
-            }
-            tracing::error!(file = %path.display(), "TSS refused a call record as invalid; moved to rejected/");
+            let id = serde_json::from_str::<serde_json::Value>(record)
+                .ok()
+                .and_then(|v| v["record_id"].as_str().map(str::to_owned))
+                .and_then(|id| file_name(&id).ok())
+                .unwrap_or_else(|| format!("unnamed-{}.jsonl", rand::random::<u32>()));
+            let _ = std::fs::write(spool.dir.join("rejected").join(&id), record);
+            tracing::error!(file = %id, "TSS refused a call record as invalid; moved to rejected/");
             Delivery::Rejected
         }
         Ok(status) => {
@@ -198,6 +303,27 @@ pub async fn deliver(spool: &Spool, client: &TssClient, path: &Path) -> Delivery
             Delivery::Retry
         }
     }
+}
+
+/// Posts the records of one batch file in order; the file keeps what is left when the
+/// TSS stops taking them. False when it did (retry later).
+async fn deliver_batch(
+    spool: &Spool,
+    client: &TssClient,
+    path: &Path,
+    on_delivery: &impl Fn(Delivery),
+) -> bool {
+    let lines = batch_lines(path);
+    for (i, line) in lines.iter().enumerate() {
+        let outcome = deliver(spool, client, line).await;
+        on_delivery(outcome);
+        if outcome == Delivery::Retry {
+            spool.settle(path, i, &lines[i..]);
+            return false;
+        }
+    }
+    spool.settle(path, lines.len(), &[]);
+    true
 }
 
 /// Sends spooled records until `shutdown`, oldest first; backs off (0.5 s doubling to
@@ -215,9 +341,7 @@ pub async fn post_spooled(
             if shutdown.is_cancelled() {
                 return;
             }
-            let outcome = deliver(&spool, &client, &path).await;
-            on_delivery(outcome);
-            if outcome == Delivery::Retry {
+            if !deliver_batch(&spool, &client, &path, &on_delivery).await {
                 stalled = true;
                 break;
             }
@@ -246,7 +370,7 @@ mod tests {
     fn record_ids_are_safe_file_names() {
         assert_eq!(
             file_name("tpo-1a-20261130T1000-000001").unwrap(),
-            "tpo-1a-20261130T1000-000001.json"
+            "tpo-1a-20261130T1000-000001.jsonl"
         );
         for bad in ["", "../x", ".hidden", "a/b", "a b", "x\\y"] {
             assert!(file_name(bad).is_err(), "{bad:?}");
@@ -285,7 +409,8 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["r-1.json", "r-2.json"]);
+        assert_eq!(names, ["r-1.jsonl", "r-2.jsonl"]);
+        assert_eq!(spool.records(), 2);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

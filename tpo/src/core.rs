@@ -79,6 +79,9 @@ impl TpoCore {
     fn calls_changed(&self) {
         self.metrics.calls.update(&self.calls.stats());
         self.metrics.rtp(self.calls.media().totals());
+        self.metrics
+            .rtp_port_pairs_free
+            .set(self.calls.media().ports_available() as i64);
     }
 
     fn bindings(&self) -> std::sync::MutexGuard<'_, Registrar> {

@@ -10,6 +10,10 @@ pub struct TpoMetrics {
     pub registered_lines: IntGauge,
     pub config_revision: IntGauge,
     pub peer_up: IntGaugeVec,
+    /// RTP port pairs free in the relay's range.
+    pub rtp_port_pairs_free: IntGauge,
+    /// Bytes the process has allocated and not freed (jemalloc's `stats.allocated`).
+    pub heap_allocated: IntGauge,
     /// `floorwire_tpo_calls_*` from the B2BUA core.
     pub calls: floorwire::sip::metrics::CallMetrics,
     registrations: IntCounterVec,
@@ -81,6 +85,14 @@ impl TpoMetrics {
                 "TSS store revision of the configuration in force (0: none yet)",
             )?,
             peer_up,
+            heap_allocated: gauge(
+                "floorwire_tpo_heap_allocated_bytes",
+                "heap bytes allocated and not freed (jemalloc stats.allocated, refreshed every second; 0 when another allocator is in use)",
+            )?,
+            rtp_port_pairs_free: gauge(
+                "floorwire_tpo_rtp_port_pairs_free",
+                "RTP port pairs (RTP and RTCP) free in the relay's range",
+            )?,
             calls: floorwire::sip::metrics::CallMetrics::register(registry, "floorwire_tpo")?,
             registrations,
             call_records,
@@ -103,6 +115,15 @@ impl TpoMetrics {
     pub fn call_record_spooled(&self, ok: bool) {
         let label = if ok { "spooled" } else { "spool_refused" };
         self.call_records.with_label_values(&[label]).inc();
+    }
+
+    /// Refreshes the heap gauge from jemalloc's statistics.
+    pub fn refresh_heap(&self) {
+        if tikv_jemalloc_ctl::epoch::advance().is_ok()
+            && let Ok(bytes) = tikv_jemalloc_ctl::stats::allocated::read()
+        {
+            self.heap_allocated.set(bytes as i64);
+        }
     }
 
     /// An answered call ended with `copies` recordings kept.

@@ -438,13 +438,7 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
         Some(1.0)
     );
     // Each call's record names the recordings kept.
-    let mut records: Vec<serde_json::Value> = std::fs::read_dir(dir.join("spool"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect();
-    records.sort_by_key(|r| r["started_at"].as_str().unwrap_or_default().to_owned());
+    let records = common::spooled(&dir.join("spool"));
     let copies: Vec<usize> = records
         .iter()
         .map(|r| r["recordings"].as_array().map_or(0, Vec::len))

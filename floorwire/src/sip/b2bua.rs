@@ -205,6 +205,10 @@ pub struct B2buaConfig {
     /// An answered call whose relay has carried no packet (RTP or RTCP, either way)
     /// for this long is hung up on both legs, unless it is on hold; `None`: never.
     pub media_timeout: Option<Duration>,
+    /// Queue every change to the table of established calls for
+    /// [`B2bua::poll_change`] (an active/standby pair replicates them). Off, nothing is
+    /// queued: a core nobody polls must not keep them.
+    pub replicate: bool,
 }
 
 impl B2buaConfig {
@@ -216,6 +220,7 @@ impl B2buaConfig {
             max_calls: 10_000,
             retry_after_secs: 5,
             media_timeout: None,
+            replicate: false,
         }
     }
 }
@@ -235,6 +240,9 @@ pub struct B2buaStats {
     pub calls_restored: u64,
     /// Calls up now (ringing or established).
     pub calls_active: u64,
+    /// Entries in the core's per-call tables (legs, pending transactions, recordings,
+    /// remembered cancellations): back to (near) zero when idle, or something leaks.
+    pub state_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -635,6 +643,14 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     pub fn stats(&self) -> B2buaStats {
         let mut stats = self.stats;
         stats.calls_active = self.calls.len() as u64;
+        stats.state_entries = (self.calls.len()
+            + self.legs.len()
+            + self.a_invites.len()
+            + self.awaiting_ack.len()
+            + self.client.len()
+            + self.recording_legs.len()
+            + self.recently_cancelled.len()
+            + self.changes.len()) as u64;
         stats
     }
 
@@ -740,6 +756,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     }
 
     fn changed(&mut self, call: u64) {
+        if !self.config.replicate {
+            return;
+        }
         if let Some(snapshot) = self.calls.get(&call).and_then(Call::snapshot) {
             self.changes.push_back(Change::Upsert(Box::new(snapshot)));
         }
@@ -814,9 +833,14 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 notices,
             });
         }
+        crate::util::shrink_map(&mut self.calls);
+        crate::util::shrink_map(&mut self.legs);
+        crate::util::shrink_map(&mut self.client);
         if c.phase == Phase::Answered {
             self.stats.calls_ended += 1;
-            self.changes.push_back(Change::Remove(call));
+            if self.config.replicate {
+                self.changes.push_back(Change::Remove(call));
+            }
         } else {
             self.stats.calls_unanswered += 1;
         }
@@ -2419,7 +2443,10 @@ mod tests {
             Self {
                 layer: TransactionLayer::new(LayerConfig::default()),
                 core: B2bua::new(
-                    B2buaConfig::new(addr(US)),
+                    B2buaConfig {
+                        replicate: true,
+                        ..B2buaConfig::new(addr(US))
+                    },
                     TestRouter::default(),
                     TestMedia::default(),
                 ),

@@ -117,6 +117,7 @@ pub struct CallMetrics {
     ended: IntCounter,
     restored: IntCounter,
     active: IntGauge,
+    state_entries: IntGauge,
     last: std::sync::Arc<std::sync::Mutex<super::b2bua::B2buaStats>>,
 }
 
@@ -129,6 +130,11 @@ impl CallMetrics {
             "calls up (ringing or established)",
         )?;
         registry.register(Box::new(active.clone()))?;
+        let state_entries = IntGauge::new(
+            format!("{prefix}_calls_state_entries"),
+            "entries in the B2BUA's per-call tables (calls, legs, pending transactions, recordings); near zero when idle",
+        )?;
+        registry.register(Box::new(state_entries.clone()))?;
         Ok(Self {
             attempted: c("attempted_total", "INVITEs that opened a call")?,
             answered: c("answered_total", "calls answered by the far side")?,
@@ -146,6 +152,7 @@ impl CallMetrics {
                 "established calls taken over from a replicated table",
             )?,
             active,
+            state_entries,
             last: std::sync::Arc::default(),
         })
     }
@@ -171,6 +178,7 @@ impl CallMetrics {
             counter.inc_by(now.saturating_sub(before));
         }
         self.active.set(stats.calls_active as i64);
+        self.state_entries.set(stats.state_entries as i64);
         *last = *stats;
     }
 }

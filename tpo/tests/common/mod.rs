@@ -149,3 +149,21 @@ pub fn floor(revision: i64) -> Value {
         "sites": [], "users": [], "turrets": []
     })
 }
+
+/// The call records waiting in the TPO's spool at `spool` (the fixture TSS takes
+/// none), oldest first.
+pub fn spooled(spool: &std::path::Path) -> Vec<Value> {
+    let mut records: Vec<Value> = std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    records.sort_by_key(|r| r["started_at"].as_str().unwrap_or_default().to_owned());
+    records
+}

@@ -254,6 +254,20 @@ impl TransactionLayer {
         }
     }
 
+    /// Gives back the room a burst left in the tables: a table four times larger than
+    /// what it holds is shrunk to twice that. A map keeps its capacity otherwise, and
+    /// transactions are big, so a busy minute would hold its peak for good.
+    fn shrink_tables(&mut self) {
+        crate::util::shrink_map(&mut self.transactions);
+        crate::util::shrink_map(&mut self.by_key);
+        crate::util::shrink_map(&mut self.accepted);
+        if self.timers.capacity() > crate::util::SHRINK_ABOVE
+            && self.timers.len() * 4 < self.timers.capacity()
+        {
+            self.timers.shrink_to(self.timers.len() * 2);
+        }
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> LayerStats {
         self.stats
@@ -756,6 +770,7 @@ impl TransactionLayer {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.shrink_tables();
         while let Some(Reverse((at, id, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
