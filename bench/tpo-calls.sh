@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Calls through the TPO against Kamailio as a stateful proxy, the same SIPp pair:
+#   SIPp built-in uac (turret dev-T-0001, 127.0.20.1:5061, registered with digest)
+#     -> tpo (release, 127.0.20.10:5060: B2BUA, two dialogs, RTP anchored: two port
+#        pairs and a relay per call) -> SIPp built-in uas (turret dev-T-0002,
+#        127.0.20.2:5062, registered) on line 7101;
+#   reference: the same uac -> kamailio (bench/kamailio/kamailio.cfg, tm + rr, one
+#   child, 127.0.0.1:5060) -> the same built-in uas on 127.0.0.1:5080.
+# The TPO's configuration is a static file served over HTTP (python3 http.server).
+# Then memory per established call: 400 calls held up 20 s, the TPO's heap and RSS
+# before and with them up.
+# Loopback only; every run is bounded by -m and -timeout.
+# Usage: bench/tpo-calls.sh [RATE] [SECONDS] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}
+CALLS=$((RATE * SECS))
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
+cargo build --quiet --release -p tpo
+command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{print s+0}'; }  # all threads
+metric() { curl -s "http://127.0.20.10:9100/metrics" | awk -v n="$1" '$1==n{print $2}'; }
+
+# The TSS's answer to /api/tpo/config, as a file: two devices, line 7101 on trader02.
+mkdir -p "$work/www/api/tpo"
+python3 - "$work/www/api/tpo/config" <<'PY'
+import hashlib, json, sys
+def ha1(u, p, alg): return getattr(hashlib, alg)(f"{u}:floorwire:{p}".encode()).hexdigest()
+devices = [{"username": f"dev-T-000{n}", "device_id": f"T-000{n}", "user": f"trader0{n}",
+            "realm": "floorwire", "ha1_md5": ha1(f"dev-T-000{n}", f"pass-{n}", "md5"),
+            "ha1_sha256": ha1(f"dev-T-000{n}", f"pass-{n}", "sha256")} for n in (1, 2)]
+json.dump({"revision": 1, "devices": devices,
+           "lines": [{"id": "DT-2", "kind": "dial_tone", "number": "7101", "label": "DT"}],
+           "appearances": [{"user": "trader02", "line": "DT-2", "access": "talk", "button": 1}],
+           "dial_plan": [{"prefix": "7", "route": "internal"}],
+           "users": [], "sites": []}, open(sys.argv[1], "w"))
+PY
+(cd "$work/www" && exec python3 -m http.server 8080 --bind 127.0.20.9 > "$work/http.txt" 2>&1) &
+
+start_tpo() {
+  TPO__ADMIN__LISTEN=127.0.20.10:9100 TPO__SIP__LISTEN=127.0.20.10:5060 \
+  TPO__TSS__URL=http://127.0.20.9:8080 TPO__TSS__TOKEN=bench TPO__TSS__POLL_INTERVAL_MS=2000 \
+  TPO__CALL_RECORDS__SPOOL_DIR="$work/spool" TPO__CALLS__MAX_CALLS=100000 \
+  TPO__MEDIA__FIRST_PORT=20000 TPO__MEDIA__LAST_PORT=59999 TPO__MEDIA__RTP_TIMEOUT_SECS=0 \
+  RUST_LOG=warn target/release/tpo serve > "$work/tpo.txt" 2>&1 &
+  tpo=$!
+  until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
+  until [ "$(metric floorwire_tpo_config_revision)" = "1" ]; do sleep 0.1; done
+}
+
+register() { # device password ip port
+  (cd "$work" && sipp 127.0.20.10:5060 -sf floorwire/tests/sipp/uac-register-digest.xml -s "$1" -au "$1" -ap "$2" \
+    -i "$3" -p "$4" -m 1 -nostdin -timeout 10s -timeout_error > "$work/register.txt" 2>&1) \
+    || { echo "registration of $1 failed:" >&2; tail "$work/register.txt" >&2; exit 1; }
+}
+# sipp is run from $work: scenario paths are from the repository.
+ln -sfn "$PWD/floorwire" "$work/floorwire"
+
+start_uas() { # ip port
+  (cd "$work" && exec sipp -sn uas -i "$1" -p "$2" -nostdin -buff_size 4194304 > "$work/uas.txt" 2>&1) &
+  uas=$!
+  sleep 0.5
+  kill -0 "$uas" || { echo "the SIPp uas did not start:" >&2; cat "$work/uas.txt" >&2; exit 1; }
+}
+
+run_uac() { # target -> "elapsed_s failed"
+  local start end ok
+  start=$(date +%s.%N)
+  if (cd "$work" && sipp "$1" -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r "$RATE" -m "$CALLS" -l $((RATE * 2)) \
+      -nostdin -buff_size 4194304 -timeout $((SECS * 3))s -timeout_error \
+      -trace_stat -stf "$work/stat.csv" > "$work/uac.txt" 2>&1); then :; fi
+  end=$(date +%s.%N)
+  ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="SuccessfulCall(C)") c=i} END{print $c}' "$work/stat.csv")
+  rm -f "$work/stat.csv"
+  echo "$(echo "$end - $start" | bc) $((CALLS - ${ok:-0}))"
+}
+
+printf 'path\tcalls\tcalls_per_s\tfailed\tcpu_us_per_call\tpeak_rss_mb\n'
+for _ in $(seq "$RUNS"); do
+  start_uas 127.0.0.1 5080
+  kamailio -f bench/kamailio/kamailio.cfg -DD -A CHILDREN=1 -m 4096 -M 32 -x fm > "$work/kamailio.txt" 2>&1 &
+  kam=$!
+  sleep 1
+  kam_pids="$kam $( (pgrep -P "$kam" || true) | tr "\n" " ")"
+  before=0; for p in $kam_pids; do before=$((before + $(cpu_ns "$p"))); done
+  read -r elapsed failed < <(run_uac 127.0.0.1:5060)
+  after=0; for p in $kam_pids; do after=$((after + $(cpu_ns "$p" 2>/dev/null || echo 0))); done
+  kill -TERM "$kam"; wait "$kam" 2>/dev/null || true
+  kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
+  printf 'kamailio\t%s\t%s\t%s\t%s\t-\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
+    "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)"
+
+  start_tpo
+  register dev-T-0002 pass-2 127.0.20.2 5062
+  register dev-T-0001 pass-1 127.0.20.1 5061
+  start_uas 127.0.20.2 5062
+  before=$(cpu_ns $tpo)
+  read -r elapsed failed < <(run_uac 127.0.20.10:5060)
+  after=$(cpu_ns $tpo)
+  rss=$(awk '/VmHWM/{print int($2/1024)}' /proc/$tpo/status)
+  kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
+  kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
+  printf 'tpo\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
+    "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)" "$rss"
+done
+
+# Memory per established call: 400 calls held 20 s (800 port pairs of the range).
+start_tpo
+register dev-T-0002 pass-2 127.0.20.2 5062
+register dev-T-0001 pass-1 127.0.20.1 5061
+start_uas 127.0.20.2 5062
+sleep 1.5
+heap0=$(metric floorwire_tpo_heap_allocated_bytes); rss0=$(awk '/VmRSS/{print $2}' /proc/$tpo/status)
+(cd "$work" && sipp 127.0.20.10:5060 -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r 200 -m 400 -d 20000 \
+  -nostdin -timeout 60s > "$work/hold.txt" 2>&1) &
+held=$!
+until [ "$(metric floorwire_tpo_calls_active)" = "400" ]; do sleep 0.2; done
+sleep 1.5
+heap1=$(metric floorwire_tpo_heap_allocated_bytes); rss1=$(awk '/VmRSS/{print $2}' /proc/$tpo/status)
+wait "$held" || true
+printf '\nestablished calls\theap_bytes_per_call\trss_kib_per_call\n400\t%s\t%s\n' \
+  "$(echo "($heap1 - $heap0) / 400" | bc)" "$(echo "scale=1; ($rss1 - $rss0) / 400" | bc)"
+kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
