@@ -335,25 +335,11 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
         &runtime,
         floor_recorded_at(1, &[recorders[0].address, second_recorder]),
     );
-    let url = format!("http://{tss}");
-    let spool = dir.join("spool").display().to_string();
-    let sip = format!("127.0.15.10:{}", free_port("127.0.15.10"));
-    let env = [
-        ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
-        ("TPO__SIP__LISTEN", sip.as_str()),
-        ("TPO__TSS__URL", url.as_str()),
-        ("TPO__TSS__TOKEN", common::TOKEN),
-        ("TPO__TSS__POLL_INTERVAL_MS", "100"),
-        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
-        ("TPO__MEDIA__FIRST_PORT", "45000"),
-        ("TPO__MEDIA__LAST_PORT", "45099"),
-    ];
-    let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
-    let sip: SocketAddr = sip.parse().unwrap();
+    let sip: SocketAddr = format!("127.0.15.10:{}", free_port("127.0.15.10"))
+        .parse()
+        .unwrap();
+    let tpo = common::start_tpo(tss, sip, "[]", &dir.join("spool"), (45000, 45099), &[]);
     let metric = |name: &str| service::metric(tpo.admin, name);
-    service::wait_until(Duration::from_secs(10), "configuration", || {
-        metric("floorwire_tpo_config_revision") == Some(1.0)
-    });
 
     let mut caller = Phone::start(
         &dir,

@@ -297,39 +297,6 @@ fn passed(what: &str, child: std::process::Child) {
     assert!(out.status.success(), "{what}: {}", sipp::tail(&out));
 }
 
-/// A TPO on `sip` with the fixture TSS at `tss`, its peers and spool.
-fn start_tpo(
-    tss: SocketAddr,
-    sip: SocketAddr,
-    peers: &str,
-    spool: &std::path::Path,
-    media: (u16, u16),
-    extra_env: &[(&str, &str)],
-) -> service::Service {
-    let url = format!("http://{tss}");
-    let (sip, spool) = (sip.to_string(), spool.display().to_string());
-    let (first, last) = (media.0.to_string(), media.1.to_string());
-    let env = [
-        ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
-        ("TPO__SIP__LISTEN", sip.as_str()),
-        ("TPO__TSS__URL", url.as_str()),
-        ("TPO__TSS__TOKEN", common::TOKEN),
-        ("TPO__TSS__POLL_INTERVAL_MS", "100"),
-        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
-        ("TPO__MEDIA__FIRST_PORT", first.as_str()),
-        ("TPO__MEDIA__LAST_PORT", last.as_str()),
-        ("TPO__PEERS__ADDRESSES", peers),
-        ("TPO__PEERS__PROBE_INTERVAL_MS", "100"),
-        ("TPO__PEERS__DEAD_AFTER_MS", "500"),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().chain(extra_env).copied().collect();
-    let tpo = service::start(env!("CARGO_BIN_EXE_tpo"), &env);
-    service::wait_until(Duration::from_secs(10), "configuration", || {
-        service::metric(tpo.admin, "floorwire_tpo_config_revision") == Some(1.0)
-    });
-    tpo
-}
-
 #[test]
 fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     if !sipp::sipp_available() {
@@ -346,8 +313,8 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
         .unwrap();
     let peers = format!("[\"{a_sip}\", \"{b_sip}\"]");
     let (a_spool, b_spool) = (dir.join("spool-a"), dir.join("spool-b"));
-    let tpo_a = start_tpo(tss, a_sip, &peers, &a_spool, (43000, 43499), &[]);
-    let tpo_b = start_tpo(tss, b_sip, &peers, &b_spool, (43500, 43999), &[]);
+    let tpo_a = common::start_tpo(tss, a_sip, &peers, &a_spool, (43000, 43499), &[]);
+    let tpo_b = common::start_tpo(tss, b_sip, &peers, &b_spool, (43500, 43999), &[]);
     let peer_up = |tpo: &service::Service, peer: SocketAddr| {
         service::metric(
             tpo.admin,
@@ -508,7 +475,7 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
         .unwrap();
     let spool = dir.join("spool");
     // One call at a time, so the load test needs only one call up.
-    let tpo = start_tpo(
+    let tpo = common::start_tpo(
         tss,
         sip,
         "[]",
@@ -638,7 +605,7 @@ fn ten_thousand_calls_leave_no_port_state_or_memory_behind() {
         .unwrap();
     let spool = dir.join("spool");
     // 500 port pairs: 250 calls at once at most.
-    let tpo = start_tpo(tss, sip, "[]", &spool, (46000, 46999), &[]);
+    let tpo = common::start_tpo(tss, sip, "[]", &spool, (46000, 46999), &[]);
     let metric = |name: &str| service::metric(tpo.admin, name).unwrap_or(-1.0);
     assert_eq!(metric("floorwire_tpo_rtp_port_pairs_free"), 500.0);
     let caller = (

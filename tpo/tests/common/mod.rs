@@ -167,3 +167,37 @@ pub fn spooled(spool: &std::path::Path) -> Vec<Value> {
     records.sort_by_key(|r| r["started_at"].as_str().unwrap_or_default().to_owned());
     records
 }
+
+/// A TPO (the real binary) on `sip` with the fixture TSS at `tss`, its peers, spool
+/// and RTP range, waiting until it has the configuration; `extra_env` on top.
+pub fn start_tpo(
+    tss: SocketAddr,
+    sip: SocketAddr,
+    peers: &str,
+    spool: &std::path::Path,
+    media: (u16, u16),
+    extra_env: &[(&str, &str)],
+) -> crate::service::Service {
+    let url = format!("http://{tss}");
+    let (sip, spool) = (sip.to_string(), spool.display().to_string());
+    let (first, last) = (media.0.to_string(), media.1.to_string());
+    let env = [
+        ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
+        ("TPO__SIP__LISTEN", sip.as_str()),
+        ("TPO__TSS__URL", url.as_str()),
+        ("TPO__TSS__TOKEN", TOKEN),
+        ("TPO__TSS__POLL_INTERVAL_MS", "100"),
+        ("TPO__CALL_RECORDS__SPOOL_DIR", spool.as_str()),
+        ("TPO__MEDIA__FIRST_PORT", first.as_str()),
+        ("TPO__MEDIA__LAST_PORT", last.as_str()),
+        ("TPO__PEERS__ADDRESSES", peers),
+        ("TPO__PEERS__PROBE_INTERVAL_MS", "100"),
+        ("TPO__PEERS__DEAD_AFTER_MS", "500"),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().chain(extra_env).copied().collect();
+    let tpo = crate::service::start(env!("CARGO_BIN_EXE_tpo"), &env);
+    crate::service::wait_until(std::time::Duration::from_secs(10), "configuration", || {
+        crate::service::metric(tpo.admin, "floorwire_tpo_config_revision") == Some(1.0)
+    });
+    tpo
+}
