@@ -48,14 +48,6 @@ fn baresip_available() -> bool {
     false
 }
 
-fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A baresip phone for `device` (with `password`) registering at `tpo`, listening on
 /// `ip`, sending a sine of `tone_hz`, recording what it hears into its folder.
 struct Phone {
@@ -75,7 +67,7 @@ impl Phone {
     ) -> Self {
         let dir = root.join(device);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port(ip);
+        let port = common::free_port(ip);
         // ausine makes 48 kHz stereo; baresip resamples to the 8 kHz G.711 codec.
         let config = format!(
             "poll_method epoll\n\
@@ -209,7 +201,7 @@ struct Recorder {
 impl Recorder {
     fn start(dir: &Path, ip: &str) -> Self {
         let (caller_stream, callee_stream) = (StreamSink::start(ip), StreamSink::start(ip));
-        let port = free_port(ip);
+        let port = common::free_port(ip);
         let dir = dir.join(format!("recorder-{ip}-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let fields = dir.join("ports.csv");
@@ -335,7 +327,7 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
         &runtime,
         floor_recorded_at(1, &[recorders[0].address, second_recorder]),
     );
-    let sip: SocketAddr = format!("127.0.15.10:{}", free_port("127.0.15.10"))
+    let sip: SocketAddr = format!("127.0.15.10:{}", common::free_port("127.0.15.10"))
         .parse()
         .unwrap();
     let tpo = common::start_tpo(tss, sip, "[]", &dir.join("spool"), (45000, 45099), &[]);

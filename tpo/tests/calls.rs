@@ -91,15 +91,6 @@ fn listening(ip: &str, port: u16) {
     });
 }
 
-/// A free UDP port on `ip`.
-fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_turret_calls_another_turrets_line() {
     if !sipp::sipp_available() {
@@ -110,7 +101,7 @@ fn a_turret_calls_another_turrets_line() {
     let dir = sipp::scratch("tpo-calls");
     let url = format!("http://{tss}");
     let spool = dir.join("spool").display().to_string();
-    let sbc_port = free_port("127.0.10.9");
+    let sbc_port = common::free_port("127.0.10.9");
     let sbc_addr = format!("127.0.10.9:{sbc_port}");
     let env = [
         ("TPO__ADMIN__LISTEN", "127.0.0.1:0"),
@@ -131,7 +122,10 @@ fn a_turret_calls_another_turrets_line() {
     });
 
     // Both turrets register; the callee then waits for the call on the same port.
-    let (callee_port, caller_port) = (free_port("127.0.10.6"), free_port("127.0.10.5"));
+    let (callee_port, caller_port) = (
+        common::free_port("127.0.10.6"),
+        common::free_port("127.0.10.5"),
+    );
     register(
         sip,
         &dir,
@@ -235,7 +229,7 @@ fn a_turret_calls_another_turrets_line() {
         sipp::tail(&out)
     );
     std::fs::write(&numbers, "SEQUENTIAL\n7101;\n").unwrap();
-    let out = refused("127.0.10.7", free_port("127.0.10.7"));
+    let out = refused("127.0.10.7", common::free_port("127.0.10.7"));
     assert!(
         out.status.success(),
         "stranger refused 403: {}",
@@ -305,10 +299,10 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (tss, _fixture) = common::serve(&runtime, common::floor(1));
     let dir = sipp::scratch("tpo-lines");
-    let a_sip: SocketAddr = format!("127.0.11.1:{}", free_port("127.0.11.1"))
+    let a_sip: SocketAddr = format!("127.0.11.1:{}", common::free_port("127.0.11.1"))
         .parse()
         .unwrap();
-    let b_sip: SocketAddr = format!("127.0.11.2:{}", free_port("127.0.11.2"))
+    let b_sip: SocketAddr = format!("127.0.11.2:{}", common::free_port("127.0.11.2"))
         .parse()
         .unwrap();
     let peers = format!("[\"{a_sip}\", \"{b_sip}\"]");
@@ -328,7 +322,7 @@ fn shared_lines_ring_everywhere_private_wires_ring_down_and_peers_fork() {
     // trader01..03 register on A, trader04 on B.
     let turret = |n: u16| {
         let ip = format!("127.0.12.{n}");
-        let port = free_port(&ip);
+        let port = common::free_port(&ip);
         (format!("dev-T-000{n}"), format!("pass-{n}"), ip, port)
     };
     let turrets: Vec<_> = (1..=4).map(turret).collect();
@@ -470,7 +464,7 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (tss, _fixture) = common::serve(&runtime, common::config(1, "pass-one", "pass-two"));
     let dir = sipp::scratch("tpo-flows");
-    let sip: SocketAddr = format!("127.0.13.10:{}", free_port("127.0.13.10"))
+    let sip: SocketAddr = format!("127.0.13.10:{}", common::free_port("127.0.13.10"))
         .parse()
         .unwrap();
     let spool = dir.join("spool");
@@ -490,19 +484,19 @@ fn cancel_callee_bye_hold_resume_and_load_shedding_through_the_tpo() {
         "dev-T-0001",
         "pass-one",
         "127.0.13.1",
-        free_port("127.0.13.1"),
+        common::free_port("127.0.13.1"),
     );
     let second = (
         "dev-T-0001",
         "pass-one",
         "127.0.13.3",
-        free_port("127.0.13.3"),
+        common::free_port("127.0.13.3"),
     );
     let callee = (
         "dev-T-0002",
         "pass-two",
         "127.0.13.2",
-        free_port("127.0.13.2"),
+        common::free_port("127.0.13.2"),
     );
     for (device, password, ip, port) in [caller, second, callee] {
         register(sip, &dir, device, password, ip, port);
@@ -600,7 +594,7 @@ fn ten_thousand_calls_leave_no_port_state_or_memory_behind() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (tss, _fixture) = common::serve(&runtime, common::config(1, "pass-one", "pass-two"));
     let dir = sipp::scratch("tpo-leak");
-    let sip: SocketAddr = format!("127.0.16.10:{}", free_port("127.0.16.10"))
+    let sip: SocketAddr = format!("127.0.16.10:{}", common::free_port("127.0.16.10"))
         .parse()
         .unwrap();
     let spool = dir.join("spool");
@@ -612,13 +606,13 @@ fn ten_thousand_calls_leave_no_port_state_or_memory_behind() {
         "dev-T-0001",
         "pass-one",
         "127.0.16.1",
-        free_port("127.0.16.1"),
+        common::free_port("127.0.16.1"),
     );
     let callee = (
         "dev-T-0002",
         "pass-two",
         "127.0.16.2",
-        free_port("127.0.16.2"),
+        common::free_port("127.0.16.2"),
     );
     for (device, password, ip, port) in [caller, callee] {
         register(sip, &dir, device, password, ip, port);

@@ -201,3 +201,12 @@ pub fn start_tpo(
     });
     tpo
 }
+
+/// A UDP port free right now on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
