@@ -88,6 +88,9 @@ pub struct SbcSection {
 pub struct CallsSection {
     /// Calls (ringing and established) at once; past it new INVITEs get 503.
     pub max_calls: usize,
+    /// New calls admitted per second; past it new INVITEs get 503 + Retry-After: 1.
+    /// 0: no limit.
+    pub max_calls_per_second: u32,
 }
 
 /// `[sip]`.
@@ -291,6 +294,8 @@ pub async fn run(
     let mut b2bua_config = floorwire::sip::b2bua::B2buaConfig::new(sip_addr);
     b2bua_config.contact_user = "tpo".into();
     b2bua_config.max_calls = config.calls.max_calls;
+    b2bua_config.max_calls_per_second =
+        (config.calls.max_calls_per_second > 0).then_some(config.calls.max_calls_per_second);
     b2bua_config.media_timeout = (config.media.rtp_timeout_secs > 0)
         .then(|| Duration::from_secs(config.media.rtp_timeout_secs));
     let calls = floorwire::sip::b2bua::B2bua::new(b2bua_config, router, anchor);

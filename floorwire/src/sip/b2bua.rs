@@ -202,6 +202,10 @@ pub struct B2buaConfig {
     pub max_calls: usize,
     /// Seconds in Retry-After when refusing for load.
     pub retry_after_secs: u32,
+    /// New calls admitted per second (a window of one second); past it new INVITEs
+    /// get 503 + Retry-After: 1 at once, so an overload sheds early instead of letting
+    /// every call time out. `None`: no limit.
+    pub max_calls_per_second: Option<u32>,
     /// An answered call whose relay has carried no packet (RTP or RTCP, either way)
     /// for this long is hung up on both legs, unless it is on hold; `None`: never.
     pub media_timeout: Option<Duration>,
@@ -219,6 +223,7 @@ impl B2buaConfig {
             contact_user: "b2bua".into(),
             max_calls: 10_000,
             retry_after_secs: 5,
+            max_calls_per_second: None,
             media_timeout: None,
             replicate: false,
         }
@@ -459,6 +464,8 @@ pub struct B2bua<R, M> {
     recently_cancelled: VecDeque<Cancelled>,
     /// (Call-ID, our tag) of each recording session → call and its index.
     recording_legs: HashMap<(String, String), (u64, usize)>,
+    /// The current one-second admission window and the calls admitted in it.
+    admission: Option<(Instant, u32)>,
 }
 
 /// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
@@ -636,6 +643,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             next_media_check: None,
             recently_cancelled: VecDeque::new(),
             recording_legs: HashMap::new(),
+            admission: None,
         }
     }
 
@@ -1201,6 +1209,24 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 retry_after: Some(self.config.retry_after_secs),
             };
             return self.refuse(now, layer, id, &request, &refusal);
+        }
+        if let Some(limit) = self.config.max_calls_per_second {
+            let (start, admitted) = match self.admission {
+                Some((start, n)) if now.duration_since(start) < Duration::from_secs(1) => {
+                    (start, n)
+                }
+                _ => (now, 0),
+            };
+            if admitted >= limit {
+                self.admission = Some((start, admitted));
+                let refusal = RouteRefusal {
+                    status: 503,
+                    reason: format!("{limit} new calls this second, the limit"),
+                    retry_after: Some(1),
+                };
+                return self.refuse(now, layer, id, &request, &refusal);
+            }
+            self.admission = Some((start, admitted + 1));
         }
         let offer = if request.body.is_empty() {
             None
@@ -2822,6 +2848,37 @@ From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
         assert!(requests(&out, R2).is_empty());
         let summary = h.core.router_mut().summaries.pop().expect("summary");
         assert_eq!(summary.recordings, vec![header(&to_r1, "Call-ID").unwrap()]);
+    }
+
+    #[test]
+    fn past_the_calls_per_second_limit_new_invites_are_shed_at_once() {
+        let mut h = Harness::new();
+        h.core.config.max_calls_per_second = Some(2);
+        let invite = |n: u32| {
+            invite_from_a()
+                .replace("a-leg-call", &format!("call-{n}"))
+                .replace("z9hG4bKa1", &format!("z9hG4bKrate{n}"))
+        };
+        for n in 0..2 {
+            let out = h.deliver(A, &invite(n));
+            assert_eq!(requests(&out, B1).len(), 1, "call {n} admitted");
+        }
+        let out = h.deliver(A, &invite(2));
+        assert_eq!(responses(&out, A), vec![100, 503]);
+        let shed = out
+            .iter()
+            .find_map(|o| match o {
+                Out::Response(_, r) if r.status_code.code() == 503 => header(r, "Retry-After"),
+                _ => None,
+            })
+            .expect("503");
+        assert_eq!(shed.trim(), "1");
+        assert!(requests(&out, B1).is_empty(), "nothing went out on leg B");
+        // A second later the window starts again.
+        h.now += Duration::from_secs(1);
+        let out = h.deliver(A, &invite(3));
+        assert_eq!(requests(&out, B1).len(), 1);
+        assert_eq!(h.core.stats().calls_active, 3);
     }
 
     #[test]
