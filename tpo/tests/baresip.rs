@@ -120,13 +120,33 @@ impl Phone {
         std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
     }
 
-    /// What the phone heard: the samples of its decoded-audio recording.
-    fn heard(&self) -> Vec<i16> {
-        let file = std::fs::read_dir(&self.dir)
+    /// The phone's decoded-audio recordings (one a call), oldest first: their names
+    /// carry the time.
+    fn recordings(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Samples heard so far in the call after the phone's first `calls` ones (0 until
+    /// that call's recording starts): sndfile writes as the audio comes.
+    fn heard_in_call(&self, calls: usize) -> u64 {
+        self.recordings()
+            .get(calls)
+            .and_then(|f| std::fs::metadata(f).ok())
+            .map_or(0, |m| m.len().saturating_sub(44) / 2)
+    }
+
+    /// What the phone heard in its last call: the samples of its recording.
+    fn heard(&self) -> Vec<i16> {
+        let file = self
+            .recordings()
+            .pop()
             .unwrap_or_else(|| panic!("no recording in {}: {}", self.dir.display(), self.log()));
         wav_samples(&std::fs::read(file).unwrap())
     }
@@ -286,15 +306,25 @@ fn floor_recorded_at(revision: i64, recorders: &[SocketAddr]) -> serde_json::Val
     config
 }
 
-/// A call of about 3 s from `caller` to the callee's line 7101 (the `nth` call);
-/// returns once the TPO has seen it end.
-fn call_and_hang_up(caller: &mut Phone, sip: SocketAddr, admin: SocketAddr, nth: f64) {
+/// A call from `caller` to `callee`'s line 7101 (the `nth` call), hung up once each
+/// phone has heard 3 s of the other; returns once the TPO has seen it end.
+fn call_and_hang_up(
+    caller: &mut Phone,
+    callee: &Phone,
+    sip: SocketAddr,
+    admin: SocketAddr,
+    nth: f64,
+) {
     let metric = |name: &str| service::metric(admin, name);
+    let earlier = nth as usize - 1;
     caller.command(&format!("/dial sip:7101@{sip}"));
     service::wait_until(Duration::from_secs(10), "the call answered", || {
         metric("floorwire_tpo_calls_answered_total") == Some(nth)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // 3 s of 8 kHz audio each way.
+    service::wait_until(Duration::from_secs(15), "3 s of audio each way", || {
+        caller.heard_in_call(earlier) >= 24_000 && callee.heard_in_call(earlier) >= 24_000
+    });
     caller.command("/hangup");
     service::wait_until(Duration::from_secs(10), "the call over", || {
         metric("floorwire_tpo_calls_ended_total") == Some(nth)
@@ -355,7 +385,7 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
         metric("floorwire_tpo_registered_devices") == Some(2.0)
     });
     // trader02's line 7101; the callee answers by itself (answermode=auto).
-    call_and_hang_up(&mut caller, sip, tpo.admin, 1.0);
+    call_and_hang_up(&mut caller, &callee, sip, tpo.admin, 1.0);
 
     // Each phone heard the other's tone, not its own.
     assert_tones("what the caller heard", &caller.heard(), 1400.0, 1000.0);
@@ -397,7 +427,7 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
     service::wait_until(Duration::from_secs(10), "revision 2", || {
         metric("floorwire_tpo_config_revision") == Some(2.0)
     });
-    call_and_hang_up(&mut caller, sip, tpo.admin, 2.0);
+    call_and_hang_up(&mut caller, &callee, sip, tpo.admin, 2.0);
     let (caller_stream, callee_stream) = first.finish();
     assert_tones(
         "the recorder left, stream 1",

@@ -143,98 +143,65 @@ fn a_turret_calls_another_turrets_line() {
         caller_port,
     );
     assert_eq!(metric("floorwire_tpo_registered_devices"), 2.0);
-    let callee_dir = dir.join("callee");
-    std::fs::create_dir_all(&callee_dir).unwrap();
-    let callee = Command::new("sipp")
-        .args(sipp_args(
-            sip,
-            "uas-answer.xml",
-            "dev-T-0002",
-            "pass-two",
-            "127.0.10.6",
-            callee_port,
-        ))
-        .current_dir(&callee_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The callee waits on the port it registered from; the caller dials trader02's
+    // line 7101.
+    let turret = |device: &str, password: &str, ip: &str, port: u16, scenario: &str, field| {
+        spawn_turret(sip, &dir, scenario, device, password, ip, port, field, &[])
+    };
+    let callee = turret(
+        "dev-T-0002",
+        "pass-two",
+        "127.0.10.6",
+        callee_port,
+        "uas-answer.xml",
+        None,
+    );
     listening("127.0.10.6", callee_port);
-
-    // The caller dials trader02's line 7101.
-    let caller_dir = dir.join("caller");
-    std::fs::create_dir_all(&caller_dir).unwrap();
-    let numbers = caller_dir.join("numbers.csv");
-    std::fs::write(&numbers, "SEQUENTIAL\n7101;\n").unwrap();
-    let mut args = sipp_args(
-        sip,
-        "uac-call.xml",
+    let caller = turret(
         "dev-T-0001",
         "pass-one",
         "127.0.10.5",
         caller_port,
+        "uac-call.xml",
+        Some("7101"),
     );
-    args.extend(["-inf".to_string(), numbers.display().to_string()]);
-    let caller = sipp::run_sipp(&args, &caller_dir);
-    let callee = callee.wait_with_output().unwrap();
-    assert!(caller.status.success(), "caller: {}", sipp::tail(&caller));
-    assert!(callee.status.success(), "callee: {}", sipp::tail(&callee));
+    passed("caller", caller);
+    passed("callee", callee);
 
     // An external number goes to the SBC (a SIPp stand-in answering).
-    let sbc_dir = dir.join("sbc");
-    std::fs::create_dir_all(&sbc_dir).unwrap();
-    let sbc = Command::new("sipp")
-        .args(sipp_args(
-            sip,
-            "uas-answer.xml",
-            "sbc",
-            "-",
-            "127.0.10.9",
-            sbc_port,
-        ))
-        .current_dir(&sbc_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let sbc = turret("sbc", "-", "127.0.10.9", sbc_port, "uas-answer.xml", None);
     listening("127.0.10.9", sbc_port);
-    std::fs::write(&numbers, "SEQUENTIAL\n0142685300;\n").unwrap();
-    let caller = sipp::run_sipp(&args, &caller_dir);
-    let sbc = sbc.wait_with_output().unwrap();
-    assert!(
-        caller.status.success(),
-        "external call: {}",
-        sipp::tail(&caller)
+    let caller = turret(
+        "dev-T-0001",
+        "pass-one",
+        "127.0.10.5",
+        caller_port,
+        "uac-call.xml",
+        Some("0142685300"),
     );
-    assert!(sbc.status.success(), "SBC stand-in: {}", sipp::tail(&sbc));
+    passed("external call", caller);
+    passed("SBC stand-in", sbc);
 
     // Refused: a number the dial plan refuses, and any call from an unregistered address.
-    std::fs::write(&numbers, "SEQUENTIAL\n0899123456;\n").unwrap();
-    let refused = |ip: &str, port: u16| {
-        let mut args = sipp_args(
-            sip,
-            "uac-call-refused.xml",
-            "dev-T-0001",
-            "pass-one",
-            ip,
-            port,
-        );
-        args.extend(["-inf".to_string(), numbers.display().to_string()]);
-        sipp::run_sipp(&args, &caller_dir)
-    };
-    let out = refused("127.0.10.5", caller_port);
-    assert!(
-        out.status.success(),
-        "premium refused 403: {}",
-        sipp::tail(&out)
+    let refused = turret(
+        "dev-T-0001",
+        "pass-one",
+        "127.0.10.5",
+        caller_port,
+        "uac-call-refused.xml",
+        Some("0899123456"),
     );
-    std::fs::write(&numbers, "SEQUENTIAL\n7101;\n").unwrap();
-    let out = refused("127.0.10.7", common::free_port("127.0.10.7"));
-    assert!(
-        out.status.success(),
-        "stranger refused 403: {}",
-        sipp::tail(&out)
+    passed("premium refused 403", refused);
+    let stranger = common::free_port("127.0.10.7");
+    let refused = turret(
+        "dev-T-0001",
+        "pass-one",
+        "127.0.10.7",
+        stranger,
+        "uac-call-refused.xml",
+        Some("7101"),
     );
+    passed("stranger refused 403", refused);
     assert!(service::terminate(tpo).success());
     let _ = std::fs::remove_dir_all(dir);
 }
