@@ -15,12 +15,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the lab on its embedded defaults (foreground; Ctrl-C stops it cleanly).
-    /// Prints `lab ready: PATH` once every service is up; PATH is lab.json.
+    /// Start the whole dual-DC lab on loopback (foreground; Ctrl-C stops it cleanly).
+    /// Prints `lab ready: PATH` once every service is healthy; PATH is lab.json.
     Lab {
-        /// Directory for lab.json and state.
+        /// Directory for lab.json, certificates, logs, the store and spools (the store
+        /// and spools start afresh from the seed at each start).
         #[arg(long, default_value_os_t = std::env::temp_dir().join("floorwire-lab"))]
         dir: PathBuf,
+        /// Directory holding the `tss`, `tpo` and `sbc-shim` binaries (default: the
+        /// directory of this binary).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// The lab's control port (HTTP: list, stop and start services).
+        #[arg(long, default_value_t = turret_sim::lab::CONTROL)]
+        control: SocketAddr,
+    },
+    /// The carrier stand-in: answers every call arriving on its SIP address.
+    /// Prints `carrier ready: admin=ADDR sip=ADDR`.
+    Carrier {
+        /// SIP UDP address.
+        #[arg(long, default_value = "127.0.3.1:5060")]
+        sip: SocketAddr,
+        /// Admin HTTP address (/metrics, /healthz).
+        #[arg(long, default_value = "127.0.3.1:9100")]
+        admin: SocketAddr,
+        /// Media address announced in SDP answers.
+        #[arg(long, default_value = "127.0.3.1:20000")]
+        media: SocketAddr,
     },
     /// Answer every SIP call arriving on an address (a far end for SIPp or tests).
     Answer {
@@ -42,11 +63,37 @@ fn main() -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
         match cli.command {
-            Command::Lab { dir } => turret_sim::lab(&dir, shutdown, |path| {
-                println!("lab ready: {}", path.display())
-            })
+            Command::Lab {
+                dir,
+                bin_dir,
+                control,
+            } => {
+                let bin_dir = match bin_dir {
+                    Some(d) => d,
+                    None => std::env::current_exe()
+                        .context("locating turret-sim")?
+                        .parent()
+                        .map(PathBuf::from)
+                        .unwrap_or_default(),
+                };
+                let options = turret_sim::lab::LabOptions {
+                    dir,
+                    bin_dir,
+                    control,
+                };
+                turret_sim::lab::run(options, shutdown, |path| {
+                    println!("lab ready: {}", path.display())
+                })
+                .await
+                .context("lab")
+            }
+            Command::Carrier { sip, admin, media } => turret_sim::carrier::serve(
+                turret_sim::carrier::CarrierOptions { sip, admin, media },
+                shutdown,
+                |admin, sip| println!("carrier ready: admin={admin} sip={sip}"),
+            )
             .await
-            .context("lab"),
+            .context("carrier"),
             Command::Answer { sip, media } => turret_sim::answer(sip, media, shutdown)
                 .await
                 .context("answer"),

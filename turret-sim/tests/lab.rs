@@ -1,14 +1,128 @@
-//! The real `turret-sim lab`: ready line, lab.json, a SIP OPTIONS answered by the
-//! carrier stand-in, its metrics counting it, and a clean stop on SIGTERM.
+//! The real `turret-sim lab`: every service of the dual-DC lab up and healthy, lab.json
+//! as DESIGN.md describes it, SIPp turrets registering with the credentials lab.json
+//! lists and calling through the TPOs (a turret on another TPO, the carrier through
+//! the SBC), a TPO stopped and started again through the control port, and a clean
+//! stop on SIGTERM that leaves no service behind.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+#[path = "../../tests-common/service.rs"]
+mod service;
+
+#[path = "../../floorwire/tests/common/mod.rs"]
+mod sipp;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde_json::Value;
+
+const CALLEE_PORT: u16 = 15062;
+const CALLER_PORT: u16 = 15061;
+
+fn scenario(crate_dir: &str, name: &str) -> String {
+    format!(
+        "{}/../{crate_dir}/tests/sipp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// SIPp as `user`'s turret from `127.0.10.N:port`, with the user's lab credentials.
+fn turret(
+    user: &Value,
+    n: u8,
+    port: u16,
+    scenario: &str,
+    dir: &Path,
+    number: Option<&str>,
+) -> Child {
+    let sip = &user["sip"];
+    let registrar = sip["registrar"].as_str().unwrap();
+    let username = sip["username"].as_str().unwrap();
+    let dir = dir.join(format!(
+        "{username}-{}",
+        Path::new(scenario).file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args: Vec<String> = [
+        registrar,
+        "-sf",
+        scenario,
+        "-s",
+        username,
+        "-au",
+        username,
+        "-ap",
+        sip["password"].as_str().unwrap(),
+        "-i",
+        &format!("127.0.10.{n}"),
+        "-p",
+        &port.to_string(),
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if let Some(number) = number {
+        let inf = dir.join("number.csv");
+        std::fs::write(&inf, format!("SEQUENTIAL\n{number};\n")).unwrap();
+        args.extend(["-inf".to_owned(), inf.display().to_string()]);
+    }
+    Command::new("sipp")
+        .args(args)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn passed(child: Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}", sipp::tail(&out));
+}
+
+fn endpoint(lab: &Value, service: &str, name: &str) -> SocketAddr {
+    lab["services"][service]["endpoints"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("lab.json: {service} has no {name} endpoint"))
+        .parse()
+        .unwrap()
+}
+
+fn post(addr: SocketAddr, path: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+fn service_up(control: SocketAddr, name: &str) -> bool {
+    let (_, body) = service::http_get(control, "/services");
+    let body = body.split("\r\n\r\n").last().unwrap_or_default().to_owned();
+    let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    list.as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == name))
+        .is_some_and(|s| s["up"] == true)
+}
+
 #[test]
-fn lab_starts_answers_and_stops() {
+fn lab_runs_the_floor_and_stops_cleanly() {
+    if !sipp::sipp_available() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("floorwire-lab-test-{}", std::process::id()));
     let mut lab = Command::new(env!("CARGO_BIN_EXE_turret-sim"))
         .args(["lab", "--dir"])
@@ -26,53 +140,140 @@ fn lab_starts_answers_and_stops() {
         }
     });
     let path = rx
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(120))
         .unwrap_or_else(|_| {
             let _ = lab.kill();
-            panic!("no `lab ready:` line within 60 s (is 127.0.3.1:5060 free?)")
+            panic!(
+                "no `lab ready:` line within 120 s (see {}/logs)",
+                dir.display()
+            )
         });
-    let lab_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("lab.json")).expect("json");
-    let carrier = &lab_json["services"]["carrier"];
-    assert_eq!(carrier["kind"], "carrier");
-    let sip: SocketAddr = carrier["endpoints"]["sip"]
-        .as_str()
-        .expect("sip")
-        .parse()
-        .expect("addr");
-    let admin: SocketAddr = carrier["endpoints"]["admin"]
-        .as_str()
-        .expect("admin")
-        .parse()
-        .expect("addr");
-    assert_eq!(lab_json["carrier"]["sip"], carrier["endpoints"]["sip"]);
+    let lab_json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
 
-    let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let me = client.local_addr().expect("addr");
-    let options = format!(
-        "OPTIONS sip:carrier@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlabtest\r\n\
-Max-Forwards: 70\r\nFrom: <sip:test@{me}>;tag=t1\r\nTo: <sip:carrier@{sip}>\r\n\
-Call-ID: labtest@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    // Every service DESIGN.md lists, each healthy on its admin port.
+    let services = lab_json["services"].as_object().unwrap();
+    let kinds: Vec<(&str, &str)> = services
+        .iter()
+        .map(|(n, s)| (n.as_str(), s["kind"].as_str().unwrap()))
+        .collect();
+    for (name, kind) in [
+        ("tss-1", "tss"),
+        ("tss-2", "tss"),
+        ("tpo-1a", "tpo"),
+        ("tpo-1b", "tpo"),
+        ("tpo-2a", "tpo"),
+        ("tpo-2b", "tpo"),
+        ("sbc-1", "sbc"),
+        ("sbc-2", "sbc"),
+        ("carrier", "carrier"),
+    ] {
+        assert!(
+            kinds.contains(&(name, kind)),
+            "lab.json lacks {name} ({kind}): {kinds:?}"
+        );
+        let (status, _) = service::http_get(endpoint(&lab_json, name, "admin"), "/healthz");
+        assert_eq!(status, 200, "{name} is healthy");
+    }
+    assert_eq!(
+        endpoint(&lab_json, "tpo-1a", "sip"),
+        "127.0.1.21:5060".parse().unwrap()
     );
-    client.send_to(options.as_bytes(), sip).expect("send");
-    let mut buf = [0u8; 4096];
-    let (len, _) = client.recv_from(&mut buf).expect("an answer");
+    assert_eq!(
+        endpoint(&lab_json, "tss-2", "https").ip().to_string(),
+        "127.0.2.10"
+    );
+    assert_eq!(endpoint(&lab_json, "tss-1", "ftpes").port(), 2121);
+    let users = lab_json["users"].as_array().unwrap();
+    assert_eq!(users.len(), 20);
+    let user = |name: &str| users.iter().find(|u| u["name"] == name).unwrap().clone();
+    let (trader01, trader11) = (user("trader01"), user("trader11"));
+    assert_eq!(trader01["tpo"], "tpo-1a");
+    assert_eq!(trader11["sip"]["registrar"], "127.0.2.21:5060");
     assert!(
-        buf[..len].starts_with(b"SIP/2.0 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..len])
+        lab_json["carrier"]["dids"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("+33142685300"))
     );
+    let control: SocketAddr = lab_json["control"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
 
-    // The metrics were updated before the answer was sent.
-    let metrics = get(admin, "/metrics");
-    assert!(
-        metrics.contains("floorwire_sip_requests_received_total 1"),
-        "metrics did not count the request:\n{metrics}"
+    // SIPp turrets register with lab.json's credentials; trader01 (tpo-1a) calls
+    // trader11's extension, registered on tpo-2a: the call goes through the peer.
+    let scratch = sipp::scratch("lab");
+    let register = scenario("floorwire", "uac-register-digest.xml");
+    passed(
+        turret(&trader01, 1, CALLER_PORT, &register, &scratch, None),
+        "trader01 registers",
     );
-    assert!(get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    passed(
+        turret(&trader11, 11, CALLEE_PORT, &register, &scratch, None),
+        "trader11 registers",
+    );
+    let callee = turret(
+        &trader11,
+        11,
+        CALLEE_PORT,
+        &scenario("tpo", "uas-answer.xml"),
+        &scratch,
+        None,
+    );
+    // No wait for SIPp to bind: the TPO retransmits the INVITE until it answers.
+    let number = trader11["sip"]["number"].as_str().unwrap().to_owned();
+    let caller = turret(
+        &trader01,
+        1,
+        CALLER_PORT,
+        &scenario("tpo", "uac-call.xml"),
+        &scratch,
+        Some(&number),
+    );
+    passed(caller, "trader01 calls trader11 through the peer TPO");
+    passed(callee, "trader11 answers");
+
+    // An external call: TPO → SBC (normalised) → the carrier stand-in answers.
+    let sbc_admin = endpoint(&lab_json, "sbc-1", "admin");
+    let caller = turret(
+        &trader01,
+        1,
+        CALLER_PORT,
+        &scenario("tpo", "uac-call.xml"),
+        &scratch,
+        Some("0140000000"),
+    );
+    passed(caller, "trader01 calls out through the SBC to the carrier");
+    let carrier_invites = service::metric(
+        endpoint(&lab_json, "carrier", "admin"),
+        "floorwire_sip_requests_received_total",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        carrier_invites >= 2.0,
+        "the carrier got the INVITE and the BYE ({carrier_invites})"
+    );
+    assert!(service::metric(sbc_admin, "floorwire_sbc_ha_active") == Some(1.0));
+
+    // The control port stops and starts a TPO; its peers see it go and come back.
+    let tpo_1a = endpoint(&lab_json, "tpo-1a", "admin");
+    let peer_up = || {
+        let (_, text) = service::http_get(tpo_1a, "/metrics");
+        text.lines()
+            .any(|l| l == "floorwire_tpo_peer_up{peer=\"127.0.1.22:5060\"} 1")
+    };
+    assert!(peer_up());
+    assert_eq!(post(control, "/services/tpo-1b/stop"), 200);
+    assert!(!service_up(control, "tpo-1b"));
+    service::wait_until(Duration::from_secs(5), "tpo-1a sees tpo-1b down", || {
+        !peer_up()
+    });
+    assert_eq!(post(control, "/services/tpo-1b/start"), 200);
+    assert!(service_up(control, "tpo-1b"));
+    service::wait_until(Duration::from_secs(5), "tpo-1a sees tpo-1b again", peer_up);
+    assert_eq!(post(control, "/services/no-such/stop"), 404);
 
     Command::new("kill")
         .args(["-TERM", &lab.id().to_string()])
@@ -83,23 +284,19 @@ Call-ID: labtest@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         let _ = tx.send(lab.wait());
     });
     let status = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("lab stops within 20 s of SIGTERM")
+        .recv_timeout(Duration::from_secs(30))
+        .expect("lab stops within 30 s of SIGTERM")
         .expect("wait");
     assert!(status.success(), "{status:?}");
+    // Nothing is left holding the lab's addresses.
+    for sip in [
+        "127.0.1.21:5060",
+        "127.0.2.22:5060",
+        "127.0.1.30:5060",
+        "127.0.3.1:5060",
+    ] {
+        UdpSocket::bind(sip)
+            .unwrap_or_else(|e| panic!("{sip} still held after the lab stopped: {e}"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    text
 }

@@ -1,0 +1,19 @@
+//! The simulator's one error type.
+
+/// What can go wrong in the simulator, the stand-ins and the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Floorwire(#[from] floorwire::Error),
+    /// Starting, checking or stopping the lab.
+    #[error("lab: {0}")]
+    Lab(String),
+    /// An HTTP exchange with a service.
+    #[error("http: {0}")]
+    Http(String),
+    /// Metrics registration.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
