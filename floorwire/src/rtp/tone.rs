@@ -46,8 +46,10 @@ pub fn goertzel_power(samples: &[i16], frequency: f64) -> f64 {
     if n == 0.0 {
         return 0.0;
     }
-    let k = (0.5 + n * frequency / SAMPLE_RATE).floor();
-    let coeff = 2.0 * (2.0 * PI * k / n).cos();
+    // The exact frequency, not the nearest DFT bin: with a block whose length does not
+    // put `frequency` on a bin, the nearest bin can be half a bin off and hold only
+    // ~40 % of a pure tone's energy.
+    let coeff = 2.0 * (2.0 * PI * frequency / SAMPLE_RATE).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {
         let s0 = x as f64 + coeff * s1 - s2;
@@ -88,6 +90,15 @@ mod tests {
         assert!(detect_tone(&decoded, 1000.0));
         assert!(!detect_tone(&decoded, 1400.0));
         assert!(!detect_tone(&vec![0; 800], 1000.0));
+    }
+
+    #[test]
+    fn detects_a_tone_between_two_bins() {
+        // 24,700 samples put 1400 Hz at bin 4322.5: the nearest bin would miss it.
+        let tone = ToneGenerator::new(1400.0, 0.5).samples(24_700);
+        assert!(tone_ratio(&tone, 1400.0) > 0.99);
+        assert!(detect_tone(&tone, 1400.0));
+        assert!(!detect_tone(&tone, 1000.0));
     }
 
     #[test]
