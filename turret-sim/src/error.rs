@@ -10,6 +10,9 @@ pub enum Error {
     /// Starting, checking or stopping the lab.
     #[error("lab: {0}")]
     Lab(String),
+    /// A recording session the recorder cannot take (body, metadata, SDP).
+    #[error("siprec: {0}")]
+    Siprec(String),
     /// An HTTP exchange with a service.
     #[error("http: {0}")]
     Http(String),

@@ -4,6 +4,8 @@
 //! - [`lab`]: `turret-sim lab`, the whole dual-DC lab as child processes, lab.json and
 //!   the control port.
 //! - [`carrier`]: the carrier stand-in (`turret-sim carrier`).
+//! - [`recorder`]: the recorder stand-in (`turret-sim recorder`): SIPREC in, WAV and
+//!   metadata out, search and replay over HTTP.
 //! - [`answer`]: an answering SIP endpoint (SIPp's far end).
 //! - [`https`]: the HTTP(S) client the lab and the scenarios use.
 
@@ -11,6 +13,7 @@ pub mod carrier;
 pub mod error;
 pub mod https;
 pub mod lab;
+pub mod recorder;
 
 use std::net::SocketAddr;
 

@@ -43,6 +43,23 @@ enum Command {
         #[arg(long, default_value = "127.0.3.1:20000")]
         media: SocketAddr,
     },
+    /// The recorder stand-in: a SIPREC recording server storing each recording as WAV
+    /// plus metadata JSON, with search and replay over HTTP. Prints
+    /// `recorder ready: admin=ADDR sip=ADDR replay=ADDR`.
+    Recorder {
+        /// SIPREC (SIP over UDP) address; recorded streams take ports on its IP.
+        #[arg(long, default_value = "127.0.1.40:5060")]
+        sip: SocketAddr,
+        /// Admin HTTP address (/metrics, /healthz).
+        #[arg(long, default_value = "127.0.1.40:9100")]
+        admin: SocketAddr,
+        /// Replay HTTP address (search, metadata, audio).
+        #[arg(long, default_value = "127.0.1.40:8080")]
+        replay: SocketAddr,
+        /// Folder of the recordings.
+        #[arg(long, default_value = "recordings")]
+        dir: PathBuf,
+    },
     /// Answer every SIP call arriving on an address (a far end for SIPp or tests).
     Answer {
         /// SIP UDP address to listen on.
@@ -94,6 +111,25 @@ fn main() -> anyhow::Result<()> {
             )
             .await
             .context("carrier"),
+            Command::Recorder {
+                sip,
+                admin,
+                replay,
+                dir,
+            } => turret_sim::recorder::serve(
+                turret_sim::recorder::RecorderOptions {
+                    sip,
+                    admin,
+                    replay,
+                    dir,
+                },
+                shutdown,
+                |admin, sip, replay| {
+                    println!("recorder ready: admin={admin} sip={sip} replay={replay}")
+                },
+            )
+            .await
+            .context("recorder"),
             Command::Answer { sip, media } => turret_sim::answer(sip, media, shutdown)
                 .await
                 .context("answer"),

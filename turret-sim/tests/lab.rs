@@ -12,11 +12,11 @@ mod service;
 #[path = "../../floorwire/tests/common/mod.rs"]
 mod sipp;
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -92,14 +92,6 @@ fn passed(child: Child, what: &str) {
     assert!(out.status.success(), "{what}: {}", sipp::tail(&out));
 }
 
-fn endpoint(lab: &Value, service: &str, name: &str) -> SocketAddr {
-    lab["services"][service]["endpoints"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("lab.json: {service} has no {name} endpoint"))
-        .parse()
-        .unwrap()
-}
-
 fn post(addr: SocketAddr, path: &str) -> u16 {
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
@@ -123,32 +115,8 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     if !sipp::sipp_available() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("floorwire-lab-test-{}", std::process::id()));
-    let mut lab = Command::new(env!("CARGO_BIN_EXE_turret-sim"))
-        .args(["lab", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn lab");
-    let stdout = lab.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(path) = line.strip_prefix("lab ready: ") {
-                let _ = tx.send(path.to_owned());
-            }
-        }
-    });
-    let path = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| {
-            let _ = lab.kill();
-            panic!(
-                "no `lab ready:` line within 120 s (see {}/logs)",
-                dir.display()
-            )
-        });
-    let lab_json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let lab = common::Lab::start("floor");
+    let lab_json = lab.json.clone();
 
     // Every service DESIGN.md lists, each healthy on its admin port.
     let services = lab_json["services"].as_object().unwrap();
@@ -166,23 +134,25 @@ fn lab_runs_the_floor_and_stops_cleanly() {
         ("sbc-1", "sbc"),
         ("sbc-2", "sbc"),
         ("carrier", "carrier"),
+        ("recorder-1", "recorder"),
+        ("recorder-2", "recorder"),
     ] {
         assert!(
             kinds.contains(&(name, kind)),
             "lab.json lacks {name} ({kind}): {kinds:?}"
         );
-        let (status, _) = service::http_get(endpoint(&lab_json, name, "admin"), "/healthz");
+        let (status, _) = service::http_get(lab.endpoint(name, "admin"), "/healthz");
         assert_eq!(status, 200, "{name} is healthy");
     }
     assert_eq!(
-        endpoint(&lab_json, "tpo-1a", "sip"),
+        lab.endpoint("tpo-1a", "sip"),
         "127.0.1.21:5060".parse().unwrap()
     );
     assert_eq!(
-        endpoint(&lab_json, "tss-2", "https").ip().to_string(),
+        lab.endpoint("tss-2", "https").ip().to_string(),
         "127.0.2.10"
     );
-    assert_eq!(endpoint(&lab_json, "tss-1", "ftpes").port(), 2121);
+    assert_eq!(lab.endpoint("tss-1", "ftpes").port(), 2121);
     let users = lab_json["users"].as_array().unwrap();
     assert_eq!(users.len(), 20);
     let user = |name: &str| users.iter().find(|u| u["name"] == name).unwrap().clone();
@@ -236,7 +206,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     passed(callee, "trader11 answers");
 
     // An external call: TPO → SBC (normalised) → the carrier stand-in answers.
-    let sbc_admin = endpoint(&lab_json, "sbc-1", "admin");
+    let sbc_admin = lab.endpoint("sbc-1", "admin");
     let caller = turret(
         &trader01,
         1,
@@ -247,7 +217,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     );
     passed(caller, "trader01 calls out through the SBC to the carrier");
     let carrier_invites = service::metric(
-        endpoint(&lab_json, "carrier", "admin"),
+        lab.endpoint("carrier", "admin"),
         "floorwire_sip_requests_received_total",
     )
     .unwrap_or(0.0);
@@ -258,7 +228,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     assert!(service::metric(sbc_admin, "floorwire_sbc_ha_active") == Some(1.0));
 
     // The control port stops and starts a TPO; its peers see it go and come back.
-    let tpo_1a = endpoint(&lab_json, "tpo-1a", "admin");
+    let tpo_1a = lab.endpoint("tpo-1a", "admin");
     let peer_up = || {
         let (_, text) = service::http_get(tpo_1a, "/metrics");
         text.lines()
@@ -275,19 +245,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     service::wait_until(Duration::from_secs(5), "tpo-1a sees tpo-1b again", peer_up);
     assert_eq!(post(control, "/services/no-such/stop"), 404);
 
-    Command::new("kill")
-        .args(["-TERM", &lab.id().to_string()])
-        .status()
-        .expect("kill");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(lab.wait());
-    });
-    let status = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("lab stops within 30 s of SIGTERM")
-        .expect("wait");
-    assert!(status.success(), "{status:?}");
+    lab.stop();
     // Nothing is left holding the lab's addresses.
     for sip in [
         "127.0.1.21:5060",
@@ -298,5 +256,4 @@ fn lab_runs_the_floor_and_stops_cleanly() {
         UdpSocket::bind(sip)
             .unwrap_or_else(|e| panic!("{sip} still held after the lab stopped: {e}"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

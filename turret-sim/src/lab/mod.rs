@@ -210,6 +210,21 @@ pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     })
 }
 
+/// The sum of every sample of `name` on a service's `/metrics` (0 when absent).
+pub async fn metric_sum(admin: SocketAddr, name: &str) -> f64 {
+    let Ok(answer) = Client::http(admin).get("/metrics").await else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&answer.body)
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The binaries the lab runs, checked to exist.
 struct Binaries {
     tss: PathBuf,
@@ -344,6 +359,32 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
         ),
         endpoints: BTreeMap::new(),
     });
+    for dc in floor::DCS {
+        let name = format!("recorder-{dc}");
+        let sip = floor::recorder_sip(dc);
+        let recordings = dir.join(&name).join("recordings").display().to_string();
+        services.push(LabService {
+            kind: Kind::Recorder,
+            dc,
+            spec: spec(
+                &name,
+                &bins.sim,
+                &[
+                    "recorder",
+                    "--sip",
+                    &sip.to_string(),
+                    "--admin",
+                    &format!("{}:9100", sip.ip()),
+                    "--replay",
+                    &format!("{}:8080", sip.ip()),
+                    "--dir",
+                    &recordings,
+                ],
+                Vec::new(),
+            ),
+            endpoints: BTreeMap::new(),
+        });
+    }
     let peers: Vec<String> = floor::tpos()
         .iter()
         .map(|t| format!("\"{}\"", t.2))
@@ -393,6 +434,9 @@ fn prepare(dir: &Path) -> Result<PathBuf, Error> {
     }
     for (name, _, _) in floor::tpos() {
         let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    for dc in floor::DCS {
+        let _ = std::fs::remove_dir_all(dir.join(format!("recorder-{dc}")));
     }
     for sub in ["logs", "config", "software", "certs"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -630,9 +674,41 @@ async fn start_all(supervisor: &mut Supervisor) -> Result<Vec<Minted>, Error> {
             wait_revision(&name, admin, *revision).await?;
         }
     }
+    wait_peers_up(supervisor).await?;
     minted
         .map(|(m, _)| m)
         .ok_or_else(|| Error::Lab("the lab has no TPO".into()))
+}
+
+/// Waits (at most 10 s) until every TPO sees every other as up, so that a call placed
+/// as soon as the lab is ready forks to every peer.
+async fn wait_peers_up(supervisor: &Supervisor) -> Result<(), Error> {
+    let tpos: Vec<(String, SocketAddr)> = supervisor
+        .services
+        .iter()
+        .filter(|s| s.kind == Kind::Tpo)
+        .filter_map(|s| {
+            let admin = supervisor.running.get(&s.spec.name)?.endpoint("admin")?;
+            Some((s.spec.name.clone(), admin))
+        })
+        .collect();
+    let peers = tpos.len().saturating_sub(1) as f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, admin) in &tpos {
+        loop {
+            let up = metric_sum(*admin, "floorwire_tpo_peer_up").await;
+            if up == peers {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Lab(format!(
+                    "{name}: sees {up} of its {peers} peers up after 10 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Waits (at most 30 s) until a TPO holds the store revision `revision`.
