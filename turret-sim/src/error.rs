@@ -13,6 +13,15 @@ pub enum Error {
     /// A recording session the recorder cannot take (body, metadata, SDP).
     #[error("siprec: {0}")]
     Siprec(String),
+    /// A simulated turret.
+    #[error("turret: {0}")]
+    Turret(String),
+    /// A turret's FTPES login and profile download.
+    #[error("login: {0}")]
+    Login(String),
+    /// A scenario file or step.
+    #[error("scenario: {0}")]
+    Scenario(String),
     /// An HTTP exchange with a service.
     #[error("http: {0}")]
     Http(String),

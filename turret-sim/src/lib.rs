@@ -10,10 +10,13 @@
 //! - [`https`]: the HTTP(S) client the lab and the scenarios use.
 
 pub mod carrier;
+pub mod cli;
 pub mod error;
 pub mod https;
 pub mod lab;
 pub mod recorder;
+pub mod scenario;
+pub mod turret;
 
 use std::net::SocketAddr;
 

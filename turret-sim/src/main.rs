@@ -30,6 +30,31 @@ enum Command {
         #[arg(long, default_value_t = turret_sim::lab::CONTROL)]
         control: SocketAddr,
     },
+    /// Run scenario files (docs/scenarios.md) against a lab; exit 0 only if every
+    /// scenario passes.
+    Run {
+        /// Scenario files (YAML).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Start a lab for the run (in --dir) and stop it after.
+        #[arg(long, conflicts_with = "target")]
+        lab: bool,
+        /// Run against a lab already running: its lab.json.
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Write the results as JUnit XML.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// With --lab: the lab's directory.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("floorwire-lab"))]
+        dir: PathBuf,
+        /// With --lab: where the service binaries are (default: beside this one).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
     /// The carrier stand-in: answers every call arriving on its SIP address.
     /// Prints `carrier ready: admin=ADDR sip=ADDR`.
     Carrier {
@@ -71,6 +96,16 @@ enum Command {
     },
 }
 
+/// `--bin-dir`, else the directory of this binary.
+fn bin_dir_or_default(bin_dir: Option<PathBuf>) -> PathBuf {
+    bin_dir.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_default()
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     floorwire::service::tls::install_crypto_provider();
     floorwire::service::telemetry::init("info", false);
@@ -80,19 +115,41 @@ fn main() -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         floorwire::service::shutdown::cancel_on_signal(shutdown.clone());
         match cli.command {
+            Command::Run {
+                scenarios,
+                lab,
+                target,
+                junit,
+                json,
+                dir,
+                bin_dir,
+            } => {
+                let lab = lab.then(|| turret_sim::lab::LabOptions {
+                    dir,
+                    bin_dir: bin_dir_or_default(bin_dir),
+                    control: turret_sim::lab::CONTROL,
+                });
+                let passed = turret_sim::cli::run_scenarios(
+                    &scenarios,
+                    lab,
+                    target,
+                    junit.as_deref(),
+                    json.as_deref(),
+                    shutdown,
+                )
+                .await
+                .context("run")?;
+                if !passed {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Lab {
                 dir,
                 bin_dir,
                 control,
             } => {
-                let bin_dir = match bin_dir {
-                    Some(d) => d,
-                    None => std::env::current_exe()
-                        .context("locating turret-sim")?
-                        .parent()
-                        .map(PathBuf::from)
-                        .unwrap_or_default(),
-                };
+                let bin_dir = bin_dir_or_default(bin_dir);
                 let options = turret_sim::lab::LabOptions {
                     dir,
                     bin_dir,

@@ -1,0 +1,160 @@
+//! A simulated turret's media for one call: G.711 A-law RTP with a tone of the
+//! turret's own, 20 ms a packet, to wherever the far end's SDP says; what comes back
+//! is decoded and the last seconds kept, for "expect a tone".
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use floorwire::rtp::g711;
+use floorwire::rtp::tone::ToneGenerator;
+use tokio_util::sync::CancellationToken;
+
+/// Samples of received audio kept (the last 5 s).
+const KEPT: usize = 5 * 8000;
+
+/// What the call's media knows and has heard.
+#[derive(Debug, Default)]
+struct Shared {
+    remote: Option<SocketAddr>,
+    sending: bool,
+    heard: VecDeque<i16>,
+    packets_in: u64,
+    packets_out: u64,
+}
+
+/// One call's RTP: bound at creation, sending once a remote is set.
+#[derive(Debug, Clone)]
+pub struct MediaLeg {
+    pub local: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+}
+
+impl MediaLeg {
+    /// Binds an RTP port on `ip` and starts the sender (a `tone_hz` sine, silent until
+    /// a remote is set) and the receiver.
+    pub fn start(ip: std::net::IpAddr, tone_hz: f64) -> std::io::Result<Self> {
+        let std_socket = std::net::UdpSocket::bind((ip, 0))?;
+        std_socket.set_nonblocking(true)?;
+        let local = std_socket.local_addr()?;
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(std_socket)?);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = CancellationToken::new();
+        tokio::spawn(send(socket.clone(), shared.clone(), stop.clone(), tone_hz));
+        tokio::spawn(receive(socket, shared.clone(), stop.clone()));
+        Ok(Self {
+            local,
+            shared,
+            stop,
+        })
+    }
+
+    /// Where to send, and whether to (not on hold).
+    pub fn set_remote(&self, remote: Option<SocketAddr>, sending: bool) {
+        if let Ok(mut s) = self.shared.lock() {
+            if remote.is_some() {
+                s.remote = remote;
+            }
+            s.sending = sending;
+        }
+    }
+
+    /// The last `samples` samples heard (fewer if less came).
+    pub fn heard(&self, samples: usize) -> Vec<i16> {
+        self.shared
+            .lock()
+            .map(|s| {
+                let skip = s.heard.len().saturating_sub(samples);
+                s.heard.iter().skip(skip).copied().collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets what was heard (so that an expectation looks only at what comes next).
+    pub fn forget(&self) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.heard.clear();
+        }
+    }
+
+    /// (packets received, packets sent).
+    pub fn packets(&self) -> (u64, u64) {
+        self.shared
+            .lock()
+            .map(|s| (s.packets_in, s.packets_out))
+            .unwrap_or_default()
+    }
+
+    /// Stops both tasks; the port is released.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn send(
+    socket: Arc<tokio::net::UdpSocket>,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+    tone_hz: f64,
+) {
+    let mut tone = ToneGenerator::new(tone_hz, 0.3);
+    let ssrc: u32 = rand::random();
+    let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let target = shared
+            .lock()
+            .ok()
+            .and_then(|s| if s.sending { s.remote } else { None });
+        let frame = tone.samples(160);
+        let Some(target) = target else { continue };
+        let mut packet = Vec::with_capacity(172);
+        packet.extend_from_slice(&[0x80, 8]);
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&ts.to_be_bytes());
+        packet.extend_from_slice(&ssrc.to_be_bytes());
+        packet.extend(g711::encode_pcma(&frame));
+        if socket.send_to(&packet, target).await.is_ok()
+            && let Ok(mut s) = shared.lock()
+        {
+            s.packets_out += 1;
+        }
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(160);
+    }
+}
+
+async fn receive(
+    socket: Arc<tokio::net::UdpSocket>,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.recv(&mut buf) => match r { Ok(n) => n, Err(_) => continue },
+        };
+        let Ok(rtp) = rtp_rs::RtpReader::new(&buf[..n]) else {
+            continue;
+        };
+        let samples = match rtp.payload_type() {
+            8 => g711::decode_pcma(rtp.payload()),
+            0 => g711::decode_pcmu(rtp.payload()),
+            _ => continue,
+        };
+        if let Ok(mut s) = shared.lock() {
+            s.packets_in += 1;
+            s.heard.extend(samples);
+            let excess = s.heard.len().saturating_sub(KEPT);
+            s.heard.drain(..excess);
+        }
+    }
+}
