@@ -21,8 +21,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const CALLEE_PORT: u16 = 15062;
-const CALLER_PORT: u16 = 15061;
+/// A UDP port free right now on `ip` (the SIPp turrets' own).
+fn free_port(ip: &str) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 fn scenario(crate_dir: &str, name: &str) -> String {
     format!(
@@ -175,19 +181,20 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     // SIPp turrets register with lab.json's credentials; trader01 (tpo-1a) calls
     // trader11's extension, registered on tpo-2a: the call goes through the peer.
     let scratch = sipp::scratch("lab");
+    let (caller_port, callee_port) = (free_port("127.0.10.1"), free_port("127.0.10.11"));
     let register = scenario("floorwire", "uac-register-digest.xml");
     passed(
-        turret(&trader01, 1, CALLER_PORT, &register, &scratch, None),
+        turret(&trader01, 1, caller_port, &register, &scratch, None),
         "trader01 registers",
     );
     passed(
-        turret(&trader11, 11, CALLEE_PORT, &register, &scratch, None),
+        turret(&trader11, 11, callee_port, &register, &scratch, None),
         "trader11 registers",
     );
     let callee = turret(
         &trader11,
         11,
-        CALLEE_PORT,
+        callee_port,
         &scenario("tpo", "uas-answer.xml"),
         &scratch,
         None,
@@ -197,7 +204,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     let caller = turret(
         &trader01,
         1,
-        CALLER_PORT,
+        caller_port,
         &scenario("tpo", "uac-call.xml"),
         &scratch,
         Some(&number),
@@ -210,7 +217,7 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     let caller = turret(
         &trader01,
         1,
-        CALLER_PORT,
+        caller_port,
         &scenario("tpo", "uac-call.xml"),
         &scratch,
         Some("0140000000"),

@@ -23,25 +23,30 @@ use crate::Error;
 
 type Shared = Arc<tokio::sync::Mutex<Supervisor>>;
 
-/// Binds the control port and serves it until `shutdown` (the returned task).
+/// Binds the control port and serves it until `shutdown`: the bound address and the
+/// serving task.
 pub async fn serve(
     addr: SocketAddr,
     supervisor: Shared,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Lab(format!("control port {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
     let app = axum::Router::new()
         .route("/services", get(list))
         .route("/services/{name}/stop", post(stop))
         .route("/services/{name}/start", post(start))
         .with_state(supervisor);
-    Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    }))
+    Ok((
+        bound,
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+        }),
+    ))
 }
 
 async fn list(State(s): State<Shared>) -> Response {

@@ -117,6 +117,13 @@ impl Supervisor {
         if let Some(admin) = admin {
             wait_healthy(name, admin, service.kind).await?;
         }
+        // A TPO started again is not ready for calls until its peers see it (and it
+        // them); an SBC node not until the pair has one active node.
+        match service.kind {
+            Kind::Tpo => wait_peers_up(self).await?,
+            Kind::Sbc => wait_one_sbc_active(self).await?,
+            _ => {}
+        }
         tracing::info!(service = name, "lab service up");
         Ok(())
     }
@@ -617,21 +624,26 @@ pub async fn run(
             return Err(e);
         }
     };
-    let document = lab_json(&supervisor, &floor::traders(), &minted, options.control);
+    let supervisor = Arc::new(tokio::sync::Mutex::new(supervisor));
+    let (control_addr, control) =
+        match control::serve(options.control, supervisor.clone(), shutdown.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                supervisor.lock().await.stop_all().await;
+                return Err(e);
+            }
+        };
+    let document = lab_json(
+        &*supervisor.lock().await,
+        &floor::traders(),
+        &minted,
+        control_addr,
+    );
     let path = dir.join("lab.json");
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&document).unwrap_or_default(),
     )?;
-    let supervisor = Arc::new(tokio::sync::Mutex::new(supervisor));
-    let control = match control::serve(options.control, supervisor.clone(), shutdown.clone()).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            supervisor.lock().await.stop_all().await;
-            return Err(e);
-        }
-    };
     ready(&path);
     shutdown.cancelled().await;
     tracing::info!("lab stopping");
@@ -659,9 +671,6 @@ async fn start_all(supervisor: &mut Supervisor) -> Result<Vec<Minted>, Error> {
             minted = Some(mint(tss, &supervisor.ca_file).await?);
         }
         supervisor.start(&name).await?;
-        if kind == Kind::Sbc {
-            wait_one_sbc_active(supervisor).await?;
-        }
         if kind == Kind::Tpo
             && let (Some((_, revision)), Some(admin)) = (
                 &minted,
@@ -674,7 +683,6 @@ async fn start_all(supervisor: &mut Supervisor) -> Result<Vec<Minted>, Error> {
             wait_revision(&name, admin, *revision).await?;
         }
     }
-    wait_peers_up(supervisor).await?;
     minted
         .map(|(m, _)| m)
         .ok_or_else(|| Error::Lab("the lab has no TPO".into()))
@@ -692,6 +700,7 @@ async fn wait_peers_up(supervisor: &Supervisor) -> Result<(), Error> {
             Some((s.spec.name.clone(), admin))
         })
         .collect();
+    // Peers that are not running show 0: each TPO must see every running other.
     let peers = tpos.len().saturating_sub(1) as f64;
     let deadline = Instant::now() + Duration::from_secs(10);
     for (name, admin) in &tpos {

@@ -34,6 +34,9 @@ use crate::Error;
 use offer::{OfferedStream, SiprecOffer};
 use track::Track;
 
+/// Recording sessions at once; past it new ones get 503.
+pub const MAX_SESSIONS: usize = 2000;
+
 /// Where the recorder listens and keeps its recordings.
 #[derive(Debug, Clone)]
 pub struct RecorderOptions {
@@ -62,10 +65,16 @@ impl Store {
         for entry in std::fs::read_dir(dir)?.flatten() {
             let file = entry.path().join("metadata.json");
             if let Ok(bytes) = std::fs::read(&file)
-                && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-                && let Some(id) = v["id"].as_str()
+                && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
+                && let Some(id) = v["id"].as_str().map(str::to_owned)
             {
-                index.insert(id.to_owned(), v);
+                // Left "recording" by a recorder that died: its audio never came.
+                if v["state"] == "recording" {
+                    v["state"] = json!("interrupted");
+                    let _ =
+                        std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap_or_default());
+                }
+                index.insert(id, v);
             }
         }
         Ok(Self {
@@ -244,6 +253,11 @@ impl Recorder {
                 }
             }
         }
+        if self.sessions.len() >= MAX_SESSIONS {
+            return Err(Error::Lab(format!(
+                "{MAX_SESSIONS} recording sessions at once"
+            )));
+        }
         if sockets.iter().all(Option::is_none) {
             return Err(Error::Siprec("no stream offers G.711".into()));
         }
@@ -351,10 +365,25 @@ impl TransactionUser for Recorder {
                     Err(e) => {
                         tracing::info!(%call_id, error = %e, "recording session refused");
                         self.metrics.sessions.with_label_values(&["refused"]).inc();
-                        with_header(
-                            response_to(&request, 488, Some(&tag)),
-                            Header::Warning(format!("399 recorder \"{e}\"").into()),
-                        )
+                        match e {
+                            // The offer's fault: say what (quotes and controls removed,
+                            // it goes in a quoted string).
+                            Error::Siprec(why) | Error::Floorwire(floorwire::Error::Sdp(why)) => {
+                                let why: String = why
+                                    .chars()
+                                    .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                                    .collect();
+                                with_header(
+                                    response_to(&request, 488, Some(&tag)),
+                                    Header::Warning(format!("399 recorder \"{why}\"").into()),
+                                )
+                            }
+                            // Ours (ports, disk, too many sessions): no details to the peer.
+                            _ => with_header(
+                                response_to(&request, 503, Some(&tag)),
+                                Header::RetryAfter("5".into()),
+                            ),
+                        }
                     }
                     Ok((answer, stop)) => {
                         match Dialog::from_uas(&request, tag.clone(), &self.contact) {
@@ -491,11 +520,12 @@ async fn capture(
     metrics.active.dec();
     let id = metadata["id"].as_str().unwrap_or_default().to_owned();
     let folder = store.folder(&id);
-    let written =
-        tokio::task::spawn_blocking(move || write_wav(&folder.join("audio.wav"), &tracks))
-            .await
-            .map_err(|e| Error::Lab(e.to_string()))
-            .and_then(|r| r);
+    let written = tokio::task::spawn_blocking(move || {
+        write_wav(&folder.join("audio.wav"), &streams, &tracks)
+    })
+    .await
+    .map_err(|e| Error::Lab(e.to_string()))
+    .and_then(|r| r);
     metadata["state"] = json!("complete");
     metadata["ended_at"] = json!(now_rfc3339());
     metadata["duration_ms"] = json!(started.elapsed().as_millis() as u64);
@@ -513,11 +543,21 @@ async fn capture(
     tracing::info!(recording = %id, "recording session ended");
 }
 
-/// Writes the tracks as a 16-bit 8 kHz WAV: stereo (first two tracks) or mono.
-fn write_wav(path: &Path, tracks: &[Track]) -> Result<(), Error> {
+/// Writes a 16-bit 8 kHz stereo WAV: left the stream labelled `1` (the caller's),
+/// right the one labelled `2` (the callee's); without those labels, the first two
+/// streams in the offer's order.
+fn write_wav(path: &Path, streams: &[OfferedStream], tracks: &[Track]) -> Result<(), Error> {
     let empty = Track::default();
-    let left = tracks.first().unwrap_or(&empty).samples();
-    let right = tracks.get(1).unwrap_or(&empty).samples();
+    let by_label = |label: &str, fallback: usize| {
+        streams
+            .iter()
+            .position(|s| s.label == label)
+            .or((streams.len() > fallback).then_some(fallback))
+            .and_then(|i| tracks.get(i))
+            .unwrap_or(&empty)
+    };
+    let left = by_label("1", 0).samples();
+    let right = by_label("2", 1).samples();
     let spec = hound::WavSpec {
         channels: 2,
         sample_rate: track::RATE,
