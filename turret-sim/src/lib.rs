@@ -14,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod https;
 pub mod lab;
+pub mod load;
 pub mod recorder;
 pub mod scenario;
 pub mod turret;

@@ -55,6 +55,31 @@ enum Command {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+    /// Generate calls between simulated turrets of a running lab: N turrets, M calls a
+    /// second, for a duration; a line a second, then the setup-time percentiles.
+    Load {
+        /// The lab's lab.json.
+        #[arg(long)]
+        target: PathBuf,
+        /// Turrets (the lab's first N users; 2 to 20).
+        #[arg(long, default_value_t = 10)]
+        turrets: usize,
+        /// Calls placed a second (at most 500).
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// How long to place calls (e.g. 30s, 5m; at most 1h).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// How long each answered call is held before it is hung up.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        hold: std::time::Duration,
+        /// Write the final report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Failed calls tolerated, in percent of those placed, before the exit status is 1.
+        #[arg(long, default_value_t = 0.0)]
+        allow_failed: f64,
+    },
     /// The carrier stand-in: answers every call arriving on its SIP address.
     /// Prints `carrier ready: admin=ADDR sip=ADDR`.
     Carrier {
@@ -140,6 +165,48 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .context("run")?;
                 if !passed {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            Command::Load {
+                target,
+                turrets,
+                rate,
+                duration,
+                hold,
+                json,
+                allow_failed,
+            } => {
+                let target = turret_sim::scenario::target::Target::load(&target).context("load")?;
+                let options = turret_sim::load::LoadOptions {
+                    turrets,
+                    rate,
+                    duration,
+                    hold,
+                };
+                let report =
+                    turret_sim::load::run(&target, &options, shutdown, |line| println!("{line}"))
+                        .await
+                        .context("load")?;
+                let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
+                println!(
+                    "placed {}  answered {}  failed {} {:?}  setup p50 {}  p90 {}  p99 {}  max {}",
+                    report.placed,
+                    report.answered,
+                    report.failed,
+                    report.failures,
+                    ms(report.setup_ms_p50),
+                    ms(report.setup_ms_p90),
+                    ms(report.setup_ms_p99),
+                    ms(report.setup_ms_max)
+                );
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                        .with_context(|| format!("--json {}", path.display()))?;
+                }
+                let failed_percent = 100.0 * report.failed as f64 / report.placed.max(1) as f64;
+                if report.placed == 0 || failed_percent > allow_failed {
                     std::process::exit(1);
                 }
                 Ok(())

@@ -106,6 +106,16 @@ pub struct ToneStep {
     pub within: Option<String>,
 }
 
+/// `expect_media_gap`: over the next `over` (default 2 s), and since the turret's last
+/// `expect_tone`, its call's media never stopped for `under` or more.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaGapStep {
+    pub turret: String,
+    pub under: String,
+    pub over: Option<String>,
+}
+
 /// `expect_answered_by`: the caller's call was answered by this user.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +201,7 @@ pub enum Step {
     ExpectRang(RangStep),
     ExpectState(StateStep),
     ExpectTone(ToneStep),
+    ExpectMediaGap(MediaGapStep),
     ExpectAnsweredBy(AnsweredByStep),
     ExpectMessage(MessageStep),
     ExpectCarrier(CarrierStep),
@@ -239,6 +250,9 @@ impl Step {
                     .or_else(|| t.hz.map(|h| format!("{h} Hz")))
                     .unwrap_or_default()
             ),
+            Step::ExpectMediaGap(g) => {
+                format!("expect {}'s media gaps under {}", g.turret, g.under)
+            }
             Step::ExpectAnsweredBy(a) => {
                 format!("expect {}'s call answered by {}", a.turret, a.user)
             }
@@ -274,6 +288,7 @@ impl Step {
             Step::ExpectState(s) if s.turret != run::INBOUND => vec![s.turret.clone()],
             Step::ExpectTone(t) if t.turret != run::INBOUND => vec![t.turret.clone()],
             Step::ExpectAnsweredBy(a) => vec![a.turret.clone()],
+            Step::ExpectMediaGap(g) if g.turret != run::INBOUND => vec![g.turret.clone()],
             Step::ExpectMessage(m) => vec![m.turret.clone()],
             Step::ExpectRegistered(r) => vec![r.turret.clone()],
             _ => Vec::new(),
@@ -282,6 +297,11 @@ impl Step {
 
     /// Durations the step gives, checked at load time.
     fn durations(&self) -> Vec<&str> {
+        if let Step::ExpectMediaGap(g) = self {
+            return std::iter::once(g.under.as_str())
+                .chain(g.over.as_deref())
+                .collect();
+        }
         let within = match self {
             Step::Wait(d) => Some(d),
             Step::Call(c) => c.answered_within.as_ref(),

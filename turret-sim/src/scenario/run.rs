@@ -82,6 +82,58 @@ fn turret_in<'t>(turrets: &'t BTreeMap<String, Turret>, name: &str) -> Result<&'
         .ok_or_else(|| fail(format!("{name} has not registered (add a register step)")))
 }
 
+/// Logs a lab user's turret in over FTPES: at tss-1, else at tss-2.
+pub async fn login_lab_user(target: &Target, user: &str) -> Result<LoggedIn, Error> {
+    let lab_user = target.user(user)?;
+    let mut last = None;
+    for tss in ["tss-1", "tss-2"] {
+        let Ok(ftpes) = target.endpoint(tss, "ftpes") else {
+            continue;
+        };
+        match login(
+            ftpes,
+            &target.ca_file,
+            user,
+            &lab_user.password,
+            &lab_user.device_id,
+        )
+        .await
+        {
+            Ok(logged) => return Ok(logged),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| fail("the lab lists no TSS with FTPES")))
+}
+
+/// Starts the simulated turret of a logged-in user on `127.0.10.N:5060` (N the
+/// user's number), not registered yet.
+pub async fn start_turret(
+    logged: &LoggedIn,
+    user: &str,
+    tone_hz: f64,
+    auto_answer: bool,
+) -> Result<Turret, Error> {
+    let n = user_number(user).unwrap_or(200);
+    let config = UaConfig {
+        username: logged.credential.username.clone(),
+        password: logged.credential.password.clone(),
+        local: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 10, n)), 5060),
+        registrars: logged.tpos.clone(),
+        expires: 60,
+        keepalive: Duration::from_millis(300),
+        dead_after: Duration::from_millis(1000),
+        tone_hz,
+        auto_answer,
+    };
+    Turret::start(user, config).await
+}
+
+/// The default tone of a user: 300 Hz + 100 Hz × their number.
+pub fn default_tone(user: &str) -> f64 {
+    300.0 + 100.0 * f64::from(user_number(user).unwrap_or(1))
+}
+
 fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -132,7 +184,7 @@ impl<'a> Runner<'a> {
             .turrets
             .get(user)
             .and_then(|t| t.tone)
-            .unwrap_or_else(|| 300.0 + 100.0 * f64::from(user_number(user).unwrap_or(1)))
+            .unwrap_or_else(|| default_tone(user))
     }
 
     fn turret(&self, name: &str) -> Result<&Turret, Error> {
@@ -156,29 +208,9 @@ impl<'a> Runner<'a> {
         if self.logins.contains_key(user) {
             return Ok(());
         }
-        let lab_user = self.target.user(user)?;
-        let mut last = None;
-        for tss in ["tss-1", "tss-2"] {
-            let Ok(ftpes) = self.target.endpoint(tss, "ftpes") else {
-                continue;
-            };
-            match login(
-                ftpes,
-                &self.target.ca_file,
-                user,
-                &lab_user.password,
-                &lab_user.device_id,
-            )
-            .await
-            {
-                Ok(logged) => {
-                    self.logins.insert(user.to_owned(), logged);
-                    return Ok(());
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| fail("the lab lists no TSS with FTPES")))
+        let logged = login_lab_user(self.target, user).await?;
+        self.logins.insert(user.to_owned(), logged);
+        Ok(())
     }
 
     async fn register(&mut self, users: &[String]) -> Result<Option<String>, Error> {
@@ -188,19 +220,7 @@ impl<'a> Runner<'a> {
                 self.turret(user)?.register()?;
                 continue;
             }
-            let logged = &self.logins[user];
-            let n = user_number(user).unwrap_or(200);
-            let config = UaConfig {
-                username: logged.credential.username.clone(),
-                password: logged.credential.password.clone(),
-                local: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 10, n)), 5060),
-                registrars: logged.tpos.clone(),
-                expires: 60,
-                keepalive: Duration::from_millis(300),
-                dead_after: Duration::from_millis(1000),
-                tone_hz: self.tone_of(user),
-            };
-            let turret = Turret::start(user, config).await?;
+            let turret = start_turret(&self.logins[user], user, self.tone_of(user), false).await?;
             turret.register()?;
             self.turrets.insert(user.clone(), turret);
         }
@@ -321,6 +341,7 @@ impl<'a> Runner<'a> {
                         keepalive: Duration::from_secs(1),
                         dead_after: Duration::from_secs(2),
                         tone_hz: 300.0,
+                        auto_answer: false,
                     };
                     let ua = Turret::start(INBOUND, config).await?;
                     self.inbound = Some((ua, 0));
@@ -469,6 +490,30 @@ impl<'a> Runner<'a> {
                     "heard after {} ms",
                     started.elapsed().as_millis()
                 )))
+            }
+            Step::ExpectMediaGap(g) => {
+                let media = if g.turret == INBOUND {
+                    let (ua, call) = self
+                        .inbound
+                        .as_ref()
+                        .ok_or_else(|| fail("no inbound call"))?;
+                    ua.media(*call)
+                } else {
+                    let call = self.call_of(&g.turret)?;
+                    self.turret(&g.turret)?.media(call.id)
+                }
+                .ok_or_else(|| fail(format!("{}: the call has no media", g.turret)))?;
+                let under = duration(&g.under)?;
+                tokio::time::sleep(Self::within(&g.over, Duration::from_secs(2))).await;
+                let gap = media.longest_gap();
+                if gap >= under {
+                    return Err(fail(format!(
+                        "{}: the media stopped for {} ms",
+                        g.turret,
+                        gap.as_millis()
+                    )));
+                }
+                Ok(Some(format!("longest gap {} ms", gap.as_millis())))
             }
             Step::ExpectAnsweredBy(a) => {
                 let call = self.call_of(&a.turret)?;

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use floorwire::rtp::g711;
 use floorwire::rtp::tone::ToneGenerator;
@@ -22,6 +22,10 @@ struct Shared {
     heard: VecDeque<i16>,
     packets_in: u64,
     packets_out: u64,
+    /// When the last packet came, and the longest silence between two packets since
+    /// the last [`MediaLeg::forget`].
+    last_arrival: Option<Instant>,
+    longest_gap: Duration,
 }
 
 /// One call's RTP: bound at creation, sending once a remote is set.
@@ -72,11 +76,25 @@ impl MediaLeg {
             .unwrap_or_default()
     }
 
-    /// Forgets what was heard (so that an expectation looks only at what comes next).
+    /// Forgets what was heard (so that an expectation looks only at what comes next),
+    /// and starts measuring gaps afresh.
     pub fn forget(&self) {
         if let Ok(mut s) = self.shared.lock() {
             s.heard.clear();
+            s.longest_gap = Duration::ZERO;
         }
+    }
+
+    /// The longest time without a packet since the last [`MediaLeg::forget`], the
+    /// silence going on now included.
+    pub fn longest_gap(&self) -> Duration {
+        self.shared
+            .lock()
+            .map(|s| {
+                let now = s.last_arrival.map_or(Duration::ZERO, |at| at.elapsed());
+                s.longest_gap.max(now)
+            })
+            .unwrap_or_default()
     }
 
     /// (packets received, packets sent).
@@ -151,6 +169,11 @@ async fn receive(
             _ => continue,
         };
         if let Ok(mut s) = shared.lock() {
+            let now = Instant::now();
+            if let Some(last) = s.last_arrival {
+                s.longest_gap = s.longest_gap.max(now.duration_since(last));
+            }
+            s.last_arrival = Some(now);
             s.packets_in += 1;
             s.heard.extend(samples);
             let excess = s.heard.len().saturating_sub(KEPT);

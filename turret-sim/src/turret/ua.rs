@@ -39,6 +39,8 @@ pub struct UaConfig {
     pub dead_after: Duration,
     /// The tone this turret sends in its calls (Hz).
     pub tone_hz: f64,
+    /// Answer every incoming call at once (load generation).
+    pub auto_answer: bool,
 }
 
 /// Where a call is.
@@ -574,7 +576,7 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                         pending: Some((id, request, tag)),
                     },
                 );
-                if auto_answer {
+                if auto_answer || self.config.auto_answer {
                     self.answer(now, call, layer);
                 }
                 return;
