@@ -314,15 +314,23 @@ async fn deliver_batch(
     on_delivery: &impl Fn(Delivery),
 ) -> bool {
     let lines = batch_lines(path);
+    if lines.is_empty() {
+        spool.settle(path, 0, &[]);
+    }
     for (i, line) in lines.iter().enumerate() {
         let outcome = deliver(spool, client, line).await;
-        on_delivery(outcome);
+        // The spool is settled before the outcome is told: whoever counts outcomes
+        // finds the spool as they say.
         if outcome == Delivery::Retry {
             spool.settle(path, i, &lines[i..]);
+            on_delivery(outcome);
             return false;
         }
+        if i + 1 == lines.len() {
+            spool.settle(path, lines.len(), &[]);
+        }
+        on_delivery(outcome);
     }
-    spool.settle(path, lines.len(), &[]);
     true
 }
 

@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 pub struct TssSection {
     /// The TSS API base: `https://HOST:PORT` (or `http://` behind a trusted proxy).
     pub url: String,
+    /// Other TSSs of the active/active set (same store), tried in order when the one
+    /// in use cannot be reached.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
     /// Bearer token (one of the TSS's `[api] tpo_tokens`).
     pub token: String,
     /// PEM file of the CA that signs the TSS's certificate.
@@ -168,7 +172,10 @@ pub fn current(shared: &Shared) -> Option<Arc<TpoConfig>> {
 /// An HTTPS client for the TSS API.
 #[derive(Clone)]
 pub struct TssClient {
-    base: hyper::Uri,
+    /// `tss.url` first, then `tss.fallback_urls`.
+    bases: Arc<Vec<hyper::Uri>>,
+    /// The base that answered last: tried first.
+    preferred: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     tls: Option<tokio_rustls::TlsConnector>,
 }
@@ -176,7 +183,7 @@ pub struct TssClient {
 impl std::fmt::Debug for TssClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TssClient")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -191,44 +198,58 @@ pub enum Fetched {
 
 impl TssClient {
     pub fn new(config: &TssSection) -> Result<Self> {
-        let base: hyper::Uri = config
-            .url
-            .parse()
-            .map_err(|e| Error::Config(format!("tss.url {:?}: {e}", config.url)))?;
-        let tls = match base.scheme_str() {
-            Some("https") => {
-                if config.ca_file.is_empty() {
-                    return Err(Error::Config(
-                        "tss.ca_file: required with an https:// tss.url".into(),
-                    ));
+        let keys = std::iter::once(("tss.url".to_owned(), &config.url)).chain(
+            config
+                .fallback_urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("tss.fallback_urls[{i}]"), u)),
+        );
+        let mut bases = Vec::new();
+        let mut any_https = false;
+        for (key, url) in keys {
+            let base: hyper::Uri = url
+                .parse()
+                .map_err(|e| Error::Config(format!("{key} {url:?}: {e}")))?;
+            match base.scheme_str() {
+                Some("https") => any_https = true,
+                Some("http") => {}
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{key} {url:?}: not http:// or https://"
+                    )));
                 }
-                let pem = std::fs::read(&config.ca_file)
-                    .map_err(|e| Error::Config(format!("tss.ca_file {}: {e}", config.ca_file)))?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
-                }
-                let tls = rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Some(tokio_rustls::TlsConnector::from(Arc::new(tls)))
             }
-            Some("http") => None,
-            _ => {
-                return Err(Error::Config(format!(
-                    "tss.url {:?}: not http:// or https://",
-                    config.url
-                )));
+            if base.host().is_none() {
+                return Err(Error::Config(format!("{key} {url:?}: no host")));
             }
-        };
-        if base.host().is_none() {
-            return Err(Error::Config(format!("tss.url {:?}: no host", config.url)));
+            bases.push(base);
         }
+        let tls = if any_https {
+            if config.ca_file.is_empty() {
+                return Err(Error::Config(
+                    "tss.ca_file: required with an https:// tss.url".into(),
+                ));
+            }
+            let pem = std::fs::read(&config.ca_file)
+                .map_err(|e| Error::Config(format!("tss.ca_file {}: {e}", config.ca_file)))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("tss.ca_file: {e}")))?;
+            }
+            let tls = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+        } else {
+            None
+        };
         Ok(TssClient {
-            base,
+            bases: Arc::new(bases),
+            preferred: Arc::default(),
             token: config.token.clone(),
             tls,
         })
@@ -280,8 +301,9 @@ impl TssClient {
         Ok(status)
     }
 
-    /// One request on a fresh connection (TLS when the URL says https): the status
-    /// and the body (at most [`MAX_CONFIG_BYTES`]).
+    /// One request to the TSS in use; when it cannot be reached (connection, TLS,
+    /// HTTP transport), to the next of `tss.url` and `tss.fallback_urls`, the one that
+    /// answers becoming the one in use.
     async fn exchange(
         &self,
         method: hyper::Method,
@@ -289,17 +311,49 @@ impl TssClient {
         headers: &[(hyper::header::HeaderName, String)],
         body: Bytes,
     ) -> Result<(u16, Bytes)> {
+        use std::sync::atomic::Ordering;
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for step in 0..self.bases.len() {
+            let i = (first + step) % self.bases.len();
+            match self
+                .exchange_at(&self.bases[i], method.clone(), path, headers, body.clone())
+                .await
+            {
+                Ok(answer) => {
+                    if i != first {
+                        tracing::warn!(tss = %self.bases[i], "TSS in use now");
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    tracing::debug!(tss = %self.bases[i], error = %e, "TSS unreachable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Tss("no TSS configured".into())))
+    }
+
+    /// One request on a fresh connection to `base` (TLS when it says https): the
+    /// status and the body (at most [`MAX_CONFIG_BYTES`]).
+    async fn exchange_at(
+        &self,
+        base: &hyper::Uri,
+        method: hyper::Method,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<(u16, Bytes)> {
         // `[::1]` in a URL is `::1` to connect to and to check the certificate for.
-        let host = self
-            .base
+        let host = base
             .host()
             .unwrap_or("localhost")
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = self
-            .base
-            .port_u16()
-            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let https = base.scheme_str() == Some("https");
+        let port = base.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect((host, port)),
@@ -321,7 +375,8 @@ impl TssClient {
         let request = request
             .body(Full::new(body))
             .map_err(|e| Error::Tss(e.to_string()))?;
-        let response = match &self.tls {
+        let tls = self.tls.as_ref().filter(|_| https);
+        let response = match tls {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|e| Error::Tss(format!("tss host {host}: {e}")))?;

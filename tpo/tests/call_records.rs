@@ -51,6 +51,7 @@ fn records_wait_for_the_tss_and_arrive_once() {
     .unwrap();
     let client = TssClient::new(&TssSection {
         url: format!("http://127.0.0.1:{port}"),
+        fallback_urls: Vec::new(),
         token: TOKEN.into(),
         ca_file: String::new(),
         poll_interval_ms: 100,

@@ -246,3 +246,36 @@ fn registers_against_the_real_tss_over_https() {
     runtime.block_on(tss_task).unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With `tss.url` down, the TPO takes its configuration from the next TSS of
+/// `tss.fallback_urls` (the lab's TSS-loss scenario relies on it).
+#[test]
+fn configuration_comes_from_a_fallback_tss_when_the_first_is_down() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tss, _fixture) = common::serve(&runtime, common::config(1, "pass-one", "pass-two"));
+    // A port nothing listens on: the first TSS is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-fallback-{}", std::process::id()));
+    let sip: SocketAddr = format!("127.0.0.1:{}", common::free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let (dead_url, fallback) = (format!("http://{dead}"), format!("[\"http://{tss}\"]"));
+    // start_tpo waits for revision 1: only the fallback can give it.
+    let tpo = common::start_tpo(
+        tss,
+        sip,
+        "[]",
+        &dir.join("spool"),
+        (46000, 46099),
+        &[
+            ("TPO__TSS__URL", dead_url.as_str()),
+            ("TPO__TSS__FALLBACK_URLS", fallback.as_str()),
+        ],
+    );
+    assert_eq!(metric(tpo.admin, "floorwire_tpo_config_revision"), 1.0);
+    service::terminate(tpo);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,12 +80,13 @@ pub async fn run_scenarios(
             ""
         }
     );
-    if let Some(path) = junit {
-        report::write_junit(path, &results)?;
-    }
-    if let Some(path) = json {
-        report::write_json(path, &results)?;
-    }
+    let written = junit
+        .map(|path| report::write_junit(path, &results))
+        .transpose()
+        .and_then(|_| {
+            json.map(|path| report::write_json(path, &results))
+                .transpose()
+        });
     lab_stop.cancel();
     if let Some(task) = lab_task {
         match task.await {
@@ -94,5 +95,6 @@ pub async fn run_scenarios(
             Ok(Ok(())) => {}
         }
     }
+    written?;
     Ok(passed == scenarios.len() && results.len() == scenarios.len())
 }

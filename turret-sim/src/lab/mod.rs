@@ -406,6 +406,13 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
                 "TPO__TSS__URL",
                 format!("https://{}:8443", floor::tss_ip(dc)),
             ),
+            (
+                "TPO__TSS__FALLBACK_URLS",
+                format!(
+                    "[\"https://{}:8443\"]",
+                    floor::tss_ip(if dc == 1 { 2 } else { 1 })
+                ),
+            ),
             ("TPO__TSS__TOKEN", floor::TPO_TOKEN.to_owned()),
             ("TPO__TSS__CA_FILE", ca_file.clone()),
             ("TPO__TSS__POLL_INTERVAL_MS", "500".to_owned()),

@@ -140,6 +140,9 @@ pub struct MessageStep {
 pub struct CarrierStep {
     pub called: String,
     pub calling: Option<String>,
+    /// The call has ended at the carrier too (it received the BYE).
+    #[serde(default)]
+    pub ended: bool,
     pub within: Option<String>,
 }
 

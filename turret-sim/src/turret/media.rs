@@ -26,6 +26,8 @@ struct Shared {
     /// the last [`MediaLeg::forget`].
     last_arrival: Option<Instant>,
     longest_gap: Duration,
+    /// Packets since the last [`MediaLeg::forget`].
+    since_forget: u64,
 }
 
 /// One call's RTP: bound at creation, sending once a remote is set.
@@ -82,6 +84,7 @@ impl MediaLeg {
         if let Ok(mut s) = self.shared.lock() {
             s.heard.clear();
             s.longest_gap = Duration::ZERO;
+            s.since_forget = 0;
         }
     }
 
@@ -94,6 +97,14 @@ impl MediaLeg {
                 let now = s.last_arrival.map_or(Duration::ZERO, |at| at.elapsed());
                 s.longest_gap.max(now)
             })
+            .unwrap_or_default()
+    }
+
+    /// Packets received since the last [`MediaLeg::forget`].
+    pub fn packets_since_forget(&self) -> u64 {
+        self.shared
+            .lock()
+            .map(|s| s.since_forget)
             .unwrap_or_default()
     }
 
@@ -175,6 +186,7 @@ async fn receive(
             }
             s.last_arrival = Some(now);
             s.packets_in += 1;
+            s.since_forget += 1;
             s.heard.extend(samples);
             let excess = s.heard.len().saturating_sub(KEPT);
             s.heard.drain(..excess);

@@ -117,6 +117,8 @@ struct Call {
     invite: Option<Request>,
     invite_tx: Option<TransactionId>,
     auth_tried: bool,
+    /// Our re-INVITE in flight: hold (true) or resume (false), applied on its 2xx.
+    hold_pending: Option<bool>,
     /// Theirs: the INVITE waiting for our answer, its transaction and our tag.
     pending: Option<(TransactionId, Request, Tag)>,
 }
@@ -371,6 +373,7 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                 invite: Some(invite),
                 invite_tx: Some(tx),
                 auth_tried: false,
+                hold_pending: None,
                 pending: None,
             },
         );
@@ -471,10 +474,10 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
             if let Ok(tx) = layer.send_request(now, target, reinvite.clone()) {
                 call.invite_tx = Some(tx);
                 call.invite = Some(reinvite);
+                // The state changes when the far end accepts (its 2xx).
+                call.hold_pending = Some(on);
             }
         }
-        call.media.set_remote(None, !on);
-        call.view.state = if on { CallState::Held } else { CallState::Up };
     }
 
     /// Handles one event of the transaction layer.
@@ -573,6 +576,7 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                         invite: None,
                         invite_tx: None,
                         auth_tried: false,
+                        hold_pending: None,
                         pending: Some((id, request, tag)),
                     },
                 );
@@ -713,6 +717,10 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                     }
                 }
                 if reinvite {
+                    if let Some(on) = call.hold_pending.take() {
+                        call.media.set_remote(None, !on);
+                        call.view.state = if on { CallState::Held } else { CallState::Up };
+                    }
                     return;
                 }
                 if call.view.state == CallState::Ended {
@@ -773,7 +781,8 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                     call.invite = Some(retry);
                 }
             }
-            _ if reinvite => {}
+            // A refused re-INVITE leaves the call as it was.
+            _ if reinvite => call.hold_pending = None,
             _ => end(call, "failed", Some(code)),
         }
     }
