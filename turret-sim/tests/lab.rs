@@ -150,6 +150,25 @@ fn lab_runs_the_floor_and_stops_cleanly() {
         let (status, _) = service::http_get(lab.endpoint(name, "admin"), "/healthz");
         assert_eq!(status, 200, "{name} is healthy");
     }
+    // The directories run when slapd is installed (the test command installs it).
+    let slapd = std::path::Path::new("/usr/sbin/slapd").exists();
+    assert!(
+        slapd || std::env::var("CI").as_deref() != Ok("true"),
+        "slapd is required under CI=true (deploy/test.sh installs it)"
+    );
+    if slapd {
+        for name in ["ldap-1", "ldap-2"] {
+            assert!(
+                kinds.contains(&(name, "ldap")),
+                "lab.json lacks {name}: {kinds:?}"
+            );
+            let ldaps = lab.endpoint(name, "ldaps");
+            assert!(
+                std::net::TcpStream::connect(ldaps).is_ok(),
+                "{name} listens on {ldaps}"
+            );
+        }
+    }
     assert_eq!(
         lab.endpoint("tpo-1a", "sip"),
         "127.0.1.21:5060".parse().unwrap()

@@ -68,6 +68,37 @@ pub fn recorder_sip(dc: u8) -> SocketAddr {
     SocketAddr::new(lab_ip(dc, 40), 5060)
 }
 
+/// The directory server (slapd) of a data centre: LDAPS on an unprivileged port
+/// (production: 636).
+pub fn ldap_ldaps(dc: u8) -> SocketAddr {
+    SocketAddr::new(lab_ip(dc, 50), 6360)
+}
+
+/// The lab directory's base and the group whose members are TSS administrators (the
+/// TSS's `[ldap]` defaults).
+pub const LDAP_BASE: &str = "dc=floorwire,dc=test";
+
+/// The LDIF the lab's directories are loaded with: the administrator and the traders,
+/// with the same passwords as the TSS's own table.
+pub fn directory_ldif() -> String {
+    let mut people = vec![(ADMIN_USER.to_owned(), ADMIN_PASSWORD.to_owned())];
+    people.extend(traders().into_iter().map(|t| (t.name, t.password)));
+    let mut ldif = format!(
+        "dn: {LDAP_BASE}\nobjectClass: dcObject\nobjectClass: organization\no: Floorwire lab\ndc: floorwire\n\n\
+         dn: ou=people,{LDAP_BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{LDAP_BASE}\nobjectClass: organizationalUnit\nou: groups\n\n"
+    );
+    for (uid, password) in &people {
+        ldif.push_str(&format!(
+            "dn: uid={uid},ou=people,{LDAP_BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: {password}\n\n"
+        ));
+    }
+    ldif.push_str(&format!(
+        "dn: cn=tss-admins,ou=groups,{LDAP_BASE}\nobjectClass: groupOfNames\ncn: tss-admins\nmember: uid={ADMIN_USER},ou=people,{LDAP_BASE}\n"
+    ));
+    ldif
+}
+
 /// The carrier stand-in's SIP address.
 pub fn carrier_sip() -> SocketAddr {
     SocketAddr::new(lab_ip(3, 1), 5060)

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::https::Client;
 use floor::{Trader, lab_ip};
-use process::{Running, ServiceSpec};
+use process::{Readiness, Running, ServiceSpec};
 
 /// Default address of the lab's control port.
 pub const CONTROL: SocketAddr = SocketAddr::new(lab_ip(3, 254), 9000);
@@ -47,6 +47,7 @@ pub enum Kind {
     Sbc,
     Recorder,
     Carrier,
+    Ldap,
 }
 
 impl Kind {
@@ -58,6 +59,7 @@ impl Kind {
             Kind::Sbc => "sbc",
             Kind::Recorder => "recorder",
             Kind::Carrier => "carrier",
+            Kind::Ldap => "ldap",
         }
     }
 }
@@ -284,16 +286,45 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
             env,
             dir: work,
             log: logs.join(format!("{name}.log")),
+            ready: Readiness::ReadyLine,
         }
     };
     let ca_file = ca.ca_file.display().to_string();
     let store = format!("sqlite://{}?mode=rwc", dir.join("tss.sqlite3").display());
     let mut services = Vec::new();
+    let directories = slapd_installed();
+    if directories {
+        for dc in floor::DCS {
+            let name = format!("ldap-{dc}");
+            let ldaps = floor::ldap_ldaps(dc);
+            let conf = directory(&dir.join(&name), ca, &dir.join("certs"), &name, ldaps)?;
+            let mut service = spec(
+                &name,
+                Path::new(SLAPD),
+                &[
+                    "-f",
+                    &conf.display().to_string(),
+                    "-h",
+                    &format!("ldaps://{ldaps}/"),
+                    "-d",
+                    "0",
+                ],
+                Vec::new(),
+            );
+            service.ready = Readiness::Listening("ldaps", ldaps);
+            services.push(LabService {
+                kind: Kind::Ldap,
+                dc,
+                spec: service,
+                endpoints: BTreeMap::new(),
+            });
+        }
+    }
     for dc in floor::DCS {
         let name = format!("tss-{dc}");
         let ip = floor::tss_ip(dc);
         let cert = ca.server(&dir.join("certs"), &name, ip)?;
-        let vars = env(&[
+        let mut vars = env(&[
             ("TSS__ADMIN__LISTEN", format!("{ip}:9000")),
             ("TSS__STORE__URL", store.clone()),
             ("TSS__API__LISTEN", format!("{ip}:8443")),
@@ -312,6 +343,21 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
                 dir.join("software").display().to_string(),
             ),
         ]);
+        if directories {
+            // This DC's directory first, the other's second.
+            let other = if dc == 1 { 2 } else { 1 };
+            vars.extend(env(&[
+                (
+                    "TSS__LDAP__URLS",
+                    format!(
+                        "[\"ldaps://{}\",\"ldaps://{}\"]",
+                        floor::ldap_ldaps(dc),
+                        floor::ldap_ldaps(other)
+                    ),
+                ),
+                ("TSS__LDAP__CA_FILE", ca_file.clone()),
+            ]));
+        }
         services.push(LabService {
             kind: Kind::Tss,
             dc,
@@ -434,6 +480,72 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
     Ok(services)
 }
 
+/// OpenLDAP's server and loader, as Debian installs them.
+const SLAPD: &str = "/usr/sbin/slapd";
+const SLAPADD: &str = "/usr/sbin/slapadd";
+
+/// Whether the lab can run directory servers (Debian's `slapd` package).
+pub fn slapd_installed() -> bool {
+    Path::new(SLAPD).is_file() && Path::new(SLAPADD).is_file()
+}
+
+/// Writes a directory server's configuration (LDAPS with a lab certificate) into
+/// `root`, loads it with the lab's people (`slapadd`), and returns the file.
+fn directory(
+    root: &Path,
+    ca: &certs::LabCa,
+    certs_dir: &Path,
+    name: &str,
+    ldaps: SocketAddr,
+) -> Result<PathBuf, Error> {
+    let db = root.join("db");
+    std::fs::create_dir_all(&db)?;
+    let cert = ca.server(certs_dir, name, ldaps.ip())?;
+    let conf = root.join("slapd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             pidfile {root}/slapd.pid\n\
+             TLSCACertificateFile {ca}\n\
+             TLSCertificateFile {cert}\n\
+             TLSCertificateKeyFile {key}\n\
+             database mdb\n\
+             maxsize 10485760\n\
+             suffix \"{base}\"\n\
+             rootdn \"cn=manager,{base}\"\n\
+             directory {db}\n\
+             access to attrs=userPassword by anonymous auth by * none\n\
+             access to * by * read\n",
+            root = root.display(),
+            ca = ca.ca_file.display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+            base = floor::LDAP_BASE,
+            db = db.display(),
+        ),
+    )?;
+    let ldif = root.join("people.ldif");
+    std::fs::write(&ldif, floor::directory_ldif())?;
+    let out = std::process::Command::new(SLAPADD)
+        .arg("-f")
+        .arg(&conf)
+        .arg("-l")
+        .arg(&ldif)
+        .output()?;
+    if !out.status.success() {
+        return Err(Error::Lab(format!(
+            "{name}: slapadd: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(conf)
+}
+
 /// Makes the lab's folders afresh (the store and spools start from the seed).
 fn prepare(dir: &Path) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir)?;
@@ -451,6 +563,7 @@ fn prepare(dir: &Path) -> Result<PathBuf, Error> {
     }
     for dc in floor::DCS {
         let _ = std::fs::remove_dir_all(dir.join(format!("recorder-{dc}")));
+        let _ = std::fs::remove_dir_all(dir.join(format!("ldap-{dc}")));
     }
     for sub in ["logs", "config", "software", "certs"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -617,7 +730,11 @@ pub async fn run(
             listing,
         )?;
     }
-    seed(&dir, &services[0]).await?;
+    let first_tss = services
+        .iter()
+        .find(|s| s.kind == Kind::Tss)
+        .ok_or_else(|| Error::Lab("the lab has no TSS".into()))?;
+    seed(&dir, first_tss).await?;
     let mut supervisor = Supervisor {
         services,
         running: BTreeMap::new(),

@@ -25,6 +25,17 @@ pub struct ServiceSpec {
     pub dir: PathBuf,
     /// Log file (stdout and stderr).
     pub log: PathBuf,
+    /// How to tell it is ready.
+    pub ready: Readiness,
+}
+
+/// How a started service shows it is ready.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// Floorwire services print `NAME ready: admin=ADDR …` on stdout.
+    ReadyLine,
+    /// Others (slapd) accept TCP connections on this endpoint, named thus in lab.json.
+    Listening(&'static str, std::net::SocketAddr),
 }
 
 /// A started service.
@@ -97,6 +108,9 @@ impl ServiceSpec {
             }
             let _ = log.flush().await;
         });
+        if let Readiness::Listening(endpoint, addr) = self.ready {
+            return self.wait_listening(child, endpoint, addr).await;
+        }
         let ready = match tokio::time::timeout(READY_WITHIN, ready_rx).await {
             Ok(Ok(line)) => line,
             Ok(Err(_)) => {
@@ -117,6 +131,44 @@ impl ServiceSpec {
             }
         };
         Ok(Running { child, ready })
+    }
+}
+
+impl ServiceSpec {
+    /// Waits until `addr` accepts a TCP connection (or the process exits, or
+    /// [`READY_WITHIN`] passes).
+    async fn wait_listening(
+        &self,
+        mut child: Child,
+        endpoint: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<Running, Error> {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Running {
+                    child,
+                    ready: format!("{} ready: {endpoint}={addr}", self.name),
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Lab(format!(
+                    "{}: exited before it was ready ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                )));
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(Error::Lab(format!(
+                    "{}: not listening on {addr} within {} s; see {}",
+                    self.name,
+                    READY_WITHIN.as_secs(),
+                    self.log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
