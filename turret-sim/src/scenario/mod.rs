@@ -106,6 +106,14 @@ pub struct ToneStep {
     pub within: Option<String>,
 }
 
+/// `send_tone`: a turret's call sends this tone from now on (0: silence).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendToneStep {
+    pub turret: String,
+    pub hz: f64,
+}
+
 /// `expect_media_gap`: over the next `over` (default 2 s), and since the turret's last
 /// `expect_tone`, its call's media never stopped for `under` or more.
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +203,8 @@ pub enum Step {
     Hangup(String),
     Hold(String),
     Resume(String),
+    /// Change the tone a turret's call sends.
+    SendTone(SendToneStep),
     /// Pause, e.g. `500ms`, `2s`.
     Wait(String),
     /// Stop a lab service (SIGTERM), kill it (SIGKILL), start it again.
@@ -233,6 +243,7 @@ impl Step {
             Step::Hangup(t) => format!("hang up {t}"),
             Step::Hold(t) => format!("hold on {t}"),
             Step::Resume(t) => format!("resume on {t}"),
+            Step::SendTone(t) => format!("{} sends {} Hz", t.turret, t.hz),
             Step::Wait(d) => format!("wait {d}"),
             Step::Stop(s) => format!("stop {s}"),
             Step::Kill(s) => format!("kill {s}"),
@@ -286,6 +297,7 @@ impl Step {
             Step::Login(n) | Step::Register(n) => n.list(),
             Step::Call(c) => vec![c.from.clone()],
             Step::Answer(t) | Step::Hold(t) | Step::Resume(t) => vec![t.clone()],
+            Step::SendTone(t) => vec![t.turret.clone()],
             Step::Hangup(t) if t != run::INBOUND => vec![t.clone()],
             Step::ExpectRang(r) => r.turrets.iter().chain(&r.not).cloned().collect(),
             Step::ExpectState(s) if s.turret != run::INBOUND => vec![s.turret.clone()],

@@ -57,6 +57,8 @@ struct Runner<'a> {
     /// The highest call id of each turret when the last call was placed.
     marks: BTreeMap<String, u64>,
     inbound: Option<(Turret, u64)>,
+    /// Tones changed by `send_tone`.
+    tones: BTreeMap<String, f64>,
     last_fault: Option<Instant>,
     /// When the last call step placed its call: what expectations on the carrier,
     /// the recorders and the call records look after.
@@ -182,6 +184,9 @@ impl<'a> Runner<'a> {
     }
 
     fn tone_of(&self, user: &str) -> f64 {
+        if let Some(hz) = self.tones.get(user) {
+            return *hz;
+        }
         self.scenario
             .turrets
             .get(user)
@@ -413,6 +418,21 @@ impl<'a> Runner<'a> {
                         v.calls.iter().any(|c| c.id == call.id && c.state == want)
                     })
                     .await?;
+                Ok(None)
+            }
+            Step::SendTone(t) => {
+                if !(0.0..=3400.0).contains(&t.hz) {
+                    return Err(fail(format!(
+                        "send_tone: {} Hz is not 0–3400 (G.711)",
+                        t.hz
+                    )));
+                }
+                let call = self.call_of(&t.turret)?;
+                self.turret(&t.turret)?
+                    .media(call.id)
+                    .ok_or_else(|| fail(format!("{}: the call has no media", t.turret)))?
+                    .set_tone(t.hz);
+                self.tones.insert(t.turret.clone(), t.hz);
                 Ok(None)
             }
             Step::Wait(d) => {
@@ -772,6 +792,7 @@ pub async fn run(
         calls: BTreeMap::new(),
         marks: BTreeMap::new(),
         inbound: None,
+        tones: BTreeMap::new(),
         last_fault: None,
         last_call_at: SystemTime::now(),
         stopped: BTreeSet::new(),

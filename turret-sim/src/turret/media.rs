@@ -28,6 +28,8 @@ struct Shared {
     longest_gap: Duration,
     /// Packets since the last [`MediaLeg::forget`].
     since_forget: u64,
+    /// The tone sent (Hz); 0: silence.
+    tone_hz: f64,
 }
 
 /// One call's RTP: bound at creation, sending once a remote is set.
@@ -46,9 +48,12 @@ impl MediaLeg {
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
         let socket = Arc::new(tokio::net::UdpSocket::from_std(std_socket)?);
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            tone_hz,
+            ..Shared::default()
+        }));
         let stop = CancellationToken::new();
-        tokio::spawn(send(socket.clone(), shared.clone(), stop.clone(), tone_hz));
+        tokio::spawn(send(socket.clone(), shared.clone(), stop.clone()));
         tokio::spawn(receive(socket, shared.clone(), stop.clone()));
         Ok(Self {
             local,
@@ -116,6 +121,13 @@ impl MediaLeg {
             .unwrap_or_default()
     }
 
+    /// Sends `hz` from now on (0: silence).
+    pub fn set_tone(&self, hz: f64) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.tone_hz = hz;
+        }
+    }
+
     /// Stops both tasks; the port is released.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -126,8 +138,8 @@ async fn send(
     socket: Arc<tokio::net::UdpSocket>,
     shared: Arc<Mutex<Shared>>,
     stop: CancellationToken,
-    tone_hz: f64,
 ) {
+    let mut tone_hz = shared.lock().map(|s| s.tone_hz).unwrap_or_default();
     let mut tone = ToneGenerator::new(tone_hz, 0.3);
     let ssrc: u32 = rand::random();
     let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
@@ -138,11 +150,19 @@ async fn send(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let target = shared
+        let (target, wanted) = shared
             .lock()
-            .ok()
-            .and_then(|s| if s.sending { s.remote } else { None });
-        let frame = tone.samples(160);
+            .map(|s| (if s.sending { s.remote } else { None }, s.tone_hz))
+            .unwrap_or_default();
+        if wanted != tone_hz {
+            tone_hz = wanted;
+            tone = ToneGenerator::new(tone_hz, 0.3);
+        }
+        let frame = if tone_hz > 0.0 {
+            tone.samples(160)
+        } else {
+            vec![0; 160]
+        };
         let Some(target) = target else { continue };
         let mut packet = Vec::with_capacity(172);
         packet.extend_from_slice(&[0x80, 8]);
