@@ -228,7 +228,8 @@ impl TssClient {
         let tls = if any_https {
             if config.ca_file.is_empty() {
                 return Err(Error::Config(
-                    "tss.ca_file: required with an https:// tss.url".into(),
+                    "tss.ca_file: required with an https:// tss.url or tss.fallback_urls entry"
+                        .into(),
                 ));
             }
             let pem = std::fs::read(&config.ca_file)
@@ -316,10 +317,20 @@ impl TssClient {
         let mut last = None;
         for step in 0..self.bases.len() {
             let i = (first + step) % self.bases.len();
-            match self
-                .exchange_at(&self.bases[i], method.clone(), path, headers, body.clone())
+            // Each TSS gets its share of the whole bound, so one that accepts but never
+            // answers cannot keep the next from being tried.
+            let share = FETCH_TIMEOUT / self.bases.len().max(1) as u32;
+            let attempt =
+                self.exchange_at(&self.bases[i], method.clone(), path, headers, body.clone());
+            let outcome = tokio::time::timeout(share, attempt)
                 .await
-            {
+                .unwrap_or_else(|_| {
+                    Err(Error::Tss(format!(
+                        "no answer within {} ms",
+                        share.as_millis()
+                    )))
+                });
+            match outcome {
                 Ok(answer) => {
                     if i != first {
                         tracing::warn!(tss = %self.bases[i], "TSS in use now");

@@ -19,6 +19,9 @@ pub enum Error {
     /// A turret's FTPES login and profile download.
     #[error("login: {0}")]
     Login(String),
+    /// `turret-sim load`'s options or run.
+    #[error("load: {0}")]
+    Load(String),
     /// A scenario file or step.
     #[error("scenario: {0}")]
     Scenario(String),

@@ -6,6 +6,10 @@
 //! - [`carrier`]: the carrier stand-in (`turret-sim carrier`).
 //! - [`recorder`]: the recorder stand-in (`turret-sim recorder`): SIPREC in, WAV and
 //!   metadata out, search and replay over HTTP.
+//! - [`turret`]: a simulated turret (FTPES login, registration, calls with tones).
+//! - [`scenario`]: `turret-sim run`'s scenario language, runner and reports; [`cli`]
+//!   around it.
+//! - [`load`]: `turret-sim load`.
 //! - [`answer`]: an answering SIP endpoint (SIPp's far end).
 //! - [`https`]: the HTTP(S) client the lab and the scenarios use.
 

@@ -119,12 +119,12 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<LoadReport, Error> {
     if options.rate <= 0.0 || options.rate > MAX_RATE {
-        return Err(Error::Scenario(format!(
+        return Err(Error::Load(format!(
             "--rate: between 0 and {MAX_RATE} calls a second"
         )));
     }
     if options.duration > MAX_DURATION {
-        return Err(Error::Scenario(format!(
+        return Err(Error::Load(format!(
             "--duration: at most {} s",
             MAX_DURATION.as_secs()
         )));
@@ -138,7 +138,7 @@ pub async fn run(
         })
         .unwrap_or_default();
     if options.turrets < 2 || options.turrets > users.len() {
-        return Err(Error::Scenario(format!(
+        return Err(Error::Load(format!(
             "--turrets: between 2 and {} (the lab's users)",
             users.len()
         )));
@@ -198,7 +198,7 @@ pub async fn run(
     for t in &turrets {
         t.stop();
     }
-    let t = tally.lock().map_err(|_| Error::Scenario("tally".into()))?;
+    let t = tally.lock().map_err(|_| Error::Load("tally".into()))?;
     let mut setups = t.setups.clone();
     setups.sort_unstable();
     Ok(LoadReport {

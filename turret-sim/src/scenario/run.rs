@@ -15,6 +15,7 @@ use super::{Scenario, Step, duration};
 use crate::Error;
 use crate::https::Client;
 use crate::turret::login::{LoggedIn, login};
+use crate::turret::media::MediaLeg;
 use crate::turret::{CallState, CallView, Turret, UaConfig};
 
 /// The name steps use for the carrier side's call (`hangup: inbound`).
@@ -211,6 +212,21 @@ impl<'a> Runner<'a> {
             .ok_or_else(|| fail(format!("{name} has no call")))
     }
 
+    /// The media of a turret's call (`inbound`: the carrier side's).
+    fn media_of(&self, turret: &str) -> Result<MediaLeg, Error> {
+        let media = if turret == INBOUND {
+            let (ua, call) = self
+                .inbound
+                .as_ref()
+                .ok_or_else(|| fail("no inbound call"))?;
+            ua.media(*call)
+        } else {
+            let call = self.call_of(turret)?;
+            self.turret(turret)?.media(call.id)
+        };
+        media.ok_or_else(|| fail(format!("{turret}: the call has no media")))
+    }
+
     async fn login(&mut self, user: &str) -> Result<(), Error> {
         if self.logins.contains_key(user) {
             return Ok(());
@@ -341,7 +357,10 @@ impl<'a> Runner<'a> {
             }
             Step::InboundCall(c) => {
                 // A carrier-side agent per call: each presents its own calling number.
-                if let Some((old, _)) = self.inbound.take() {
+                if let Some((old, call)) = self.inbound.take() {
+                    let _ = old.hang_up(call);
+                    // The BYE goes out before the agent stops.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     old.stop();
                 }
                 {
@@ -427,11 +446,7 @@ impl<'a> Runner<'a> {
                         t.hz
                     )));
                 }
-                let call = self.call_of(&t.turret)?;
-                self.turret(&t.turret)?
-                    .media(call.id)
-                    .ok_or_else(|| fail(format!("{}: the call has no media", t.turret)))?
-                    .set_tone(t.hz);
+                self.media_of(&t.turret)?.set_tone(t.hz);
                 self.tones.insert(t.turret.clone(), t.hz);
                 Ok(None)
             }
@@ -496,17 +511,7 @@ impl<'a> Runner<'a> {
                     (_, Some(hz)) => hz,
                     _ => return Err(fail("expect_tone: no tone")),
                 };
-                let media = if t.turret == INBOUND {
-                    let (ua, call) = self
-                        .inbound
-                        .as_ref()
-                        .ok_or_else(|| fail("no inbound call"))?;
-                    ua.media(*call)
-                } else {
-                    let call = self.call_of(&t.turret)?;
-                    self.turret(&t.turret)?.media(call.id)
-                }
-                .ok_or_else(|| fail(format!("{}: the call has no media", t.turret)))?;
+                let media = self.media_of(&t.turret)?;
                 media.forget();
                 let started = Instant::now();
                 let within = Self::within(&t.within, EXPECT_WITHIN);
@@ -521,17 +526,7 @@ impl<'a> Runner<'a> {
                 )))
             }
             Step::ExpectMediaGap(g) => {
-                let media = if g.turret == INBOUND {
-                    let (ua, call) = self
-                        .inbound
-                        .as_ref()
-                        .ok_or_else(|| fail("no inbound call"))?;
-                    ua.media(*call)
-                } else {
-                    let call = self.call_of(&g.turret)?;
-                    self.turret(&g.turret)?.media(call.id)
-                }
-                .ok_or_else(|| fail(format!("{}: the call has no media", g.turret)))?;
+                let media = self.media_of(&g.turret)?;
                 let under = duration(&g.under)?;
                 tokio::time::sleep(Self::within(&g.over, Duration::from_secs(2))).await;
                 let gap = media.longest_gap();
@@ -588,6 +583,7 @@ impl<'a> Runner<'a> {
                                         && c.calling
                                             .as_ref()
                                             .is_none_or(|n| x["calling"] == n.as_str())
+                                        && (!c.ended || !x["ended_at"].is_null())
                                 })
                                 .cloned()
                         }))

@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 pub use ua::{CallState, CallView, Command, UaConfig, View};
 
+/// Commands waiting for a turret's loop at most.
+const COMMANDS_QUEUED: usize = 1024;
+
 /// The header the TPO names who answered with.
 pub const ANSWERED_BY: &str = "X-Floorwire-Answered-By";
 
@@ -27,7 +30,7 @@ pub struct Turret {
     pub user: String,
     /// Its SIP address.
     pub local: SocketAddr,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     view: watch::Receiver<View>,
     media: watch::Receiver<Vec<(u64, media::MediaLeg)>>,
     stop: CancellationToken,
@@ -41,7 +44,7 @@ impl Turret {
             .map_err(|e| Error::Turret(format!("{user}: SIP {}: {e}", config.local)))?;
         config.local = socket.local_addr()?;
         let local = config.local;
-        let (commands, rx) = mpsc::unbounded_channel();
+        let (commands, rx) = mpsc::channel(COMMANDS_QUEUED);
         let (view_tx, view) = watch::channel(View::default());
         let (media_tx, media) = watch::channel(Vec::new());
         let stop = CancellationToken::new();
@@ -64,9 +67,15 @@ impl Turret {
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
-        self.commands
-            .send(command)
-            .map_err(|_| Error::Turret(format!("{}: the turret has stopped", self.user)))
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Turret(format!(
+                "{}: {COMMANDS_QUEUED} commands waiting already",
+                self.user
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                Error::Turret(format!("{}: the turret has stopped", self.user))
+            }
+        })
     }
 
     /// What the turret knows now.
@@ -190,7 +199,7 @@ pub fn summary(view: &View) -> String {
 async fn drive(
     socket: tokio::net::UdpSocket,
     mut ua: ua::TurretUa,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::Receiver<Command>,
     view: watch::Sender<View>,
     media: watch::Sender<Vec<(u64, media::MediaLeg)>>,
     stop: CancellationToken,

@@ -1,4 +1,5 @@
-//! A simulated turret's SIP user agent, sans-IO: registration with digest (refreshed,
+//! A simulated turret's SIP user agent, driven through the transaction layer (no
+//! SIP socket here; each call's RTP is bound by [`MediaLeg`]): registration with digest (refreshed,
 //! kept alive with OPTIONS, moved to the next TPO of the profile when the current
 //! one stops answering), calls out and in (ringing, answer, hold/resume, hang-up,
 //! CANCEL), "who answered" notices, and intercom auto-answer. The driver
