@@ -49,8 +49,18 @@ fn the_shipped_scenarios_pass_against_the_lab_and_a_failing_one_fails() {
     let dir = std::env::temp_dir().join(format!("floorwire-scenarios-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let files = shipped();
-    assert!(files.len() >= 9, "shipped scenarios: {files:?}");
+    let mut files = shipped();
+    assert!(files.len() >= 11, "shipped scenarios: {files:?}");
+    // The directory-loss scenario needs the lab's directories: slapd, which the test
+    // command installs (required under CI=true).
+    if !std::path::Path::new("/usr/sbin/slapd").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "slapd is required under CI=true (deploy/test.sh installs it)"
+        );
+        eprintln!("SKIPPING 11-ldap-loss.yaml: slapd is not installed; under CI=true this fails");
+        files.retain(|f| !f.to_string_lossy().contains("ldap"));
+    }
     let (out, results, junit) = run(&dir.join("shipped"), &files);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

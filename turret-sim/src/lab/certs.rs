@@ -1,6 +1,7 @@
-//! The lab's own certificate authority: one CA, and a server certificate per TSS
-//! (its API and FTPES share it) naming the TSS's address and `localhost`. Made on the
-//! lab's first run and kept in `DIR/certs/`, so lab.json readers trust one CA file.
+//! The lab's own certificate authority: one CA, and a server certificate per TSS (its
+//! API and FTPES share it) and per directory server, naming its address and
+//! `localhost`. The CA is made on the lab's first run and kept in `DIR/certs/`, so
+//! lab.json readers trust one CA file.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

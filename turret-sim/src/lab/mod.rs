@@ -293,6 +293,12 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
     let store = format!("sqlite://{}?mode=rwc", dir.join("tss.sqlite3").display());
     let mut services = Vec::new();
     let directories = slapd_installed();
+    if !directories {
+        tracing::warn!(
+            "slapd is not installed (Debian: apt-get install slapd): the lab runs without \
+             directories and the TSSs check logins against their own user table"
+        );
+    }
     if directories {
         for dc in floor::DCS {
             let name = format!("ldap-{dc}");

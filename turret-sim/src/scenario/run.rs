@@ -335,6 +335,8 @@ impl<'a> Runner<'a> {
                     _ => return Err(fail("call: nowhere to call")),
                 };
                 self.mark_calls();
+                // A tone changed by send_tone lasted its call only.
+                self.tones.remove(&c.from);
                 let turret = turret_in(&self.turrets, &c.from)?;
                 let id = turret.call(&number).await?;
                 self.calls.insert(c.from.clone(), id);
@@ -387,6 +389,7 @@ impl<'a> Runner<'a> {
             }
             Step::Answer(user) => {
                 let mark = self.marks.get(user).copied().unwrap_or(0);
+                self.tones.remove(user);
                 let turret = turret_in(&self.turrets, user)?;
                 let view = turret
                     .wait_for("a call ringing", EXPECT_WITHIN, |v| {
