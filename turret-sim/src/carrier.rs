@@ -2,13 +2,15 @@
 //! 200 with an SDP answer, 200 to BYE), keeps the called and calling numbers each call
 //! arrived with, and echoes whatever RTP reaches its media port back to its sender
 //! (so a turret calling out hears its own tone come back through the SBC). Its admin
-//! port serves `/metrics`, `/healthz` and `GET /calls` (the calls received, oldest
-//! first). Inbound calls to DIDs are placed from the carrier's address by the scenario
-//! runner (docs/scenarios.md).
+//! port serves `/metrics`, `/healthz`, `GET /calls` (the calls received and placed,
+//! oldest first) and `POST /calls` (`{"from": NUMBER, "to": DID, "hold_secs": N}`):
+//! the carrier places an inbound call to a DID through the SBC, holds it `hold_secs`
+//! once answered (default 30, at most 3600) and hangs up; its progress shows in
+//! `GET /calls` with `"direction": "inbound"`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
@@ -32,6 +34,8 @@ const KEPT_CALLS: usize = 10_000;
 pub struct CarrierOptions {
     pub sip: SocketAddr,
     pub admin: SocketAddr,
+    /// The SBC the carrier places inbound calls through.
+    pub sbc: SocketAddr,
     /// Media address announced in SDP answers; RTP arriving there is echoed.
     pub media: SocketAddr,
 }
@@ -130,8 +134,139 @@ async fn echo(socket: tokio::net::UdpSocket, shutdown: CancellationToken) {
     }
 }
 
-async fn calls(State(log): State<CallLog>) -> Json<Vec<Value>> {
-    Json(log.lock().map(|l| l.clone()).unwrap_or_default())
+/// What the admin routes share.
+#[derive(Debug, Clone)]
+struct Api {
+    log: CallLog,
+    sip_ip: std::net::IpAddr,
+    sbc: SocketAddr,
+}
+
+async fn calls(State(api): State<Api>) -> Json<Vec<Value>> {
+    Json(api.log.lock().map(|l| l.clone()).unwrap_or_default())
+}
+
+/// `POST /calls`: what to place.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Place {
+    from: String,
+    to: String,
+    #[serde(default)]
+    hold_secs: Option<u64>,
+}
+
+/// A number as a carrier sends it: an optional `+`, then 1–32 digits.
+fn is_number(n: &str) -> bool {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    (1..=32).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+async fn place(
+    State(api): State<Api>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({"error": m})));
+    let place: Place = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("body: {e}")),
+    };
+    if !is_number(&place.from) {
+        return bad(format!(
+            "from: {:?} is not a number (+ and 1-32 digits)",
+            place.from
+        ));
+    }
+    if !is_number(&place.to) {
+        return bad(format!(
+            "to: {:?} is not a number (+ and 1-32 digits)",
+            place.to
+        ));
+    }
+    let hold = place.hold_secs.unwrap_or(30);
+    if hold > 3600 {
+        return bad(format!("hold_secs: {hold} is more than 3600"));
+    }
+    let entry = {
+        let Ok(mut log) = api.log.lock() else {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "log"})),
+            );
+        };
+        let entry = log.len();
+        log.push(json!({
+            "direction": "inbound", "called": place.to, "calling": place.from,
+            "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "state": "dialling", "status": Value::Null, "ended_at": Value::Null,
+        }));
+        entry
+    };
+    tokio::spawn(inbound(api, place, Duration::from_secs(hold), entry));
+    (StatusCode::ACCEPTED, Json(json!({"call": entry})))
+}
+
+/// Places one inbound call and follows it into the log's `entry`.
+async fn inbound(api: Api, place: Place, hold: Duration, entry: usize) {
+    let set = |key: &str, value: Value| {
+        if let Ok(mut log) = api.log.lock()
+            && let Some(e) = log.get_mut(entry)
+        {
+            e[key] = value;
+        }
+    };
+    let config = crate::turret::UaConfig {
+        username: place.from.clone(),
+        password: String::new(),
+        local: SocketAddr::new(api.sip_ip, 0),
+        registrars: vec![api.sbc],
+        expires: 60,
+        keepalive: Duration::from_secs(1),
+        dead_after: Duration::from_secs(2),
+        tone_hz: 300.0,
+        auto_answer: false,
+    };
+    let outcome = async {
+        let agent = crate::turret::Turret::start("carrier", config).await?;
+        let id = agent.call(&place.to).await?;
+        let view = agent
+            .wait_for("answered or ended", Duration::from_secs(60), |v| {
+                v.calls.iter().any(|c| {
+                    c.id == id
+                        && matches!(
+                            c.state,
+                            crate::turret::CallState::Up | crate::turret::CallState::Ended
+                        )
+                })
+            })
+            .await?;
+        let call = view.calls.into_iter().find(|c| c.id == id);
+        if call
+            .as_ref()
+            .is_some_and(|c| c.state == crate::turret::CallState::Up)
+        {
+            set("state", json!("answered"));
+            tokio::time::sleep(hold).await;
+            agent.hang_up(id)?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            set("state", json!("ended"));
+        } else {
+            set("state", json!("failed"));
+            set("status", json!(call.and_then(|c| c.status)));
+        }
+        agent.stop();
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        set("state", json!("failed"));
+        set("error", json!(e.to_string()));
+    }
+    set(
+        "ended_at",
+        json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+    );
 }
 
 /// Serves the carrier until `shutdown`; `ready` gets `(admin, sip)` once both are bound.
@@ -152,10 +287,15 @@ pub async fn serve(
     let metrics = floorwire::sip::metrics::SipMetrics::register(&registry)
         .map_err(|e| Error::Lab(format!("carrier metrics: {e}")))?;
     let log: CallLog = Arc::default();
+    let api = Api {
+        log: log.clone(),
+        sip_ip: sip.ip(),
+        sbc: options.sbc,
+    };
     let app = floorwire::service::admin::router(registry, health.clone()).merge(
         axum::Router::new()
-            .route("/calls", get(calls))
-            .with_state(log.clone()),
+            .route("/calls", get(calls).post(place))
+            .with_state(api),
     );
     let listener = tokio::net::TcpListener::bind(options.admin)
         .await

@@ -89,9 +89,12 @@ enum Command {
         /// Admin HTTP address (/metrics, /healthz).
         #[arg(long, default_value = "127.0.3.1:9100")]
         admin: SocketAddr,
-        /// Media address announced in SDP answers.
+        /// Media address announced in SDP answers (RTP arriving there is echoed).
         #[arg(long, default_value = "127.0.3.1:20000")]
         media: SocketAddr,
+        /// The SBC service address inbound calls (POST /calls) go to.
+        #[arg(long, default_value = "127.0.1.30:5060")]
+        sbc: SocketAddr,
     },
     /// The recorder stand-in: a SIPREC recording server storing each recording as WAV
     /// plus metadata JSON, with search and replay over HTTP. Prints
@@ -228,8 +231,18 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .context("lab")
             }
-            Command::Carrier { sip, admin, media } => turret_sim::carrier::serve(
-                turret_sim::carrier::CarrierOptions { sip, admin, media },
+            Command::Carrier {
+                sip,
+                admin,
+                media,
+                sbc,
+            } => turret_sim::carrier::serve(
+                turret_sim::carrier::CarrierOptions {
+                    sip,
+                    admin,
+                    media,
+                    sbc,
+                },
                 shutdown,
                 |admin, sip| println!("carrier ready: admin={admin} sip={sip}"),
             )

@@ -107,6 +107,28 @@ fn post(addr: SocketAddr, path: &str) -> u16 {
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }
 
+/// POST `json` to `addr`; (status, body).
+fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-d", json])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// The carrier's call log.
+fn carrier_calls(admin: SocketAddr) -> Vec<Value> {
+    let (_, text) = service::http_get(admin, "/calls");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
 fn service_up(control: SocketAddr, name: &str) -> bool {
     let (_, body) = service::http_get(control, "/services");
     let body = body.split("\r\n\r\n").last().unwrap_or_default().to_owned();
@@ -252,6 +274,43 @@ fn lab_runs_the_floor_and_stops_cleanly() {
         "the carrier got the INVITE and the BYE ({carrier_invites})"
     );
     assert!(service::metric(sbc_admin, "floorwire_sbc_ha_active") == Some(1.0));
+    let carrier_admin = lab.endpoint("carrier", "admin");
+    assert!(
+        carrier_calls(carrier_admin)
+            .iter()
+            .any(|c| c["called"] == "+33140000000"),
+        "the carrier logged the number as the SBC normalised it"
+    );
+
+    // The carrier places an inbound call to the FX desk's DID: trader11 (a holder of
+    // the shared line) answers; the carrier hangs up after a second.
+    let callee = turret(
+        &trader11,
+        11,
+        callee_port,
+        &scenario("tpo", "uas-answer.xml"),
+        &scratch,
+        None,
+    );
+    let (status, body) = post_json(
+        carrier_admin,
+        "/calls",
+        r#"{"from": "0612345678", "to": "+33142685300", "hold_secs": 1}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    passed(callee, "trader11 answers the carrier's inbound call");
+    service::wait_until(Duration::from_secs(10), "the inbound call over", || {
+        carrier_calls(carrier_admin)
+            .iter()
+            .any(|c| c["direction"] == "inbound" && c["state"] == "ended")
+    });
+    let (status, body) = post_json(
+        carrier_admin,
+        "/calls",
+        r#"{"from": "x", "to": "+33142685300"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("from"), "{body}");
 
     // The control port stops and starts a TPO; its peers see it go and come back.
     let tpo_1a = lab.endpoint("tpo-1a", "admin");

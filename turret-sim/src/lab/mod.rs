@@ -413,6 +413,8 @@ fn plan(dir: &Path, bins: &Binaries, ca: &certs::LabCa) -> Result<Vec<LabService
                 &carrier.to_string(),
                 "--admin",
                 &format!("{}:9100", carrier.ip()),
+                "--sbc",
+                &floor::sbc_service().to_string(),
             ],
             Vec::new(),
         ),
