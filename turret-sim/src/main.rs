@@ -226,7 +226,19 @@ fn main() -> anyhow::Result<()> {
                     control,
                 };
                 turret_sim::lab::run(options, shutdown, |path| {
-                    println!("lab ready: {}", path.display())
+                    println!("lab ready: {}", path.display());
+                    // What to try next, for a newcomer at the terminal.
+                    println!(
+                        "try, from another terminal:\n  \
+                         {exe} run --target {path} deploy/lab/scenarios/*.yaml\n  \
+                         {exe} load --target {path} --turrets 10 --rate 5 --duration 30s\n  \
+                         curl -s http://127.0.3.1:9100/calls   (what the carrier received)\n\
+                         Ctrl-C stops the lab.",
+                        exe = std::env::current_exe()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|_| "turret-sim".into()),
+                        path = path.display()
+                    );
                 })
                 .await
                 .context("lab")
