@@ -44,6 +44,10 @@ const WRITER_QUEUE: usize = 10_000;
 /// Records written as one batch file, at most.
 const WRITER_BATCH: usize = 512;
 
+/// How long the writer gathers records after the first of a batch: the longest a
+/// record waits in memory before it is on disk.
+const WRITER_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Starts the thread that writes each record the router hands over to the spool (the
 /// SIP core never waits on the disk); returns its queue.
 pub fn spool_writer(
@@ -58,12 +62,20 @@ pub fn spool_writer(
     let spawned = std::thread::Builder::new()
         .name("call-record-spool".into())
         .spawn(move || {
-            // Whatever has queued up is written as one batch: one sync for all.
+            // Group commit: what comes within WRITER_LINGER of the first record (up to
+            // a batch) is written as one file with one sync, so a busy TPO syncs a few
+            // times a second, not once a call.
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
+                let until = std::time::Instant::now() + WRITER_LINGER;
                 while batch.len() < WRITER_BATCH {
                     match rx.try_recv() {
                         Ok(record) => batch.push(record),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+                            if std::time::Instant::now() < until =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
                         Err(_) => break,
                     }
                 }
