@@ -5,7 +5,7 @@
 //! port serves `/metrics`, `/healthz`, `GET /calls` (the calls received and placed,
 //! oldest first) and `POST /calls` (`{"from": NUMBER, "to": DID, "hold_secs": N}`):
 //! the carrier places an inbound call to a DID through the SBC, holds it `hold_secs`
-//! once answered (default 30, at most 3600) and hangs up; its progress shows in
+//! once answered (default 30, at most 3600) and hangs up (100 at once at most); its progress shows in
 //! `GET /calls` with `"direction": "inbound"`.
 
 use std::net::SocketAddr;
@@ -28,6 +28,9 @@ use crate::Error;
 
 /// Calls kept in the log (the oldest go first).
 const KEPT_CALLS: usize = 10_000;
+
+/// Inbound calls the carrier places at once, at most (`POST /calls` past it: 503).
+const MAX_PLACED: usize = 100;
 
 /// Where the carrier listens.
 #[derive(Debug, Clone)]
@@ -138,6 +141,8 @@ async fn echo(socket: tokio::net::UdpSocket, shutdown: CancellationToken) {
 #[derive(Debug, Clone)]
 struct Api {
     log: CallLog,
+    /// Inbound calls being placed now.
+    placing: Arc<std::sync::atomic::AtomicUsize>,
     sip_ip: std::net::IpAddr,
     sbc: SocketAddr,
 }
@@ -188,30 +193,45 @@ async fn place(
     if hold > 3600 {
         return bad(format!("hold_secs: {hold} is more than 3600"));
     }
-    let entry = {
+    if api.placing.load(std::sync::atomic::Ordering::Relaxed) >= MAX_PLACED {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("{MAX_PLACED} inbound calls at once already")})),
+        );
+    }
+    let entry = format!("inbound-{:016x}", rand::random::<u64>());
+    {
         let Ok(mut log) = api.log.lock() else {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({"error": "log"})),
             );
         };
-        let entry = log.len();
         log.push(json!({
+            "id": entry,
             "direction": "inbound", "called": place.to, "calling": place.from,
             "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "state": "dialling", "status": Value::Null, "ended_at": Value::Null,
         }));
-        entry
-    };
-    tokio::spawn(inbound(api, place, Duration::from_secs(hold), entry));
+        let excess = log.len().saturating_sub(KEPT_CALLS);
+        log.drain(..excess);
+    }
+    api.placing
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(inbound(
+        api,
+        place,
+        Duration::from_secs(hold),
+        entry.clone(),
+    ));
     (StatusCode::ACCEPTED, Json(json!({"call": entry})))
 }
 
 /// Places one inbound call and follows it into the log's `entry`.
-async fn inbound(api: Api, place: Place, hold: Duration, entry: usize) {
+async fn inbound(api: Api, place: Place, hold: Duration, entry: String) {
     let set = |key: &str, value: Value| {
         if let Ok(mut log) = api.log.lock()
-            && let Some(e) = log.get_mut(entry)
+            && let Some(e) = log.iter_mut().rev().find(|e| e["id"] == entry.as_str())
         {
             e[key] = value;
         }
@@ -267,6 +287,8 @@ async fn inbound(api: Api, place: Place, hold: Duration, entry: usize) {
         "ended_at",
         json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
     );
+    api.placing
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Serves the carrier until `shutdown`; `ready` gets `(admin, sip)` once both are bound.
@@ -289,6 +311,7 @@ pub async fn serve(
     let log: CallLog = Arc::default();
     let api = Api {
         log: log.clone(),
+        placing: Arc::default(),
         sip_ip: sip.ip(),
         sbc: options.sbc,
     };

@@ -21,6 +21,8 @@ pub struct Client {
     server: SocketAddr,
     tls: Option<tokio_rustls::TlsConnector>,
     basic: Option<String>,
+    /// Bound on one request, answer included.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -68,6 +70,7 @@ impl Client {
             server,
             tls: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
             basic: None,
+            timeout: Duration::from_secs(10),
         })
     }
 
@@ -77,7 +80,14 @@ impl Client {
             server,
             tls: None,
             basic: None,
+            timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Bounds each request by `timeout` instead of 10 s.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends HTTP Basic credentials with every request.
@@ -102,7 +112,7 @@ impl Client {
         self.request(hyper::Method::POST, path, json).await
     }
 
-    /// One request, within 10 s in all.
+    /// One request, within the client's bound (10 s unless set) in all.
     pub async fn request(
         &self,
         method: hyper::Method,
@@ -110,9 +120,14 @@ impl Client {
         json: Option<&serde_json::Value>,
     ) -> Result<Answer, Error> {
         let what = format!("{method} {path} at {}", self.server);
-        tokio::time::timeout(Duration::from_secs(10), self.exchange(method, path, json))
+        tokio::time::timeout(self.timeout, self.exchange(method, path, json))
             .await
-            .map_err(|_| Error::Http(format!("{what}: no answer within 10 s")))?
+            .map_err(|_| {
+                Error::Http(format!(
+                    "{what}: no answer within {} s",
+                    self.timeout.as_secs()
+                ))
+            })?
             .map_err(|e| Error::Http(format!("{what}: {e}")))
     }
 

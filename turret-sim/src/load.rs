@@ -16,6 +16,7 @@ use crate::turret::{CallState, Turret};
 
 /// Bounds on what a run may ask for.
 pub const MAX_RATE: f64 = 500.0;
+pub const MIN_RATE: f64 = 0.01;
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
 /// What to generate.
@@ -118,9 +119,9 @@ pub async fn run(
     shutdown: CancellationToken,
     mut progress: impl FnMut(&str),
 ) -> Result<LoadReport, Error> {
-    if options.rate <= 0.0 || options.rate > MAX_RATE {
+    if !options.rate.is_finite() || options.rate < MIN_RATE || options.rate > MAX_RATE {
         return Err(Error::Load(format!(
-            "--rate: between 0 and {MAX_RATE} calls a second"
+            "--rate: between {MIN_RATE} and {MAX_RATE} calls a second"
         )));
     }
     if options.duration > MAX_DURATION {

@@ -748,12 +748,21 @@ pub async fn run(
         running: BTreeMap::new(),
         ca_file: ca.ca_file.clone(),
     };
-    let started = start_all(&mut supervisor).await;
+    // Ctrl-C while the lab starts stops what has started, at once.
+    let started = tokio::select! {
+        started = start_all(&mut supervisor) => Some(started),
+        _ = shutdown.cancelled() => None,
+    };
     let minted = match started {
-        Ok(minted) => minted,
-        Err(e) => {
+        Some(Ok(minted)) => minted,
+        Some(Err(e)) => {
             supervisor.stop_all().await;
             return Err(e);
+        }
+        None => {
+            tracing::info!("lab stopped while it was starting");
+            supervisor.stop_all().await;
+            return Ok(());
         }
     };
     let supervisor = Arc::new(tokio::sync::Mutex::new(supervisor));

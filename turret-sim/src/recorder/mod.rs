@@ -34,6 +34,10 @@ use crate::Error;
 use offer::{OfferedStream, SiprecOffer};
 use track::Track;
 
+/// A recorded stream without a packet this long ends (its session too, once both
+/// have).
+pub const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Recording sessions at once; past it new ones get 503.
 pub const MAX_SESSIONS: usize = 2000;
 
@@ -183,6 +187,8 @@ struct Live {
     dialog: Dialog,
     answer: Vec<u8>,
     stop: CancellationToken,
+    /// Set when the capture has ended by itself (its streams went silent).
+    done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The SIPREC side: answers recording sessions and starts their captures.
@@ -198,6 +204,8 @@ pub struct Recorder {
     captures: TaskTracker,
     /// Sessions by (Call-ID, our tag).
     sessions: HashMap<(String, String), Live>,
+    /// When ended sessions are next swept.
+    sweep_at: Instant,
     awaiting_ack: HashMap<TransactionId, (String, String)>,
 }
 
@@ -226,6 +234,7 @@ impl Recorder {
             shutdown,
             captures,
             sessions: HashMap::new(),
+            sweep_at: Instant::now(),
             awaiting_ack: HashMap::new(),
         }
     }
@@ -236,7 +245,14 @@ impl Recorder {
         &self,
         offer: &SiprecOffer,
         call_id: &str,
-    ) -> Result<(Vec<u8>, CancellationToken), Error> {
+    ) -> Result<
+        (
+            Vec<u8>,
+            CancellationToken,
+            Arc<std::sync::atomic::AtomicBool>,
+        ),
+        Error,
+    > {
         let mut sockets = Vec::new();
         let mut ports = Vec::new();
         for stream in &offer.streams {
@@ -297,6 +313,7 @@ impl Recorder {
             rand::random::<u32>() as u64,
         );
         let stop = self.shutdown.child_token();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         self.captures.spawn(capture(
             self.store.clone(),
             metadata,
@@ -304,11 +321,12 @@ impl Recorder {
             sockets,
             stop.clone(),
             self.metrics.clone(),
+            done.clone(),
         ));
         self.metrics.active.inc();
         self.metrics.sessions.with_label_values(&["recorded"]).inc();
         tracing::info!(recording = %id, call_id = %m.call_id, "recording session started");
-        Ok((answer, stop))
+        Ok((answer, stop, done))
     }
 }
 
@@ -324,6 +342,17 @@ fn content_type(request: &floorwire::sip::msg::Request) -> String {
 }
 
 impl TransactionUser for Recorder {
+    /// Sessions whose capture ended by itself (silent streams) are swept every 10 s.
+    fn next_timer(&self) -> Option<Instant> {
+        (!self.sessions.is_empty()).then_some(self.sweep_at)
+    }
+
+    fn on_timer(&mut self, now: Instant, _layer: &mut TransactionLayer) {
+        self.sweep_at = now + std::time::Duration::from_secs(10);
+        self.sessions
+            .retain(|_, live| !live.done.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
         let (id, request) = match event {
             Event::Request { id, request, .. } => (id, request),
@@ -385,7 +414,7 @@ impl TransactionUser for Recorder {
                             ),
                         }
                     }
-                    Ok((answer, stop)) => {
+                    Ok((answer, stop, done)) => {
                         match Dialog::from_uas(&request, tag.clone(), &self.contact) {
                             Ok(dialog) => {
                                 let key = (call_id, tag.as_str().to_owned());
@@ -396,6 +425,7 @@ impl TransactionUser for Recorder {
                                         dialog,
                                         answer: answer.clone(),
                                         stop,
+                                        done,
                                     },
                                 );
                                 with_body(
@@ -462,6 +492,13 @@ async fn receive(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return track,
+            // A stream silent this long has no SRC behind it any more (a TPO that died
+            // sends no BYE): it ends, so that the recording is written and its ports
+            // and session freed.
+            _ = tokio::time::sleep(STREAM_IDLE) => {
+                tracing::info!("recorded stream silent for {} s: ended", STREAM_IDLE.as_secs());
+                return track;
+            }
             received = socket.recv(&mut buf) => {
                 let Ok(n) = received else { continue };
                 let Ok(rtp) = rtp_rs::RtpReader::new(&buf[..n]) else { continue };
@@ -490,6 +527,7 @@ async fn capture(
     sockets: Vec<Option<(tokio::net::UdpSocket, Codec)>>,
     stop: CancellationToken,
     metrics: RecorderMetrics,
+    done: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let started = Instant::now();
     let mut receivers = Vec::new();
@@ -540,6 +578,7 @@ async fn capture(
     if let Err(e) = store.put(metadata) {
         tracing::warn!(recording = %id, error = %e, "metadata not written");
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(recording = %id, "recording session ended");
 }
 

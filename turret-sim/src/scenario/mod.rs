@@ -35,6 +35,10 @@ pub struct TurretSpec {
     /// The tone it sends in its calls, Hz (default: 300 + 100 × the user's number,
     /// trader01 400 Hz … trader20 2300 Hz).
     pub tone: Option<f64>,
+    /// Answer every incoming call at once (default: only when a step says `answer`,
+    /// or an intercom asks for it).
+    #[serde(default)]
+    pub auto_answer: bool,
 }
 
 /// One user or several.

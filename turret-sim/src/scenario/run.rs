@@ -243,7 +243,13 @@ impl<'a> Runner<'a> {
                 self.turret(user)?.register()?;
                 continue;
             }
-            let turret = start_turret(&self.logins[user], user, self.tone_of(user), false).await?;
+            let auto_answer = self
+                .scenario
+                .turrets
+                .get(user)
+                .is_some_and(|t| t.auto_answer);
+            let turret =
+                start_turret(&self.logins[user], user, self.tone_of(user), auto_answer).await?;
             turret.register()?;
             self.turrets.insert(user.clone(), turret);
         }
@@ -286,7 +292,11 @@ impl<'a> Runner<'a> {
             _ => format!("/services/{service}/{action}"),
         };
         let started = Instant::now();
-        let answer = Client::http(self.target.control).post(&path, None).await?;
+        // A start waits for the service's ready line, health and peers: up to ~2 min.
+        let answer = Client::http(self.target.control)
+            .with_timeout(Duration::from_secs(150))
+            .post(&path, None)
+            .await?;
         if answer.status != 200 {
             return Err(fail(format!(
                 "{action} {service}: HTTP {} {}",
@@ -353,7 +363,12 @@ impl<'a> Runner<'a> {
                         .iter()
                         .find(|x| x.id == id)
                         .and_then(|x| x.setup_ms);
-                    return Ok(setup.map(|ms| format!("answered after {ms} ms")));
+                    // After a fault: the outage as a caller sees it.
+                    let since_fault = self
+                        .last_fault
+                        .map(|f| format!(", {} ms after the last fault", f.elapsed().as_millis()))
+                        .unwrap_or_default();
+                    return Ok(setup.map(|ms| format!("answered after {ms} ms{since_fault}")));
                 }
                 Ok(Some(format!("dialled {number}")))
             }
@@ -671,12 +686,13 @@ impl<'a> Runner<'a> {
                         v.registered_to.is_some_and(|to| Some(to) != not)
                     })
                     .await?;
+                let at = view.registered_at.unwrap_or_else(Instant::now);
                 Ok(Some(format!(
                     "registered with {} {} ms after the fault",
                     view.registered_to
                         .map(|a| a.to_string())
                         .unwrap_or_default(),
-                    since.elapsed().as_millis()
+                    at.saturating_duration_since(since).as_millis()
                 )))
             }
         }

@@ -22,6 +22,11 @@ use serde::Serialize;
 use super::media::MediaLeg;
 use crate::Error;
 
+/// Ended calls a turret remembers (the latest); older ones are forgotten.
+const KEPT_ENDED_CALLS: usize = 64;
+/// MESSAGE bodies a turret remembers (the latest).
+const KEPT_MESSAGES: usize = 64;
+
 /// How a turret registers and sounds.
 #[derive(Debug, Clone)]
 pub struct UaConfig {
@@ -82,6 +87,9 @@ pub struct CallView {
 pub struct View {
     /// The TPO holding our registration.
     pub registered_to: Option<SocketAddr>,
+    /// When that registration was accepted.
+    #[serde(skip)]
+    pub registered_at: Option<Instant>,
     /// Successful REGISTERs so far.
     pub registrations: u64,
     /// Times it gave a silent TPO up for the next one.
@@ -204,6 +212,21 @@ impl TurretUa {
         if !self.changed {
             return None;
         }
+        // Bounded under load: the oldest ended calls and notices go.
+        let ended: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.view.state == CallState::Ended)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended
+            .iter()
+            .take(ended.len().saturating_sub(KEPT_ENDED_CALLS))
+        {
+            self.calls.remove(id);
+        }
+        let excess = self.view.messages.len().saturating_sub(KEPT_MESSAGES);
+        self.view.messages.drain(..excess);
         self.changed = false;
         self.view.calls = self.calls.values().map(|c| c.view.clone()).collect();
         Some(self.view.clone())
@@ -347,10 +370,20 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
             host = tpo.ip(),
             tag = Tag::generate().as_str(),
         );
-        let invite = request_with_body(parse_request(&text)?, "application/sdp", offer);
-        let tx = layer
-            .send_request(now, tpo, invite.clone())
-            .map_err(Error::Floorwire)?;
+        let sent = parse_request(&text).and_then(|request| {
+            let invite = request_with_body(request, "application/sdp", offer);
+            let tx = layer
+                .send_request(now, tpo, invite.clone())
+                .map_err(Error::Floorwire)?;
+            Ok((invite, tx))
+        });
+        let (invite, tx) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                media.stop();
+                return Err(e);
+            }
+        };
         let id = self.next_call;
         self.next_call += 1;
         self.calls.insert(
@@ -667,6 +700,9 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
                     r.refresh_at =
                         Some(now + Duration::from_secs(u64::from(self.config.expires / 2).max(1)));
                     r.keepalive_at = Some(now + self.config.keepalive);
+                    if self.view.registered_to != self.registrar() {
+                        self.view.registered_at = Some(now);
+                    }
                     self.view.registered_to = self.registrar();
                     self.view.registrations += 1;
                     self.view.registration_error = None;
