@@ -237,6 +237,11 @@ impl<'a> Runner<'a> {
     }
 
     async fn register(&mut self, users: &[String]) -> Result<Option<String>, Error> {
+        // A turret registered already must register again, not merely be registered.
+        let before: BTreeMap<String, u64> = users
+            .iter()
+            .filter_map(|u| Some((u.clone(), self.turrets.get(u)?.view().registrations)))
+            .collect();
         for user in users {
             self.login(user).await?;
             if self.turrets.contains_key(user) {
@@ -255,9 +260,10 @@ impl<'a> Runner<'a> {
         }
         let started = Instant::now();
         for user in users {
+            let earlier = before.get(user).copied().unwrap_or(0);
             self.turret(user)?
                 .wait_for("registered", Duration::from_secs(10), |v| {
-                    v.registered_to.is_some()
+                    v.registered_to.is_some() && v.registrations > earlier
                 })
                 .await?;
         }
@@ -484,6 +490,11 @@ impl<'a> Runner<'a> {
                             v.calls.iter().any(|c| c.incoming && c.id > mark)
                         })
                         .await?;
+                }
+                // Forks go out together: a turret that has not rung 300 ms after the
+                // others did is taken not to ring.
+                if !r.not.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 for user in &r.not {
                     let mark = self.marks.get(user).copied().unwrap_or(0);
