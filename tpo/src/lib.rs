@@ -195,17 +195,6 @@ pub async fn run(
         SipMetrics::register(&registry).map_err(|e| Error::Config(format!("metrics: {e}")))?;
     let shared: tss_client::Shared = Arc::new(RwLock::new(None));
     let revision_gauge = metrics.config_revision.clone();
-    let heap_metrics = metrics.clone();
-    let heap_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = heap_stop.cancelled() => return,
-                _ = tick.tick() => heap_metrics.refresh_heap(),
-            }
-        }
-    });
     let poller = tokio::spawn(tss_client::poll(
         client,
         Duration::from_millis(config.tss.poll_interval_ms),

@@ -85,10 +85,14 @@ impl TpoMetrics {
                 "TSS store revision of the configuration in force (0: none yet)",
             )?,
             peer_up,
-            heap_allocated: gauge(
-                "floorwire_tpo_heap_allocated_bytes",
-                "heap bytes allocated and not freed (jemalloc stats.allocated, refreshed every second; 0 when another allocator is in use)",
-            )?,
+            heap_allocated: {
+                let g = IntGauge::new(
+                    "floorwire_tpo_heap_allocated_bytes",
+                    "heap bytes allocated and not freed (jemalloc stats.allocated, read at each scrape; 0 when another allocator is in use)",
+                )?;
+                registry.register(Box::new(HeapGauge(g.clone())))?;
+                g
+            },
             rtp_port_pairs_free: gauge(
                 "floorwire_tpo_rtp_port_pairs_free",
                 "RTP port pairs (RTP and RTCP) free in the relay's range",
@@ -115,15 +119,6 @@ impl TpoMetrics {
     pub fn call_record_spooled(&self, ok: bool) {
         let label = if ok { "spooled" } else { "spool_refused" };
         self.call_records.with_label_values(&[label]).inc();
-    }
-
-    /// Refreshes the heap gauge from jemalloc's statistics.
-    pub fn refresh_heap(&self) {
-        if tikv_jemalloc_ctl::epoch::advance().is_ok()
-            && let Ok(bytes) = tikv_jemalloc_ctl::stats::allocated::read()
-        {
-            self.heap_allocated.set(bytes as i64);
-        }
     }
 
     /// An answered call ended with `copies` recordings kept.
@@ -160,5 +155,25 @@ impl TpoMetrics {
 
     pub fn registration(&self, result: &str) {
         self.registrations.with_label_values(&[result]).inc();
+    }
+}
+
+/// `floorwire_tpo_heap_allocated_bytes`, read from jemalloc's statistics each time
+/// the metrics are gathered: a scrape sees the heap as it is then.
+#[derive(Debug, Clone)]
+struct HeapGauge(IntGauge);
+
+impl prometheus::core::Collector for HeapGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        if tikv_jemalloc_ctl::epoch::advance().is_ok()
+            && let Ok(bytes) = tikv_jemalloc_ctl::stats::allocated::read()
+        {
+            self.0.set(bytes as i64);
+        }
+        self.0.collect()
     }
 }
