@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A UDP port free right now on `ip`.
-pub fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::service::free_port;
 
 /// baresip is installed; under CI=true its absence fails the test instead.
 pub fn baresip_available() -> bool {
@@ -40,7 +33,8 @@ pub fn baresip_available() -> bool {
 /// `ip`, sending a sine of `tone_hz`, recording what it hears into its folder.
 pub struct Phone {
     pub dir: PathBuf,
-    pub child: Child,
+    /// `None` once it has quit.
+    pub child: Option<Child>,
 }
 
 impl Phone {
@@ -94,12 +88,15 @@ impl Phone {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        Phone { dir, child }
+        Phone {
+            dir,
+            child: Some(child),
+        }
     }
 
     /// Types a command at the phone's console.
     pub fn command(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
+        let stdin = self.child.as_mut().and_then(|c| c.stdin.as_mut()).unwrap();
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
@@ -141,15 +138,9 @@ impl Phone {
 
     pub fn quit(mut self) {
         self.command("/quit");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            crate::service::wait_exit(child, Duration::from_secs(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -169,9 +160,9 @@ impl Drop for Phone {
     /// A phone left running with its console closed spins (baresip reads EOF again and
     /// again): a test that ends early kills it.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

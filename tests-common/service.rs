@@ -112,6 +112,41 @@ pub fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool)
     }
 }
 
+/// A UDP port free right now on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Sends SIGTERM to process `pid`.
+pub fn sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Waits (at most `within`) for `child` to exit, on a thread blocked in its `wait()`;
+/// past that it is killed (SIGKILL) and the answer is `None`.
+pub fn wait_exit(mut child: Child, within: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(within) {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            None
+        }
+    }
+}
+
 /// Sends SIGTERM and waits (at most 20 s) for the exit.
 pub fn terminate(mut service: Service) -> ExitStatus {
     let pid = service.child.id().to_string();

@@ -21,15 +21,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// A UDP port free right now on `ip` (the SIPp turrets' own).
-fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn scenario(crate_dir: &str, name: &str) -> String {
     format!(
         "{}/../{crate_dir}/tests/sipp/{name}",
@@ -222,7 +213,10 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     // SIPp turrets register with lab.json's credentials; trader01 (tpo-1a) calls
     // trader11's extension, registered on tpo-2a: the call goes through the peer.
     let scratch = sipp::scratch("lab");
-    let (caller_port, callee_port) = (free_port("127.0.10.1"), free_port("127.0.10.11"));
+    let (caller_port, callee_port) = (
+        service::free_port("127.0.10.1"),
+        service::free_port("127.0.10.11"),
+    );
     let register = scenario("floorwire", "uac-register-digest.xml");
     passed(
         turret(&trader01, 1, caller_port, &register, &scratch, None),

@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+#[path = "../../tests-common/service.rs"]
+mod service;
+
 mod common;
 
 use std::process::Command;

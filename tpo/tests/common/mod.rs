@@ -202,11 +202,4 @@ pub fn start_tpo(
     tpo
 }
 
-/// A UDP port free right now on `ip`.
-pub fn free_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::service::free_port;

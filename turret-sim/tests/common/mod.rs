@@ -14,7 +14,8 @@ use serde_json::Value;
 
 /// A running lab; killed if the test ends without stopping it.
 pub struct Lab {
-    child: Child,
+    /// `None` once stopped.
+    child: Option<Child>,
     pub dir: PathBuf,
     pub json: Value,
 }
@@ -49,7 +50,11 @@ impl Lab {
                 )
             });
         let json = serde_json::from_slice(&std::fs::read(&path).expect("lab.json")).expect("json");
-        Lab { child, dir, json }
+        Lab {
+            child: Some(child),
+            dir,
+            json,
+        }
     }
 
     /// An endpoint of a service, from lab.json.
@@ -72,21 +77,10 @@ impl Lab {
 
     /// SIGTERM; the lab must exit 0 within 30 s. Its folder is removed.
     pub fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "lab stops within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let child = self.child.take().expect("the lab runs");
+        crate::service::sigterm(child.id());
+        let status = crate::service::wait_exit(child, Duration::from_secs(30))
+            .expect("lab stops within 30 s of SIGTERM");
         assert!(status.success(), "lab exit: {status:?}");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -96,19 +90,9 @@ impl Drop for Lab {
     /// A test that ends early stops the lab with SIGTERM, so that it stops its
     /// services too (SIGKILL would leave them running), and SIGKILL after 20 s.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while std::time::Instant::now() < deadline {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Some(child) = self.child.take() {
+            crate::service::sigterm(child.id());
+            crate::service::wait_exit(child, Duration::from_secs(20));
         }
     }
 }
