@@ -11,14 +11,21 @@
 # before and with them up.
 # Loopback only; every run is bounded by -m and -timeout.
 # Usage: bench/tpo-calls.sh [RATE] [SECONDS] [RUNS]
+# Environment: PATHS="kamailio tpo" (which paths to run, both by default), MEMORY=0 to
+# skip the memory part, PERF=FILE to record a perf profile of the TPO's runs in FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}
+PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
 cargo build --quiet --release -p tpo
 command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{print s+0}'; }  # all threads
+threads() { # name, CPU ns, context switches of each thread
+  for t in /proc/"$1"/task/*; do
+    echo "$(cat "$t/comm") $(awk '{print $1}' "$t/schedstat") $(awk '/ctxt_switches/{s+=$2} END{print s}' "$t/status")"
+  done 2>/dev/null; }
 metric() { curl -s "http://127.0.20.10:9100/metrics" | awk -v n="$1" '$1==n{print $2}'; }
 
 # The TSS's answer to /api/tpo/config, as a file: two devices, line 7101 on trader02.
@@ -77,10 +84,12 @@ run_uac() { # target -> "elapsed_s failed"
 
 printf 'path\tcalls\tcalls_per_s\tfailed\tcpu_us_per_call\tpeak_rss_mb\n'
 for _ in $(seq "$RUNS"); do
+ if [[ " $PATHS " == *" kamailio "* ]]; then
   start_uas 127.0.0.1 5080
   kamailio -f bench/kamailio/kamailio.cfg -DD -A CHILDREN=1 -m 4096 -M 32 -x fm > "$work/kamailio.txt" 2>&1 &
   kam=$!
-  sleep 1
+  # Kamailio locks its 4 GB of shared memory before it answers: seconds, not one.
+  bench/sip-ready.py 127.0.0.1 5060 60 || { tail "$work/kamailio.txt" >&2; exit 1; }
   kam_pids="$kam $( (pgrep -P "$kam" || true) | tr "\n" " ")"
   before=0; for p in $kam_pids; do before=$((before + $(cpu_ns "$p"))); done
   read -r elapsed failed < <(run_uac 127.0.0.1:5060)
@@ -89,20 +98,29 @@ for _ in $(seq "$RUNS"); do
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   printf 'kamailio\t%s\t%s\t%s\t%s\t-\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
     "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)"
-
+ fi
+ if [[ " $PATHS " == *" tpo "* ]]; then
   start_tpo
   register dev-T-0002 pass-2 127.0.20.2 5062
   register dev-T-0001 pass-1 127.0.20.1 5061
   start_uas 127.0.20.2 5062
-  before=$(cpu_ns $tpo)
+  if [ -n "$PERF" ]; then perf record -q -F 999 -g -o "$PERF" -p "$tpo" 2>/dev/null & perf=$!; fi
+  before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"
   read -r elapsed failed < <(run_uac 127.0.20.10:5060)
-  after=$(cpu_ns $tpo)
+  after=$(cpu_ns $tpo); threads $tpo > "$work/threads1.txt"
+  # CPU per call by thread name, to stderr.
+  awk -v calls="$CALLS" 'NR==FNR{b[$1]+=$2; w[$1]+=$3; next} {a[$1]+=$2; x[$1]+=$3}
+    END{for(t in a) printf "  %s %.1f us/call, %.1f context switches/call\n", t, (a[t]-b[t])/1000/calls, (x[t]-w[t])/calls}' \
+    "$work/threads0.txt" "$work/threads1.txt" | sort >&2
+  if [ -n "$PERF" ]; then kill -INT "$perf"; wait "$perf" 2>/dev/null || true; fi
   rss=$(awk '/VmHWM/{print int($2/1024)}' /proc/$tpo/status)
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
   printf 'tpo\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
     "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)" "$rss"
+ fi
 done
+[ "$MEMORY" = 0 ] && exit 0
 
 # Memory per established call: 400 calls held 20 s (800 port pairs of the range).
 start_tpo

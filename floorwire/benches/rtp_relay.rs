@@ -26,8 +26,8 @@ fn bench(c: &mut Criterion) {
         let leg_a_addr = leg_a.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         Relay {
-            leg_a,
-            leg_b,
+            leg_a: leg_a.into(),
+            leg_b: leg_b.into(),
             a_remote: None,
             b_remote: Some(sink.local_addr().expect("addr")),
             clock_rate: 8000,

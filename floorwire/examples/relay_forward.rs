@@ -22,8 +22,8 @@ async fn main() -> anyhow::Result<()> {
     let sink: SocketAddr = format!("127.0.0.1:{out_port}").parse()?;
     let shutdown = CancellationToken::new();
     let handle = Relay {
-        leg_a,
-        leg_b,
+        leg_a: leg_a.into(),
+        leg_b: leg_b.into(),
         a_remote: None,
         b_remote: Some(sink),
         clock_rate: 8000,

@@ -79,8 +79,8 @@ async fn tones_cross_both_ways_and_strays_are_refused() {
     let shutdown = CancellationToken::new();
     // The turret's SDP address is wrong (NAT): latching must fix it. The carrier's is right.
     let relay = Relay {
-        leg_a,
-        leg_b,
+        leg_a: leg_a.into(),
+        leg_b: leg_b.into(),
         a_remote: Some("127.0.0.1:9".parse().expect("addr")),
         b_remote: Some(carrier.local_addr().expect("addr")),
         clock_rate: 8000,
@@ -140,8 +140,8 @@ async fn alaw_to_ulaw_transcoding_both_ways() {
     let carrier = UdpSocket::bind("127.0.0.1:0").await.expect("carrier");
     let shutdown = CancellationToken::new();
     let relay = Relay {
-        leg_a,
-        leg_b,
+        leg_a: leg_a.into(),
+        leg_b: leg_b.into(),
         a_remote: None,
         b_remote: Some(carrier.local_addr().expect("addr")),
         clock_rate: 8000,
@@ -181,13 +181,13 @@ async fn rtcp_passes_and_silence_shows_as_idle() {
     let (turret_rtcp, carrier_rtcp) = (bind().await, bind().await);
     let shutdown = CancellationToken::new();
     let relay = Relay {
-        leg_a,
-        leg_b,
+        leg_a: leg_a.into(),
+        leg_b: leg_b.into(),
         a_remote: Some(turret.local_addr().expect("addr")),
         b_remote: Some(carrier.local_addr().expect("addr")),
         clock_rate: 8000,
         transcode: None,
-        rtcp: Some((rtcp_a, rtcp_b)),
+        rtcp: Some((rtcp_a.into(), rtcp_b.into())),
     }
     .spawn(&shutdown);
     let mut buf = [0u8; 256];

@@ -6,10 +6,14 @@
 //! address from its SDP is used. Packets from any other source are dropped and
 //! counted, so a stray sender cannot hijack the call.
 //!
-//! RTCP, when the relay is given the legs' RTCP sockets (the odd ports), is passed the
-//! same way by a second task: from an endpoint's IP to the other endpoint's RTCP
-//! address (the port it sent RTCP from, else its RTP port + 1). Every packet either
-//! way, RTP or RTCP, counts as activity for [`RelayHandle::idle`].
+//! RTCP, when the relay is given the legs' RTCP sockets (the odd ports), is passed by
+//! the same task: from an endpoint's IP to the other endpoint's RTCP address (the port
+//! it sent RTCP from, else its RTP port + 1). Every packet either way, RTP or RTCP,
+//! counts as activity for [`RelayHandle::idle`].
+//!
+//! The sockets are shared (`Arc`): when the relay stops it lets go of them, and the
+//! [`super::RelayAnchor`] hands them to the next call without closing and binding
+//! again.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -135,19 +139,20 @@ pub struct Transcode {
 /// Two legs and what is known of their endpoints.
 #[derive(Debug)]
 pub struct Relay {
-    pub leg_a: UdpSocket,
-    pub leg_b: UdpSocket,
+    pub leg_a: Arc<UdpSocket>,
+    pub leg_b: Arc<UdpSocket>,
     pub a_remote: Option<SocketAddr>,
     pub b_remote: Option<SocketAddr>,
     pub clock_rate: u32,
     /// A-law↔µ-law conversion when the two sides share no codec.
     pub transcode: Option<Transcode>,
     /// The legs' RTCP sockets (A side, B side), when RTCP is to be passed.
-    pub rtcp: Option<(UdpSocket, UdpSocket)>,
+    pub rtcp: Option<(Arc<UdpSocket>, Arc<UdpSocket>)>,
 }
 
 impl Relay {
-    /// Spawns the relay task; it ends when the handle's `stop` (or `shutdown`) fires.
+    /// Spawns the relay task (RTP and RTCP, both ways); it ends, letting go of the
+    /// sockets, when the handle's `stop` (or `shutdown`) fires.
     pub fn spawn(self, shutdown: &CancellationToken) -> RelayHandle {
         let stats = Arc::new(Mutex::new(RelayStats {
             a_to_b: StreamStats::new(self.clock_rate),
@@ -159,23 +164,13 @@ impl Relay {
         let stop = shutdown.child_token();
         let (remotes, updates) = watch::channel((self.a_remote, self.b_remote));
         let (recorders, recorder_updates) = watch::channel((Vec::new(), Vec::new()));
-        let mut this = self;
-        if let Some((a, b)) = this.rtcp.take() {
-            tokio::spawn(relay_rtcp(
-                a,
-                b,
-                updates.clone(),
-                stats.clone(),
-                stop.clone(),
-            ));
-        }
         let handle = RelayHandle {
             stats: stats.clone(),
             stop: stop.clone(),
             remotes: Arc::new(remotes),
             recorders: Arc::new(recorders),
         };
-        tokio::spawn(this.run(stats, stop, updates, recorder_updates));
+        tokio::spawn(self.run(stats, stop, updates, recorder_updates));
         handle
     }
 
@@ -195,6 +190,16 @@ impl Relay {
         let origin = Instant::now();
         let mut buf_a = vec![0u8; 2048];
         let mut buf_b = vec![0u8; 2048];
+        let (rtcp_a, rtcp_b) = match &self.rtcp {
+            Some((a, b)) => (Some(&**a), Some(&**b)),
+            None => (None, None),
+        };
+        // Where each endpoint sends RTCP from, once it has.
+        let mut rtcp_from_a: Option<SocketAddr> = None;
+        let mut rtcp_from_b: Option<SocketAddr> = None;
+        let mut rtcp_buf_a = vec![0u8; if rtcp_a.is_some() { 2048 } else { 0 }];
+        let mut rtcp_buf_b = vec![0u8; if rtcp_b.is_some() { 2048 } else { 0 }];
+        let rtcp_of = |rtp: Option<SocketAddr>| rtp.map(|r| SocketAddr::new(r.ip(), r.port() + 1));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -232,8 +237,39 @@ impl Relay {
                     let packet = transcoded(&mut buf_b[..len], laws);
                     forward(packet, source, &mut latch_b, &latch_a, &self.leg_a, &copies.1, &stats, origin, false).await;
                 }
+                r = recv_rtcp(rtcp_a, &mut rtcp_buf_a) => {
+                    let (Ok((len, source)), Some(out)) = (r, rtcp_b) else { continue };
+                    if known.0.is_some_and(|r| r.ip() == source.ip()) {
+                        rtcp_from_a = Some(source);
+                        if let Some(to) = rtcp_from_b.or(rtcp_of(known.1)) {
+                            let _ = out.try_send_to(&rtcp_buf_a[..len], to);
+                            note_rtcp(&stats);
+                        }
+                    }
+                }
+                r = recv_rtcp(rtcp_b, &mut rtcp_buf_b) => {
+                    let (Ok((len, source)), Some(out)) = (r, rtcp_a) else { continue };
+                    if known.1.is_some_and(|r| r.ip() == source.ip()) {
+                        rtcp_from_b = Some(source);
+                        if let Some(to) = rtcp_from_a.or(rtcp_of(known.0)) {
+                            let _ = out.try_send_to(&rtcp_buf_b[..len], to);
+                            note_rtcp(&stats);
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// Receives on a leg's RTCP socket; never ready when the relay passes no RTCP.
+async fn recv_rtcp(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -288,53 +324,6 @@ async fn forward(
     if accepted {
         for copy in copies {
             let _ = out.try_send_to(packet, *copy);
-        }
-    }
-}
-
-/// Passes RTCP between the legs' RTCP sockets until `stop`.
-async fn relay_rtcp(
-    a: UdpSocket,
-    b: UdpSocket,
-    mut remotes: watch::Receiver<Remotes>,
-    stats: Arc<Mutex<RelayStats>>,
-    stop: CancellationToken,
-) {
-    // Where each endpoint sends RTCP from, once it has.
-    let mut from_a: Option<SocketAddr> = None;
-    let mut from_b: Option<SocketAddr> = None;
-    let mut buf_a = vec![0u8; 2048];
-    let mut buf_b = vec![0u8; 2048];
-    let rtcp_of = |rtp: Option<SocketAddr>| rtp.map(|r| SocketAddr::new(r.ip(), r.port() + 1));
-    let mut signalled = true;
-    loop {
-        let (a_rtp, b_rtp) = *remotes.borrow_and_update();
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            changed = remotes.changed(), if signalled => {
-                // Every handle gone: go on with what is known.
-                signalled = changed.is_ok();
-            }
-            r = a.recv_from(&mut buf_a) => {
-                let Ok((len, source)) = r else { continue };
-                if a_rtp.is_some_and(|r| r.ip() == source.ip()) {
-                    from_a = Some(source);
-                    if let Some(to) = from_b.or(rtcp_of(b_rtp)) {
-                        let _ = b.try_send_to(&buf_a[..len], to);
-                        note_rtcp(&stats);
-                    }
-                }
-            }
-            r = b.recv_from(&mut buf_b) => {
-                let Ok((len, source)) = r else { continue };
-                if b_rtp.is_some_and(|r| r.ip() == source.ip()) {
-                    from_b = Some(source);
-                    if let Some(to) = from_a.or(rtcp_of(a_rtp)) {
-                        let _ = a.try_send_to(&buf_b[..len], to);
-                        note_rtcp(&stats);
-                    }
-                }
-            }
         }
     }
 }
