@@ -249,11 +249,10 @@ impl RelayAnchor {
 
     /// The idle leg on `port`, if one is waiting and free, else `port` bound anew.
     fn take_port(&mut self, port: u16) -> Result<LegSockets, Error> {
-        if let Some(at) = self.idle.iter().position(|l| l.port == port && l.is_free()) {
-            if let Some(leg) = self.idle.remove(at) {
-                leg.drain();
-                return Ok(leg);
-            }
+        let waiting = self.idle.iter().position(|l| l.port == port && l.is_free());
+        if let Some(leg) = waiting.and_then(|at| self.idle.remove(at)) {
+            leg.drain();
+            return Ok(leg);
         }
         if !self.pool.reserve(port) {
             return Err(Error::PortsExhausted {
