@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use floorwire::service::{AdminSection, admin::Health};
+use floorwire::service::{AdminSection, RuntimeSection, admin::Health};
 use floorwire::sip::auth::{Algorithm, DigestServer};
 use floorwire::sip::metrics::SipMetrics;
 use floorwire::sip::udp::{UdpConfig, run_udp};
@@ -51,6 +51,7 @@ pub struct Config {
     pub calls: CallsSection,
     pub peers: peers::PeersSection,
     pub recording: RecordingSection,
+    pub runtime: RuntimeSection,
 }
 
 /// `[recording]`.
@@ -337,6 +338,7 @@ mod tests {
         .expect("embedded config");
         assert_eq!(c.admin.listen.port(), 9100);
         assert_eq!(c.sip.listen.port(), 5060);
+        assert_eq!(c.runtime.worker_threads, 1);
         let e = super::validate(&c).unwrap_err().to_string();
         assert!(
             e.contains("tss.token"),

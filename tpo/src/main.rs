@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
     let config: tpo::Config =
         config::load(args.config.as_deref(), tpo::DEFAULT_CONFIG, tpo::ENV_PREFIX)?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = config.runtime.build()?;
     runtime.block_on(async {
         let token = tokio_util::sync::CancellationToken::new();
         shutdown::cancel_on_signal(token.clone());

@@ -21,6 +21,25 @@ pub struct AdminSection {
     pub listen: SocketAddr,
 }
 
+/// `[runtime]`: the tokio runtime a service runs on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Worker threads; 0: one per core (tokio's default).
+    pub worker_threads: usize,
+}
+
+impl RuntimeSection {
+    /// A multi-threaded runtime with the configured workers.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if self.worker_threads > 0 {
+            builder.worker_threads(self.worker_threads);
+        }
+        builder.enable_all().build()
+    }
+}
+
 /// Serves the admin port for `service` until `shutdown`, marking it healthy once
 /// bound and telling `ready` the bound address.
 pub async fn run_admin(
