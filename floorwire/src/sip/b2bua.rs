@@ -26,6 +26,7 @@ use rsipstack::sip::{
 use serde::{Deserialize, Serialize};
 
 use super::dialog::Dialog;
+use super::framing::ToWire;
 use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
 use super::reply::{request_with_body, response_to, with_body, with_header};
 use super::siprec;
@@ -989,7 +990,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             {
                 let hop = next_hop(&late, recorder);
                 if let Ok(ack) = late.ack(1, &local) {
-                    let _ = layer.send_stateless(hop, ack.to_bytes());
+                    let _ = layer.send_stateless(hop, ack.to_wire());
                 }
                 if let Ok(bye) = late.request(Method::Bye, &local, None)
                     && let Ok(tx) = layer.send_request(now, hop, bye)
@@ -1007,7 +1008,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if let Some(dialog) = &mut r.dialog {
             // A retransmitted 2xx: our ACK got lost.
             if let Ok(ack) = dialog.ack(1, &local) {
-                let _ = layer.send_stateless(next_hop(dialog, r.recorder), ack.to_bytes());
+                let _ = layer.send_stateless(next_hop(dialog, r.recorder), ack.to_wire());
             }
             return;
         }
@@ -1017,7 +1018,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         };
         if let Ok(ack) = dialog.ack(1, &local) {
-            let _ = layer.send_stateless(next_hop(&dialog, r.recorder), ack.to_bytes());
+            let _ = layer.send_stateless(next_hop(&dialog, r.recorder), ack.to_wire());
         }
         let streams = sdp::parse(&response.body)
             .map_err(|e| e.to_string())
@@ -1792,7 +1793,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         };
         if let Ok(mut extra) = Dialog::from_uac(invite, response) {
             if let Ok(ack) = extra.ack(cseq, &local) {
-                let _ = layer.send_stateless(next_hop(&extra, peer), ack.to_bytes());
+                let _ = layer.send_stateless(next_hop(&extra, peer), ack.to_wire());
             }
             if let Ok(bye) = extra.request(Method::Bye, &local, None)
                 && let Ok(tx) = layer.send_request(now, next_hop(&extra, peer), bye)
@@ -1853,7 +1854,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         c.b_peer = destination;
         c.b_cseq = cseq;
         if let Ok(ack) = dialog.ack(cseq, &local) {
-            let bytes = ack.to_bytes();
+            let bytes = ack.to_wire();
             let _ = layer.send_stateless(next_hop(&dialog, destination), bytes.clone());
             c.b_ack = Some(bytes);
         }
@@ -2041,7 +2042,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             if let Some(dialog) = c.dialog_mut(other)
                 && let Ok(ack) = dialog.ack(cseq, &local)
             {
-                let _ = layer.send_stateless(next_hop(dialog, peer), ack.to_bytes());
+                let _ = layer.send_stateless(next_hop(dialog, peer), ack.to_wire());
             }
         }
         // The answer comes from the side the request was relayed to.

@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::framing::MAX_DATAGRAM;
+use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::Tag;
 use super::ingress::{Inbound, parse_datagram};
 use super::metrics::SipMetrics;
@@ -264,7 +264,7 @@ impl Reader {
                 }
                 tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
                 if let Some(response) = rejection.response() {
-                    let _ = socket.send_to(&response.to_bytes(), source).await;
+                    let _ = socket.send_to(&response.to_wire(), source).await;
                 }
                 return None;
             }
@@ -286,7 +286,7 @@ impl Reader {
                 response_to(request, 503, Some(&Tag::generate())),
                 Header::RetryAfter(RetryAfter::new(self.retry_after.to_string())),
             );
-            let _ = socket.send_to(&response.to_bytes(), source).await;
+            let _ = socket.send_to(&response.to_wire(), source).await;
         }
         None
     }

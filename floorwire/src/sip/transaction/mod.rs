@@ -29,7 +29,7 @@ use rsipstack::sip::{
     headers::untyped::{CSeq, ContentLength, MaxForwards, RetryAfter, Via},
 };
 
-use super::framing::MAX_DATAGRAM;
+use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{MessageIds, Tag};
 use super::ingress::{Inbound, parse_datagram};
 use super::reply::{response_to, with_header};
@@ -322,7 +322,7 @@ impl TransactionLayer {
                 self.stats.rejected_malformed += 1;
                 tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
                 if let Some(response) = rejection.response() {
-                    self.transmit(source, response.to_bytes());
+                    self.transmit(source, response.to_wire());
                 }
             }
         }
@@ -377,7 +377,7 @@ impl TransactionLayer {
                 response_to(&request, 503, Some(&Tag::generate())),
                 Header::RetryAfter(RetryAfter::new(self.config.retry_after_secs.to_string())),
             );
-            self.transmit(source, response.to_bytes());
+            self.transmit(source, response.to_wire());
             return;
         }
         let invite = request.method == Method::Invite;
@@ -534,7 +534,7 @@ impl TransactionLayer {
                 };
                 let peer = t.peer;
                 self.stats.retransmissions_sent += 1;
-                self.transmit(peer, ack.to_bytes());
+                self.transmit(peer, ack.to_wire());
                 return;
             }
             (false, Trying | Proceeding, 100..=199) => Some(Proceeding),
@@ -565,7 +565,7 @@ impl TransactionLayer {
                     let ack = t.request.as_ref().map(|r| build_ack(r, &response));
                     let peer = t.peer;
                     if let Some(ack) = ack {
-                        self.transmit(peer, ack.to_bytes());
+                        self.transmit(peer, ack.to_wire());
                     }
                     // Timer D: at least 32 s over UDP.
                     self.schedule(
@@ -608,7 +608,7 @@ impl TransactionLayer {
         destination: SocketAddr,
         request: Request,
     ) -> Result<TransactionId, Error> {
-        let bytes = request.to_bytes();
+        let bytes = request.to_wire();
         if bytes.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
@@ -699,7 +699,7 @@ impl TransactionLayer {
         id: TransactionId,
         response: Response,
     ) -> Result<(), Error> {
-        let bytes = response.to_bytes();
+        let bytes = response.to_wire();
         if bytes.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
