@@ -6,7 +6,9 @@
 #        127.0.20.2:5062, registered) on line 7101;
 #   reference: the same uac -> kamailio (bench/kamailio/kamailio.cfg, tm + rr, one
 #   child, 127.0.0.1:5060) -> the same built-in uas on 127.0.0.1:5080.
-# The TPO's configuration is a static file served over HTTP (python3 http.server).
+# The TPO's configuration is a static file served over HTTP, and its call records are
+# taken with 201, by bench/tss-stand-in.py (a TSS that refused them would make the
+# records pile up in the spool and be retried during the runs).
 # Then memory per established call: 400 calls held up 20 s, the TPO's heap and RSS
 # before and with them up.
 # Loopback only; every run is bounded by -m and -timeout.
@@ -42,7 +44,7 @@ json.dump({"revision": 1, "devices": devices,
            "dial_plan": [{"prefix": "7", "route": "internal"}],
            "users": [], "sites": []}, open(sys.argv[1], "w"))
 PY
-(cd "$work/www" && exec python3 -m http.server 8080 --bind 127.0.20.9 > "$work/http.txt" 2>&1) &
+python3 bench/tss-stand-in.py "$work/www" 127.0.20.9 8080 > "$work/http.txt" 2>&1 &
 
 start_tpo() {
   TPO__ADMIN__LISTEN=127.0.20.10:9100 TPO__SIP__LISTEN=127.0.20.10:5060 \

@@ -101,6 +101,8 @@ pub struct SipSection {
     pub listen: SocketAddr,
     pub realm: String,
     pub nonce_lifetime_secs: u64,
+    /// Kernel receive buffer for the SIP socket, bytes; 0: the system default.
+    pub receive_buffer_bytes: usize,
 }
 
 /// Where a running TPO listens.
@@ -303,6 +305,7 @@ pub async fn run(
     );
     let udp = UdpConfig {
         metrics: Some(sip_metrics),
+        receive_buffer: config.sip.receive_buffer_bytes,
         ..UdpConfig::default()
     };
     let sip = tokio::spawn(run_udp(socket, udp, core, shutdown.clone()));
