@@ -20,7 +20,7 @@ async fn over_the_limit_gets_503_retry_after() {
             ..LayerConfig::default()
         },
         ingress_queue: 1024,
-        metrics: None,
+        ..UdpConfig::default()
     };
     let shutdown = CancellationToken::new();
     let answerer = Answerer::new(
@@ -151,6 +151,57 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             .expect("recv");
         assert!(buf[..len].starts_with(b"SIP/2.0 200"));
     }
+    shutdown.cancel();
+    server.await.expect("join").expect("server");
+}
+
+/// The SIP socket gets the receive buffer asked for (as far as `net.core.rmem_max`
+/// lets it): a burst waits in the kernel instead of being dropped.
+#[tokio::test]
+async fn the_sip_socket_gets_its_receive_buffer() {
+    let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    std_socket.set_nonblocking(true).expect("nonblocking");
+    let probe = std_socket.try_clone().expect("the same socket, to look at");
+    let uas = std_socket.local_addr().expect("addr");
+    let before = socket2::SockRef::from(&probe)
+        .recv_buffer_size()
+        .expect("size");
+    let asked = 1024 * 1024;
+    let config = UdpConfig {
+        receive_buffer: asked,
+        ..UdpConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let answerer = Answerer::new(
+        format!("sip:uas@{uas}"),
+        "127.0.0.1:40000".parse().expect("media"),
+    );
+    let socket = UdpSocket::from_std(std_socket).expect("tokio socket");
+    let server = tokio::spawn(run_udp(socket, config, answerer, shutdown.clone()));
+    // Once an OPTIONS is answered the driver has set its socket up.
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let me = client.local_addr().expect("addr");
+    let options = format!(
+        "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbuf\r\n\
+Max-Forwards: 70\r\nFrom: <sip:b@{me}>;tag=b\r\nTo: <sip:uas@{uas}>\r\n\
+Call-ID: buffer@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.send_to(options.as_bytes(), uas).await.expect("send");
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("answered")
+        .expect("recv");
+    let after = socket2::SockRef::from(&probe)
+        .recv_buffer_size()
+        .expect("size");
+    // Linux grants min(asked, rmem_max) and reports twice that.
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("rmem_max")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(after, 2 * asked.min(cap), "before: {before}");
     shutdown.cancel();
     server.await.expect("join").expect("server");
 }
