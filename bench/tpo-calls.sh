@@ -22,6 +22,7 @@ PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
 cargo build --quiet --release -p tpo
+[ -z "$PERF" ] || command -v perf >/dev/null || { echo "perf missing: apt-get install linux-perf" >&2; exit 1; }
 command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{print s+0}'; }  # all threads
 threads() { # name, CPU ns, context switches of each thread
@@ -114,7 +115,7 @@ for _ in $(seq "$RUNS"); do
   awk -v calls="$CALLS" 'NR==FNR{b[$1]+=$2; w[$1]+=$3; next} {a[$1]+=$2; x[$1]+=$3}
     END{for(t in a) printf "  %s %.1f us/call, %.1f context switches/call\n", t, (a[t]-b[t])/1000/calls, (x[t]-w[t])/calls}' \
     "$work/threads0.txt" "$work/threads1.txt" | sort >&2
-  if [ -n "$PERF" ]; then kill -INT "$perf"; wait "$perf" 2>/dev/null || true; fi
+  if [ -n "$PERF" ]; then kill -INT "$perf" 2>/dev/null || true; wait "$perf" 2>/dev/null || true; fi
   rss=$(awk '/VmHWM/{print int($2/1024)}' /proc/$tpo/status)
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
@@ -122,7 +123,7 @@ for _ in $(seq "$RUNS"); do
     "$(echo "scale=1; ($after - $before) / 1000 / $CALLS" | bc)" "$rss"
  fi
 done
-[ "$MEMORY" = 0 ] && exit 0
+if [ "$MEMORY" = 0 ]; then exit 0; fi
 
 # Memory per established call: 400 calls held 20 s (800 port pairs of the range).
 start_tpo

@@ -39,7 +39,7 @@ if [ "$(cat /proc/sys/net/core/rmem_max)" -lt 4194304 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     sysctl -qw net.core.rmem_max=4194304 || echo "could not raise net.core.rmem_max" >&2
   else
-    echo "net.core.rmem_max is below 4 MiB: the receive-buffer test will fail (run as root)" >&2
+    echo "net.core.rmem_max is below 4 MiB: the SIP services get less than they ask (run as root to raise it)" >&2
   fi
 fi
 

@@ -7,14 +7,17 @@
 //! replicates it, and the standby binds the very same ports on takeover.
 //!
 //! Sockets outlive calls: when a call ends its legs' sockets stay bound and registered
-//! with the reactor, and wait in a first-in first-out queue for a later call (so a
-//! port still rests before reuse). Creating, binding, registering and closing four
-//! sockets a call was a seventh of a TPO's CPU under load; a reused leg costs two
-//! reads that find nothing (stale packets are drained before reuse).
+//! with the reactor, and wait in a first-in first-out queue for a later call. A leg is
+//! reused once it has rested [`LEG_REST`] (late RTP of the old call has stopped: the
+//! relay latches the first source it hears), else a new pair is bound; only when the
+//! range is all bound does a less rested leg serve. What arrived while it waited is
+//! thrown away before reuse. Creating, binding, registering and closing four sockets
+//! a call was a seventh of a TPO's CPU under load; a reused leg costs a few reads.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -72,26 +75,46 @@ struct LegSockets {
     port: u16,
     rtp: Arc<tokio::net::UdpSocket>,
     rtcp: Arc<tokio::net::UdpSocket>,
+    /// When its last call let it go.
+    idle_since: Option<Instant>,
 }
 
 impl LegSockets {
     /// True once no relay holds the sockets any more (its task has ended).
-    fn is_free(&self) -> bool {
-        Arc::strong_count(&self.rtp) == 1 && Arc::strong_count(&self.rtcp) == 1
+    fn is_free(&mut self) -> bool {
+        Arc::get_mut(&mut self.rtp).is_some() && Arc::get_mut(&mut self.rtcp).is_some()
+    }
+
+    /// Free, and idle for at least `rest`.
+    fn has_rested(&mut self, rest: Duration) -> bool {
+        self.idle_since.is_some_and(|t| t.elapsed() >= rest) && self.is_free()
     }
 
     /// Throws away what arrived since the last call let go (late packets of the
     /// previous endpoints), so the next call's latch sees only its own.
-    fn drain(&self) {
-        let mut scratch = [0u8; 2048];
+    /// Reads the kernel's queue directly: tokio's `try_recv_from` would skip the read
+    /// when the reactor has not yet seen the socket readable. At most `DRAIN_READS`
+    /// a socket, so a flood cannot hold the caller.
+    fn drain(&mut self) {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
         for socket in [&self.rtp, &self.rtcp] {
-            while socket.try_recv_from(&mut scratch).is_ok() {}
+            let raw = socket2::SockRef::from(&**socket);
+            for _ in 0..DRAIN_READS {
+                if raw.recv_from(&mut scratch).is_err() {
+                    break;
+                }
+            }
         }
+        self.idle_since = None;
     }
 }
 
-/// Idle legs looked at for one whose relay has ended, before binding a new pair.
-const IDLE_SCAN: usize = 8;
+/// How long an ended call's leg waits before a new call gets it, while unbound ports
+/// remain: the old far end may still send for a moment (it has not had our BYE yet).
+pub const LEG_REST: Duration = Duration::from_secs(2);
+
+/// Datagrams thrown away at most per socket when a leg is reused.
+const DRAIN_READS: usize = 256;
 
 #[derive(Debug)]
 struct AnchoredCall {
@@ -121,6 +144,8 @@ pub struct RelayAnchor {
     pool: PortPool,
     /// Legs of ended calls, still bound, oldest first.
     idle: VecDeque<LegSockets>,
+    /// How long an idle leg rests before reuse (while unbound ports remain).
+    rest: Duration,
     calls: HashMap<u64, AnchoredCall>,
     shutdown: CancellationToken,
     totals: RelayTotals,
@@ -139,6 +164,7 @@ impl RelayAnchor {
             ip,
             pool: PortPool::new(first, last)?,
             idle: VecDeque::new(),
+            rest: LEG_REST,
             calls: HashMap::new(),
             shutdown,
             totals: RelayTotals::default(),
@@ -160,7 +186,13 @@ impl RelayAnchor {
         self.totals
     }
 
-    /// RTP port pairs free now (never bound, or bound and waiting for a call).
+    /// Sets how long an ended call's leg rests before reuse (default [`LEG_REST`]).
+    pub fn set_leg_rest(&mut self, rest: Duration) {
+        self.rest = rest;
+    }
+
+    /// RTP port pairs free now (never bound, or bound and waiting for a call; a
+    /// waiting leg whose relay is still finishing counts too).
     pub fn ports_available(&self) -> usize {
         self.pool.available() + self.idle.len()
     }
@@ -176,36 +208,52 @@ impl RelayAnchor {
             port,
             rtp: Arc::new(tokio::net::UdpSocket::from_std(rtp)?),
             rtcp: Arc::new(tokio::net::UdpSocket::from_std(rtcp)?),
+            idle_since: None,
         })
     }
 
-    /// A leg for a new call: the oldest idle one whose relay has let go, else a newly
-    /// bound pair.
+    /// A leg for a new call: the oldest idle one if it has rested, else a newly bound
+    /// pair, else (no pair left to bind) the oldest idle one whose relay has let go.
     fn take_leg(&mut self) -> Result<LegSockets, Error> {
-        let free = self
-            .idle
-            .iter()
-            .take(IDLE_SCAN)
-            .position(LegSockets::is_free);
-        if let Some(leg) = free.and_then(|at| self.idle.remove(at)) {
+        let rest = self.rest;
+        if self.idle.front_mut().is_some_and(|l| l.has_rested(rest))
+            && let Some(mut leg) = self.idle.pop_front()
+        {
             leg.drain();
             return Ok(leg);
         }
-        self.bind_next()
+        let unbound = match self.bind_next() {
+            Ok(leg) => return Ok(leg),
+            Err(e) => e,
+        };
+        let free = self.idle.iter_mut().position(|l| l.is_free());
+        match free.and_then(|at| self.idle.remove(at)) {
+            Some(mut leg) => {
+                leg.drain();
+                Ok(leg)
+            }
+            None => Err(unbound),
+        }
     }
 
-    /// The next pool pair that binds; busy pairs (another process) are skipped and
-    /// stay out of the pool.
+    /// The next pool pair that binds; busy pairs (another process) are skipped and go
+    /// to the back of the pool; any other failure (no descriptor left) ends the search.
     fn bind_next(&mut self) -> Result<LegSockets, Error> {
         for _ in 0..self.pool.available() {
             let port = self.pool.allocate()?;
             match self.bind_pair(port) {
                 Ok(leg) => return Ok(leg),
-                Err(e) => {
-                    // Busy for now (another process, or a relay still closing): back to
-                    // the end of the pool, not lost.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    // Busy for now (another process): back to the end of the pool, not
+                    // lost.
                     tracing::debug!(port, error = %e, "RTP port busy, trying the next pair");
                     self.pool.release(port);
+                }
+                Err(e) => {
+                    // Out of descriptors, say: no other port would do better.
+                    self.pool.release(port);
+                    tracing::warn!(port, error = %e, "cannot bind an RTP port pair");
+                    return Err(e.into());
                 }
             }
         }
@@ -226,8 +274,14 @@ impl RelayAnchor {
             self.totals.foreign_dropped +=
                 stats.a_to_b.foreign_dropped + stats.b_to_a.foreign_dropped;
         }
-        self.idle.push_back(call.a);
-        self.idle.push_back(call.b);
+        self.park(call.a);
+        self.park(call.b);
+    }
+
+    /// Puts a leg at the back of the idle queue, resting from now.
+    fn park(&mut self, mut leg: LegSockets) {
+        leg.idle_since = Some(Instant::now());
+        self.idle.push_back(leg);
     }
 
     fn start_relay(&self, call: &mut AnchoredCall, mapping: &MediaMapping) {
@@ -249,8 +303,11 @@ impl RelayAnchor {
 
     /// The idle leg on `port`, if one is waiting and free, else `port` bound anew.
     fn take_port(&mut self, port: u16) -> Result<LegSockets, Error> {
-        let waiting = self.idle.iter().position(|l| l.port == port && l.is_free());
-        if let Some(leg) = waiting.and_then(|at| self.idle.remove(at)) {
+        let waiting = self
+            .idle
+            .iter_mut()
+            .position(|l| l.port == port && l.is_free());
+        if let Some(mut leg) = waiting.and_then(|at| self.idle.remove(at)) {
             leg.drain();
             return Ok(leg);
         }
@@ -273,7 +330,7 @@ impl MediaAnchor for RelayAnchor {
         let b = match self.take_leg() {
             Ok(b) => b,
             Err(e) => {
-                self.idle.push_back(a);
+                self.park(a);
                 return Err(e);
             }
         };
@@ -312,7 +369,7 @@ impl MediaAnchor for RelayAnchor {
         let b = match self.take_port(mapping.b_local.port()) {
             Ok(b) => b,
             Err(e) => {
-                self.idle.push_back(a);
+                self.park(a);
                 return Err(e);
             }
         };
@@ -382,21 +439,22 @@ mod tests {
         shutdown.cancel();
     }
 
-    async fn until_free(anchor: &RelayAnchor) {
+    async fn until_free(anchor: &mut RelayAnchor) {
         for _ in 0..500 {
-            if anchor.idle.iter().all(LegSockets::is_free) {
+            if anchor.idle.iter_mut().all(|l| l.is_free()) {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         panic!("the relay task never let go of its sockets");
     }
 
     #[tokio::test]
-    async fn a_reused_leg_forgets_the_previous_call() {
+    async fn a_reused_leg_has_rested_and_forgets_the_previous_call() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
         let shutdown = CancellationToken::new();
-        let mut anchor = RelayAnchor::new(ip, 47100, 47111, shutdown.clone()).expect("pool");
+        let mut anchor = RelayAnchor::new(ip, 47100, 47131, shutdown.clone()).expect("pool");
+        anchor.set_leg_rest(Duration::from_millis(200));
         let (a, b) = anchor.open(1).expect("open");
         let old_a = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -416,22 +474,55 @@ mod tests {
         };
         anchor.update(1, &mapping(Some(old_a.local_addr().expect("addr"))));
         anchor.close(1);
-        until_free(&anchor).await;
-        // A late packet of the old call waits in leg A's socket.
+        until_free(&mut anchor).await;
+        // Not rested yet, and unbound ports remain: a new call gets other ports.
+        let (c, d) = anchor.open(2).expect("open");
+        assert!(![a, b].contains(&c) && ![a, b].contains(&d));
+        anchor.close(2);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A late packet of the old call waits in leg A's socket, unseen by the reactor.
         old_a.send_to(b"late", a).await.expect("late");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        // The next call gets the same legs (oldest first), nothing left in them: its
-        // endpoint, unknown from SDP, is latched from its own first packet.
-        assert_eq!(anchor.open(2).expect("open"), (a, b));
-        anchor.update(2, &mapping(None));
+        // Rested: the next call gets the oldest legs, emptied; its endpoint, unknown
+        // from SDP, is latched from its own first packet.
+        assert_eq!(anchor.open(3).expect("open"), (a, b));
+        let mapping3 = MediaMapping {
+            a_remote: None,
+            ..mapping(None)
+        };
+        anchor.update(3, &mapping3);
         new_a.send_to(b"fresh", a).await.expect("fresh");
         let mut buf = [0u8; 64];
-        let (len, _) =
-            tokio::time::timeout(std::time::Duration::from_secs(2), far_b.recv_from(&mut buf))
-                .await
-                .expect("relayed in time")
-                .expect("recv");
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), far_b.recv_from(&mut buf))
+            .await
+            .expect("relayed in time")
+            .expect("recv");
         assert_eq!(&buf[..len], b"fresh");
+        anchor.close(3);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn with_the_range_all_bound_a_free_leg_serves_before_its_rest() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let shutdown = CancellationToken::new();
+        // Two pairs: one call.
+        let mut anchor = RelayAnchor::new(ip, 47200, 47203, shutdown.clone()).expect("pool");
+        let (a, b) = anchor.open(1).expect("open");
+        anchor.update(
+            1,
+            &MediaMapping {
+                a_local: a,
+                b_local: b,
+                a_remote: None,
+                b_remote: None,
+                transcode: None,
+            },
+        );
+        anchor.close(1);
+        until_free(&mut anchor).await;
+        let (c, d) = anchor.open(2).expect("the same legs, not a 503");
+        assert_eq!((c, d), (a, b));
+        assert!(anchor.open(3).is_err(), "no pair left");
         anchor.close(2);
         shutdown.cancel();
     }
