@@ -199,7 +199,6 @@ impl Relay {
         let mut rtcp_from_b: Option<SocketAddr> = None;
         let mut rtcp_buf_a = vec![0u8; if rtcp_a.is_some() { 2048 } else { 0 }];
         let mut rtcp_buf_b = vec![0u8; if rtcp_b.is_some() { 2048 } else { 0 }];
-        let rtcp_of = |rtp: Option<SocketAddr>| rtp.map(|r| SocketAddr::new(r.ip(), r.port() + 1));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -239,26 +238,45 @@ impl Relay {
                 }
                 r = recv_rtcp(rtcp_a, &mut rtcp_buf_a) => {
                     let (Ok((len, source)), Some(out)) = (r, rtcp_b) else { continue };
-                    if known.0.is_some_and(|r| r.ip() == source.ip()) {
-                        rtcp_from_a = Some(source);
-                        if let Some(to) = rtcp_from_b.or(rtcp_of(known.1)) {
-                            let _ = out.try_send_to(&rtcp_buf_a[..len], to);
-                            note_rtcp(&stats);
-                        }
-                    }
+                    let from = RtcpSide { rtp: known.0, rtcp: &mut rtcp_from_a };
+                    pass_rtcp(&rtcp_buf_a[..len], source, from, known.1, rtcp_from_b, out, &stats);
                 }
                 r = recv_rtcp(rtcp_b, &mut rtcp_buf_b) => {
                     let (Ok((len, source)), Some(out)) = (r, rtcp_a) else { continue };
-                    if known.1.is_some_and(|r| r.ip() == source.ip()) {
-                        rtcp_from_b = Some(source);
-                        if let Some(to) = rtcp_from_a.or(rtcp_of(known.0)) {
-                            let _ = out.try_send_to(&rtcp_buf_b[..len], to);
-                            note_rtcp(&stats);
-                        }
-                    }
+                    let from = RtcpSide { rtp: known.1, rtcp: &mut rtcp_from_b };
+                    pass_rtcp(&rtcp_buf_b[..len], source, from, known.0, rtcp_from_a, out, &stats);
                 }
             }
         }
+    }
+}
+
+/// The sending side of an RTCP packet: its endpoint's RTP address from signalling, and
+/// where it sends RTCP from (learnt here).
+struct RtcpSide<'a> {
+    rtp: Option<SocketAddr>,
+    rtcp: &'a mut Option<SocketAddr>,
+}
+
+/// Passes one RTCP packet from `from`'s endpoint (checked by IP) to the other
+/// endpoint's RTCP address: where it sends RTCP from, else its RTP port + 1.
+fn pass_rtcp(
+    packet: &[u8],
+    source: SocketAddr,
+    from: RtcpSide<'_>,
+    to_rtp: Option<SocketAddr>,
+    to_rtcp: Option<SocketAddr>,
+    out: &UdpSocket,
+    stats: &Mutex<RelayStats>,
+) {
+    if from.rtp.is_none_or(|r| r.ip() != source.ip()) {
+        return;
+    }
+    *from.rtcp = Some(source);
+    let destination = to_rtcp.or(to_rtp.map(|r| SocketAddr::new(r.ip(), r.port() + 1)));
+    if let Some(to) = destination {
+        let _ = out.try_send_to(packet, to);
+        note_rtcp(stats);
     }
 }
 
