@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """A TSS stand-in for the benchmarks: serves the files under a folder (GET, as
 http.server does: the TPO's /api/tpo/config) and takes every POST (the call records)
-with 201, counting what it took. Usage: tss-stand-in.py FOLDER HOST PORT."""
+with 201, counting what it took. HTTP/1.1 with keep-alive, as the TSS (axum) does, so
+the TPO's kept connection is exercised. Usage: tss-stand-in.py FOLDER HOST PORT."""
 import functools
 import http.server
 import sys
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     posted = 0
 
     def do_POST(self):

@@ -169,7 +169,17 @@ pub fn current(shared: &Shared) -> Option<Arc<TpoConfig>> {
         .clone()
 }
 
-/// An HTTPS client for the TSS API.
+/// An open HTTP/1.1 connection to one TSS, ready for its next request.
+type KeptConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Connections kept open to each TSS between requests, at most (the configuration
+/// poll and the call-record poster each use one).
+const KEPT_PER_TSS: usize = 2;
+
+/// An HTTPS client for the TSS API. Connections are kept open (HTTP/1.1 keep-alive)
+/// and reused: a busy TPO posts a call record per call, and a connection per record
+/// would cost a TCP (and TLS) handshake each and leave thousands of sockets in
+/// TIME_WAIT.
 #[derive(Clone)]
 pub struct TssClient {
     /// `tss.url` first, then `tss.fallback_urls`.
@@ -178,6 +188,10 @@ pub struct TssClient {
     preferred: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Idle connections, by index in `bases`.
+    kept: Arc<std::sync::Mutex<Vec<Vec<KeptConnection>>>>,
+    /// Connections opened so far (all TSSs).
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for TssClient {
@@ -249,11 +263,21 @@ impl TssClient {
             None
         };
         Ok(TssClient {
+            kept: Arc::new(std::sync::Mutex::new(
+                bases.iter().map(|_| Vec::new()).collect(),
+            )),
             bases: Arc::new(bases),
             preferred: Arc::default(),
             token: config.token.clone(),
             tls,
+            opened: Arc::default(),
         })
+    }
+
+    /// Connections to a TSS opened so far: with keep-alive, a handful however many
+    /// requests were made.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fetches the configuration unless it is still at `known_revision`; the whole
@@ -320,8 +344,7 @@ impl TssClient {
             // Each TSS gets its share of the whole bound, so one that accepts but never
             // answers cannot keep the next from being tried.
             let share = FETCH_TIMEOUT / self.bases.len().max(1) as u32;
-            let attempt =
-                self.exchange_at(&self.bases[i], method.clone(), path, headers, body.clone());
+            let attempt = self.exchange_at(i, method.clone(), path, headers, body.clone());
             let outcome = tokio::time::timeout(share, attempt)
                 .await
                 .unwrap_or_else(|_| {
@@ -347,22 +370,69 @@ impl TssClient {
         Err(last.unwrap_or_else(|| Error::Tss("no TSS configured".into())))
     }
 
-    /// One request on a fresh connection to `base` (TLS when it says https): the
-    /// status and the body (at most [`MAX_CONFIG_BYTES`]).
+    /// One request to the TSS `bases[index]` (TLS when its URL says https): the status
+    /// and the body (at most [`MAX_CONFIG_BYTES`]). A kept connection is used when
+    /// there is one; should it fail (the TSS closed it while idle, or restarted), the
+    /// request goes again on a new connection. Sending twice is safe: the TSS answers
+    /// the same GET alike and ingests call records idempotently by `record_id`.
     async fn exchange_at(
         &self,
-        base: &hyper::Uri,
+        index: usize,
         method: hyper::Method,
         path: &str,
         headers: &[(hyper::header::HeaderName, String)],
         body: Bytes,
     ) -> Result<(u16, Bytes)> {
+        let base = &self.bases[index];
         // `[::1]` in a URL is `::1` to connect to and to check the certificate for.
         let host = base
             .host()
             .unwrap_or("localhost")
             .trim_start_matches('[')
             .trim_end_matches(']');
+        let request = || {
+            let mut request = hyper::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(hyper::header::HOST, host)
+                .header(
+                    hyper::header::AUTHORIZATION,
+                    format!("Bearer {}", self.token),
+                );
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| Error::Tss(e.to_string()))
+        };
+        while let Some(kept) = self.take_kept(index) {
+            match self.send(index, kept, request()?).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => tracing::debug!(tss = %base, error = %e, "kept TSS connection failed"),
+            }
+        }
+        let connection = self.connect(base, host).await?;
+        self.send(index, connection, request()?).await
+    }
+
+    /// An idle kept connection to `bases[index]` that can take a request now.
+    fn take_kept(&self, index: usize) -> Option<KeptConnection> {
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = kept.get_mut(index)?;
+        while let Some(connection) = list.pop() {
+            if connection.is_ready() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Opens a connection to `base` (TCP, then TLS when it says https).
+    async fn connect(&self, base: &hyper::Uri, host: &str) -> Result<KeptConnection> {
         let https = base.scheme_str() == Some("https");
         let port = base.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = tokio::time::timeout(
@@ -372,22 +442,10 @@ impl TssClient {
         .await
         .map_err(|_| Error::Tss(format!("connecting to {host}:{port} timed out")))?
         .map_err(|e| Error::Tss(format!("connecting to {host}:{port}: {e}")))?;
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, host)
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| Error::Tss(e.to_string()))?;
-        let tls = self.tls.as_ref().filter(|_| https);
-        let response = match tls {
+        let _ = tcp.set_nodelay(true);
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.tls.as_ref().filter(|_| https) {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|e| Error::Tss(format!("tss host {host}: {e}")))?;
@@ -395,37 +453,62 @@ impl TssClient {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| Error::Tss(format!("TLS with the TSS: {e}")))?;
-                send(hyper_util::rt::TokioIo::new(stream), request).await?
+                handshake(hyper_util::rt::TokioIo::new(stream)).await
             }
-            None => send(hyper_util::rt::TokioIo::new(tcp), request).await?,
-        };
+            None => handshake(hyper_util::rt::TokioIo::new(tcp)).await,
+        }
+    }
+
+    /// Sends `request` on `connection` and reads the whole answer; the connection is
+    /// kept for the next request when it can take one.
+    async fn send(
+        &self,
+        index: usize,
+        mut connection: KeptConnection,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes)> {
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), connection.send_request(request))
+                .await
+                .map_err(|_| Error::Tss("the TSS did not answer within 10 s".into()))?
+                .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))?;
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
             .collect()
             .await
             .map_err(|e| Error::Tss(format!("reading the answer: {e}")))?
             .to_bytes();
+        // The connection takes the next request once hyper has seen the end of this
+        // answer; one the TSS is closing (`Connection: close`) reports closed.
+        if tokio::time::timeout(Duration::from_secs(1), connection.ready())
+            .await
+            .is_ok_and(|ready| ready.is_ok())
+        {
+            let mut kept = self
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(list) = kept.get_mut(index).filter(|l| l.len() < KEPT_PER_TSS) {
+                list.push(connection);
+            }
+        }
         Ok((status, body))
     }
 }
 
-async fn send<IO>(
-    io: IO,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>>
+/// The HTTP/1.1 handshake on a new connection; the connection is driven by its own
+/// task until the TSS or this side closes it.
+async fn handshake<IO>(io: IO) -> Result<KeptConnection>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-        .await
-        .map_err(|_| Error::Tss("the TSS did not answer within 10 s".into()))?
-        .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))
+    Ok(sender)
 }
 
 /// Keeps `shared` up to date until `shutdown`; `on_change` is told each new revision.

@@ -1,6 +1,7 @@
 //! Call records reach the real TSS (in-process, its store on SQLite) through the
 //! TPO's spool: records made while the TSS is down wait on disk and arrive once it is
 //! up, each stored once (posted twice, kept once), and an invalid one is set aside.
+//! The records go on one kept connection, and a TSS restart costs one new one.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -57,6 +58,7 @@ fn records_wait_for_the_tss_and_arrive_once() {
         poll_interval_ms: 100,
     })
     .unwrap();
+    let connections = client.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let poster = runtime.spawn(post_spooled(
@@ -105,9 +107,13 @@ fn records_wait_for_the_tss_and_arrive_once() {
     )
     .unwrap();
     let store_config = config.store.clone();
-    let tss_stop = tokio_util::sync::CancellationToken::new();
-    let stop = tss_stop.clone();
-    let tss_task = runtime.spawn(async move { tss::run(config, stop, |_| {}).await });
+    let start_tss = |config: tss::Config| {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = stop.clone();
+        let task = runtime.spawn(async move { tss::run(config, serving, |_| {}).await });
+        (stop, task)
+    };
+    let (tss_stop, tss_task) = start_tss(config.clone());
 
     // Everything arrives within the backoff; the invalid one is set aside. The
     // poster reports each outcome: wait on those, not on the clock.
@@ -134,6 +140,26 @@ fn records_wait_for_the_tss_and_arrive_once() {
         1
     );
 
+    // 41 posts on one kept connection (a second only should hyper not be ready in
+    // time), not one connection a record.
+    let opened = connections.connections_opened();
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} connections for 41 records"
+    );
+
+    // The TSS restarts: the kept connection is dead; the next record goes on a new one.
+    tss_stop.cancel();
+    runtime.block_on(tss_task).unwrap().unwrap();
+    let (tss_stop, tss_task) = start_tss(config);
+    spool.push(&record(41, "2026-11-30T09:01:00Z")).unwrap();
+    let mut outcome = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    while outcome == Delivery::Retry {
+        outcome = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    }
+    assert_eq!(outcome, Delivery::Delivered);
+    assert_eq!(connections.connections_opened(), opened + 1);
+
     // Posted again (a TPO restarting mid-send would): still stored once.
     spool.push(&record(7, "2026-11-30T09:01:00Z")).unwrap();
     assert_eq!(
@@ -150,7 +176,7 @@ fn records_wait_for_the_tss_and_arrive_once() {
         store.close().await;
         all
     });
-    assert_eq!(stored.len(), 40, "40 distinct valid records, each once");
+    assert_eq!(stored.len(), 41, "41 distinct valid records, each once");
     assert_eq!(stored[0].recordings, ["rec-a", "rec-b"]);
 
     shutdown.cancel();
