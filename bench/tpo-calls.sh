@@ -15,6 +15,7 @@
 # Usage: bench/tpo-calls.sh [RATE] [SECONDS] [RUNS]
 # Environment: PATHS="kamailio tpo" (which paths to run, both by default), MEMORY=0 to
 # skip the memory part, PERF=FILE to record a perf profile of the TPO's runs in FILE.
+# PERF_GRAPH="--call-graph dwarf" for call graphs through code without frame pointers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}
@@ -22,8 +23,8 @@ PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
 cargo build --quiet --release -p tpo
-[ -z "$PERF" ] || command -v perf >/dev/null || { echo "perf missing: apt-get install linux-perf" >&2; exit 1; }
 command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
+command -v perf >/dev/null || { echo "perf missing (it times the SIPp uac): apt-get install linux-perf" >&2; exit 1; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{print s+0}'; }  # all threads
 threads() { # name, CPU ns, context switches of each thread
   for t in /proc/"$1"/task/*; do
@@ -73,13 +74,15 @@ start_uas() { # ip port
   kill -0 "$uas" || { echo "the SIPp uas did not start:" >&2; cat "$work/uas.txt" >&2; exit 1; }
 }
 
-run_uac() { # target -> "elapsed_s failed"
-  local start end ok
-  start=$(date +%s.%N)
-  if (cd "$work" && sipp "$1" -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r "$RATE" -m "$CALLS" -l $((RATE * 2)) \
+run_uac() { # target -> "elapsed_s failed"; the SIPp pair's CPU a call to stderr
+  local start end ok uas0
+  start=$(date +%s.%N); uas0=$(cpu_ns "$uas")
+  if (cd "$work" && exec perf stat -x, -e task-clock -o "$work/uac-cpu.txt" sipp "$1" -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r "$RATE" -m "$CALLS" -l $((RATE * 2)) \
       -nostdin -buff_size 4194304 -timeout $((SECS * 3))s -timeout_error \
       -trace_stat -stf "$work/stat.csv" > "$work/uac.txt" 2>&1); then :; fi
   end=$(date +%s.%N)
+  echo "  SIPp uac $(awk -F, -v c="$CALLS" '/task-clock/{printf "%.1f", $1 * 1000 / c}' "$work/uac-cpu.txt") us/call," \
+    "uas $(echo "scale=1; ($(cpu_ns "$uas") - $uas0) / 1000 / $CALLS" | bc) us/call" >&2
   ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="SuccessfulCall(C)") c=i} END{print $c}' "$work/stat.csv")
   rm -f "$work/stat.csv"
   echo "$(echo "$end - $start" | bc) $((CALLS - ${ok:-0}))"
@@ -107,7 +110,7 @@ for _ in $(seq "$RUNS"); do
   register dev-T-0002 pass-2 127.0.20.2 5062
   register dev-T-0001 pass-1 127.0.20.1 5061
   start_uas 127.0.20.2 5062
-  if [ -n "$PERF" ]; then perf record -q -F 999 -g -o "$PERF" -p "$tpo" 2>/dev/null & perf=$!; fi
+  if [ -n "$PERF" ]; then perf record -q -F 999 ${PERF_GRAPH:--g} -o "$PERF" -p "$tpo" 2>/dev/null & perf=$!; fi
   before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"
   read -r elapsed failed < <(run_uac 127.0.20.10:5060)
   after=$(cpu_ns $tpo); threads $tpo > "$work/threads1.txt"

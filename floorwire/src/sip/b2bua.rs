@@ -445,6 +445,10 @@ enum Pending {
 /// The B2BUA core; drive it as the [`TransactionUser`] of a transaction layer.
 pub struct B2bua<R, M> {
     config: B2buaConfig,
+    /// `config.local` and its IP as text, formatted once: they go in every Via,
+    /// Contact and Call-ID this core writes.
+    local_text: String,
+    local_host: String,
     policy: UasPolicy,
     router: R,
     media: M,
@@ -629,6 +633,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     /// A core with its router and media plane.
     pub fn new(config: B2buaConfig, router: R, media: M) -> Self {
         Self {
+            local_text: config.local.to_string(),
+            local_host: config.local.ip().to_string(),
             config,
             policy: UasPolicy::default(),
             router,
@@ -761,7 +767,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     }
 
     fn contact(&self) -> Header {
-        Header::Contact(format!("<sip:{}@{}>", self.config.contact_user, self.config.local).into())
+        Header::Contact(format!("<sip:{}@{}>", self.config.contact_user, self.local_text).into())
     }
 
     fn changed(&mut self, call: u64) {
@@ -881,9 +887,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let user = self.config.contact_user.clone();
         let mut recordings = Vec::new();
         for recorder in plan.recorders {
-            let call_id = CallIdValue::generate(&local.ip().to_string())
-                .as_str()
-                .to_owned();
+            let call_id = CallIdValue::generate(&self.local_host).as_str().to_owned();
             let tag = Tag::generate();
             let mut headers = self.request_headers(
                 70,
@@ -1344,9 +1348,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             b_peer: branches[0].fork.destination,
             branches,
             winner: None,
-            b_call_id: CallIdValue::generate(&self.config.local.ip().to_string())
-                .as_str()
-                .to_owned(),
+            b_call_id: CallIdValue::generate(&self.local_host).as_str().to_owned(),
             b_tag: Tag::generate(),
             b_cseq: 1,
             b_offer: sdp::to_bytes(&b_session),
@@ -1442,7 +1444,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let mut headers = Headers::default();
         headers.push(Header::Via(Via::new(format!(
             "SIP/2.0/UDP {};branch={};rport",
-            self.config.local,
+            self.local_text,
             ViaBranch::generate()
         ))));
         headers.push(Header::MaxForwards(MaxForwards::new(
@@ -1880,7 +1882,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.learn_endpoint(call, Side::B, b_sdp);
             body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
         }
-        let contact_uri = format!("sip:{}@{}", self.config.contact_user, self.config.local);
+        let contact_uri = format!("sip:{}@{}", self.config.contact_user, self.local_text);
         let contact = self.contact();
         let Some(c) = self.calls.get_mut(&call) else {
             return;

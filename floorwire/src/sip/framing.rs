@@ -35,7 +35,16 @@ fn wire(start: std::fmt::Arguments<'_>, headers: &rsipstack::sip::Headers, body:
     use std::fmt::Write as _;
     let mut head = String::with_capacity(HEAD_ROOM + body.len());
     // Writing into a String cannot fail.
-    let _ = write!(head, "{start}{headers}\r\n");
+    let _ = head.write_fmt(start);
+    // Each header as `Name: value` — what rsipstack's Display writes, without its
+    // formatting machinery and the String it allocates a header.
+    for header in headers.iter() {
+        head.push_str(header.name());
+        head.push_str(": ");
+        head.push_str(header.value());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
     bytes
@@ -252,6 +261,34 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
+
+    /// Every kind of header a call carries, typed in rsipstack or not (`X-…`), and no
+    /// header at all: `to_wire` writes what rsipstack's own serialisation does.
+    #[test]
+    fn to_wire_writes_every_header_as_rsipstack_does() {
+        let invite = b"INVITE sip:7101@127.0.20.10:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.20.1:5061;branch=z9hG4bK-1;rport\r\nMax-Forwards: 70\r\n\
+From: \"Trader, One\" <sip:dev-T-0001@floorwire>;tag=abc\r\nTo: <sip:7101@floorwire>\r\n\
+Call-ID: 1-2@127.0.20.1\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:dev-T-0001@127.0.20.1:5061>;expires=60\r\nRecord-Route: <sip:127.0.20.10;lr>\r\n\
+Route: <sip:127.0.20.11;lr>\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
+Supported: timer\r\nSession-Expires: 1800;refresher=uac\r\n\
+Authorization: Digest username=\"dev-T-0001\", realm=\"floorwire\", response=\"0123\"\r\n\
+User-Agent: SIPp\r\nX-Floorwire-Line: SH-FX\r\nRetry-After: 5\r\n\
+Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+        let rsipstack::sip::SipMessage::Request(request) =
+            rsipstack::sip::SipMessage::try_from(&invite[..]).expect("parse")
+        else {
+            panic!("a request");
+        };
+        assert_eq!(request.headers.len(), 18);
+        assert_eq!(request.to_wire(), request.to_bytes());
+        let mut bare = request.clone();
+        bare.headers = rsipstack::sip::Headers::default();
+        assert_eq!(bare.to_wire(), bare.to_bytes());
+        let response = crate::sip::reply::response_to(&request, 180, None);
+        assert_eq!(response.to_wire(), response.to_bytes());
+    }
 
     #[test]
     fn datagram_trailing_octets_ignored() {

@@ -95,7 +95,7 @@ impl MessageIds {
         for header in message.headers().iter() {
             match header {
                 Header::CallId(v) if ids.call_id.is_none() => {
-                    ids.call_id = Some(CallId::new(v.value().trim()));
+                    ids.call_id = Some(CallId::new(v.value().trim_ascii()));
                 }
                 Header::From(v) if ids.from_tag.is_none() => ids.from_tag = tag_of(v.value()),
                 Header::To(v) if ids.to_tag.is_none() => ids.to_tag = tag_of(v.value()),
@@ -121,10 +121,44 @@ impl MessageIds {
     }
 }
 
+/// The To tag of a message, reading its To header only (cheaper than
+/// [`MessageIds::of`] where only that is wanted).
+pub fn to_tag(message: &impl HasHeaders) -> Option<Tag> {
+    message.headers().iter().find_map(|h| match h {
+        Header::To(v) => Some(tag_of(v.value())),
+        _ => None,
+    })?
+}
+
+/// The Call-ID and CSeq number of a message, reading those two headers only.
+pub fn call_id_and_seq(message: &impl HasHeaders) -> Option<(CallId, u32)> {
+    let (mut call_id, mut seq) = (None, None);
+    for header in message.headers().iter() {
+        match header {
+            Header::CallId(v) if call_id.is_none() => {
+                call_id = Some(CallId::new(v.value().trim_ascii()));
+            }
+            Header::CSeq(v) if seq.is_none() => seq = parse_cseq(v.value()).map(|(n, _)| n),
+            _ => {}
+        }
+    }
+    Some((call_id?, seq?))
+}
+
 /// The `tag` parameter of a From/To value.
 pub fn tag_of(value: &str) -> Option<Tag> {
-    let parts = super::syntax::parse_name_addr(value).ok()?;
-    super::syntax::header_param(parts.params, "tag")
+    let params = if value.contains('"') {
+        // A quoted display name may hold `<`, `>` or `;`: the full split.
+        super::syntax::parse_name_addr(value).ok()?.params
+    } else if let Some(open) = value.find('<') {
+        // `name <uri>;params`: the parameters follow the first `>`.
+        let close = open + value[open..].find('>')?;
+        &value[close + 1..]
+    } else {
+        // `uri;params`: an addr-spec has no header parameters before its first `;`.
+        value.find(';').map_or("", |at| &value[at..])
+    };
+    super::syntax::header_param(params, "tag")
         .filter(|t| !t.is_empty())
         .map(Tag::new)
 }
@@ -139,4 +173,37 @@ pub fn parse_cseq(value: &str) -> Option<(u32, String)> {
         return None;
     }
     Some((number, method.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quick scan finds the tag the full name-addr split finds, in every form a
+    /// From/To value takes (RFC 4475 `wsinv`'s `tag = x` included).
+    #[test]
+    fn tag_of_agrees_with_the_full_split() {
+        let full = |v: &str| {
+            let parts = crate::sip::syntax::parse_name_addr(v).ok()?;
+            crate::sip::syntax::header_param(parts.params, "tag").map(str::to_owned)
+        };
+        for value in [
+            "<sip:a@b>;tag=1",
+            "sip:a@b;tag=2",
+            "sip:a@b ; tag = 3 ; x=y",
+            "Trader One <sip:a@b;tag=inside>;tag=4",
+            "<sip:a@b;tag=inside>",
+            "\"A <x>; tag=no\" <sip:a@b>;tag=5",
+            "\"A, B\" <sip:a@b>;TAG=6",
+            "<sip:a@b>",
+            "sip:a@b",
+            "<sip:a@b>;tag=",
+        ] {
+            assert_eq!(
+                tag_of(value).map(|t| t.as_str().to_owned()),
+                full(value).filter(|t| !t.is_empty()),
+                "{value}"
+            );
+        }
+    }
 }

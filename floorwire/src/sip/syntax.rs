@@ -34,25 +34,27 @@ impl<'a> Iterator for ListParts<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let value = self.rest?;
         let (mut in_quote, mut escaped, mut depth) = (false, false, 0usize);
-        for (i, c) in value.char_indices() {
+        // Bytes, not chars: every delimiter is ASCII, and no byte of a multi-byte UTF-8
+        // character is, so each cut falls on a character boundary.
+        for (i, &c) in value.as_bytes().iter().enumerate() {
             if escaped {
                 escaped = false;
                 continue;
             }
             match c {
-                '\\' if in_quote => escaped = true,
-                '"' => in_quote = !in_quote,
-                '<' if !in_quote => depth += 1,
-                '>' if !in_quote => depth = depth.saturating_sub(1),
-                ',' if !in_quote && depth == 0 => {
+                b'\\' if in_quote => escaped = true,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => depth += 1,
+                b'>' if !in_quote => depth = depth.saturating_sub(1),
+                b',' if !in_quote && depth == 0 => {
                     self.rest = Some(&value[i + 1..]);
-                    return Some(value[..i].trim());
+                    return Some(value[..i].trim_ascii());
                 }
                 _ => {}
             }
         }
         self.rest = None;
-        Some(value.trim())
+        Some(value.trim_ascii())
     }
 }
 
@@ -189,11 +191,13 @@ pub fn name_addr_user(value: &str) -> Option<&str> {
 pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     params
         .split(';')
-        .map(str::trim)
+        .map(str::trim_ascii)
         .filter(|p| !p.is_empty())
         .find_map(|p| {
             let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            n.trim_ascii()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim_ascii())
         })
 }
 

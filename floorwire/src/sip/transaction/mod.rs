@@ -146,6 +146,8 @@ pub struct LayerStats {
 /// branch are keyed by Call-ID, From tag, CSeq number and sent-by instead.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Server and client transactions are matched apart.
+    server: bool,
     branch: String,
     sent_by: String,
     method: String,
@@ -164,6 +166,7 @@ impl Key {
             ),
         };
         Some(Self {
+            server,
             branch,
             // The client side only ever matches its own branches.
             sent_by: if server {
@@ -215,8 +218,10 @@ struct Transaction {
 pub struct TransactionLayer {
     config: LayerConfig,
     next_id: u64,
-    transactions: HashMap<TransactionId, Transaction>,
-    by_key: HashMap<(bool, Key), TransactionId>,
+    /// Boxed: a transaction is a few hundred bytes, and the table moves its values
+    /// whenever it grows.
+    transactions: HashMap<TransactionId, Box<Transaction>>,
+    by_key: HashMap<Key, TransactionId>,
     /// Accepted server INVITEs by (Call-ID, CSeq number), to match the 2xx's ACK.
     accepted: HashMap<(String, u32), TransactionId>,
     server_count: usize,
@@ -344,7 +349,7 @@ impl TransactionLayer {
         let Some(key) = Key::of(&ids, &method, true) else {
             return;
         };
-        let matched = self.by_key.get(&(true, key.clone())).copied();
+        let matched = self.by_key.get(&key).copied();
         // An ACK outside any transaction is the ACK for a 2xx. So is one that matches an
         // Accepted INVITE (an RFC 2543 peer, or a UA reusing the INVITE's branch): RFC
         // 6026 §7.1 hands it to the TU.
@@ -421,7 +426,7 @@ impl TransactionLayer {
     /// to the CANCEL goes out first, then the INVITE's 487 (the order peers expect).
     fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
         let invite_key = Key::of(ids, "INVITE", true);
-        let invite_id = invite_key.and_then(|k| self.by_key.get(&(true, k)).copied());
+        let invite_id = invite_key.and_then(|k| self.by_key.get(&k).copied());
         let invite_tag = invite_id
             .and_then(|id| self.transactions.get(&id))
             .and_then(|t| t.local_tag.clone());
@@ -506,7 +511,7 @@ impl TransactionLayer {
             return;
         };
         let status = response.status_code.code();
-        let id = Key::of(&ids, &method, false).and_then(|k| self.by_key.get(&(false, k)).copied());
+        let id = Key::of(&ids, &method, false).and_then(|k| self.by_key.get(&k).copied());
         let Some(id) = id else {
             if method == "INVITE" && (200..300).contains(&status) {
                 self.events.push_back(Event::Stray2xx { response });
@@ -732,18 +737,21 @@ impl TransactionLayer {
         };
         t.role = Role::Server(next);
         if t.local_tag.is_none() {
-            t.local_tag = MessageIds::of(&response).to_tag;
+            t.local_tag = crate::sip::ids::to_tag(&response);
         }
         t.last_sent = Some(bytes.clone());
         t.last_status = status;
         let peer = t.peer;
-        if next == Accepted && state != Accepted {
-            let ids = t.request.as_ref().map(MessageIds::of).unwrap_or_default();
-            if let (Some(call_id), Some((cseq, _))) = (ids.call_id, ids.cseq) {
-                let key = (call_id.as_str().to_owned(), cseq);
-                t.accepted_key = Some(key.clone());
-                self.accepted.insert(key, id);
-            }
+        if next == Accepted
+            && state != Accepted
+            && let Some((call_id, cseq)) = t
+                .request
+                .as_ref()
+                .and_then(crate::sip::ids::call_id_and_seq)
+        {
+            let key = (call_id.as_str().to_owned(), cseq);
+            t.accepted_key = Some(key.clone());
+            self.accepted.insert(key, id);
         }
         if matches!(next, Accepted | Completed) {
             t.request = None;
@@ -836,8 +844,8 @@ impl TransactionLayer {
         if server {
             self.server_count += 1;
         }
-        self.by_key.insert((server, t.key.clone()), id);
-        self.transactions.insert(id, t);
+        self.by_key.insert(t.key.clone(), id);
+        self.transactions.insert(id, Box::new(t));
         id
     }
 
@@ -847,7 +855,7 @@ impl TransactionLayer {
             if server {
                 self.server_count -= 1;
             }
-            self.by_key.remove(&(server, t.key));
+            self.by_key.remove(&t.key);
             if let Some(k) = t.accepted_key
                 && self.accepted.get(&k) == Some(&id)
             {
