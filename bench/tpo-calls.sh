@@ -47,6 +47,11 @@ json.dump({"revision": 1, "devices": devices,
            "users": [], "sites": []}, open(sys.argv[1], "w"))
 PY
 python3 bench/tss-stand-in.py "$work/www" 127.0.20.9 8080 > "$work/http.txt" 2>&1 &
+stand_in=$!
+until curl -sf -o /dev/null http://127.0.20.9:8080/api/tpo/config; do
+  kill -0 "$stand_in" 2>/dev/null || { echo "the TSS stand-in did not start:" >&2; cat "$work/http.txt" >&2; exit 1; }
+  sleep 0.1
+done
 
 start_tpo() {
   TPO__ADMIN__LISTEN=127.0.20.10:9100 TPO__SIP__LISTEN=127.0.20.10:5060 \
@@ -56,7 +61,8 @@ start_tpo() {
   RUST_LOG=warn target/release/tpo serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
   until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
-  until [ "$(metric floorwire_tpo_config_revision)" = "1" ]; do sleep 0.1; done
+  for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "1" ] && break; sleep 0.1; done
+  [ "$(metric floorwire_tpo_config_revision)" = "1" ] || { echo "the TPO got no configuration in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
 }
 
 register() { # device password ip port

@@ -1,5 +1,7 @@
 //! Call records on their way to the TSS: every record is first written to a bounded
-//! local spool, then posted to `POST /api/call-records`, and dropped from the spool
+//! local spool, then posted — a spool batch at a time, to `POST
+//! /api/call-records/batch` (record by record to `POST /api/call-records` when the
+//! TSS has no batch route) — and dropped from the spool
 //! only once the TSS has answered 201 (stored) or 200 (already stored — ingestion is
 //! idempotent by `record_id`). A TSS that is down or slow delays records; it never
 //! loses them. A record the TSS refuses as invalid (400) is moved aside to
@@ -289,27 +291,39 @@ pub enum Delivery {
     Retry,
 }
 
+/// Sets aside a record the TSS refused as invalid, in `rejected/`.
+fn reject(spool: &Spool, record: &str, why: &str) {
+    let id = serde_json::from_str::<serde_json::Value>(record)
+        .ok()
+        .and_then(|v| v["record_id"].as_str().map(str::to_owned))
+        .and_then(|id| file_name(&id).ok())
+        .unwrap_or_else(|| format!("unnamed-{}.jsonl", rand::random::<u32>()));
+    let _ = std::fs::write(spool.dir.join("rejected").join(&id), record);
+    tracing::error!(file = %id, reason = why, "TSS refused a call record as invalid; moved to rejected/");
+}
+
+/// What the TSS answered for one record.
+fn delivery_of(spool: &Spool, record: &str, status: u16, why: &str) -> Delivery {
+    match status {
+        200 | 201 => Delivery::Delivered,
+        400 => {
+            reject(spool, record, why);
+            Delivery::Rejected
+        }
+        status => {
+            tracing::warn!(status, "TSS did not take a call record; will retry");
+            Delivery::Retry
+        }
+    }
+}
+
 /// Posts one record (a JSON text) to the TSS.
 async fn deliver(spool: &Spool, client: &TssClient, record: &str) -> Delivery {
     match client
         .post_json("/api/call-records", record.as_bytes().to_vec())
         .await
     {
-        Ok(200 | 201) => Delivery::Delivered,
-        Ok(400) => {
-            let id = serde_json::from_str::<serde_json::Value>(record)
-                .ok()
-                .and_then(|v| v["record_id"].as_str().map(str::to_owned))
-                .and_then(|id| file_name(&id).ok())
-                .unwrap_or_else(|| format!("unnamed-{}.jsonl", rand::random::<u32>()));
-            let _ = std::fs::write(spool.dir.join("rejected").join(&id), record);
-            tracing::error!(file = %id, "TSS refused a call record as invalid; moved to rejected/");
-            Delivery::Rejected
-        }
-        Ok(status) => {
-            tracing::warn!(status, "TSS did not take a call record; will retry");
-            Delivery::Retry
-        }
+        Ok((status, body)) => delivery_of(spool, record, status, &String::from_utf8_lossy(&body)),
         Err(e) => {
             tracing::debug!(error = %e, "TSS unreachable for call records; will retry");
             Delivery::Retry
@@ -317,8 +331,74 @@ async fn deliver(spool: &Spool, client: &TssClient, record: &str) -> Delivery {
     }
 }
 
-/// Posts the records of one batch file in order; the file keeps what is left when the
-/// TSS stops taking them. False when it did (retry later).
+/// What `POST /api/call-records/batch` answered.
+enum BatchAnswer {
+    /// One (status, error) a record, in order.
+    Results(Vec<(u16, String)>),
+    /// A TSS without the batch route (older than this TPO): post one by one.
+    NotSupported,
+    /// Not taken now (unreachable, failing, or an answer that does not add up).
+    Retry,
+}
+
+/// Posts `records` (JSON texts) as one batch.
+async fn post_batch(client: &TssClient, records: &[String]) -> BatchAnswer {
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record.as_bytes());
+    }
+    body.push(b']');
+    let (status, answer) = match client.post_json("/api/call-records/batch", body).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::debug!(error = %e, "TSS unreachable for call records; will retry");
+            return BatchAnswer::Retry;
+        }
+    };
+    if matches!(status, 404 | 405) {
+        return BatchAnswer::NotSupported;
+    }
+    if status != 200 {
+        tracing::warn!(
+            status,
+            "TSS did not take a batch of call records; will retry"
+        );
+        return BatchAnswer::Retry;
+    }
+    let results: Option<Vec<(u16, String)>> = serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| {
+            v["results"].as_array().map(|results| {
+                results
+                    .iter()
+                    .map(|r| {
+                        let status = r["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+                        (
+                            status.unwrap_or(0),
+                            r["error"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+        });
+    match results {
+        Some(results) if results.len() == records.len() => BatchAnswer::Results(results),
+        _ => {
+            tracing::warn!(
+                "TSS answered a batch of call records with no result a record; will retry"
+            );
+            BatchAnswer::Retry
+        }
+    }
+}
+
+/// Posts the records of one batch file, all in one request (one a request to a TSS
+/// without the batch route), in order; the file keeps what is left when the TSS
+/// stops taking them. False when it did (retry later).
 async fn deliver_batch(
     spool: &Spool,
     client: &TssClient,
@@ -328,11 +408,46 @@ async fn deliver_batch(
     let lines = batch_lines(path);
     if lines.is_empty() {
         spool.settle(path, 0, &[]);
+        return true;
     }
+    let results = match post_batch(client, &lines).await {
+        BatchAnswer::Results(results) => results,
+        BatchAnswer::NotSupported => {
+            return deliver_singly(spool, client, path, &lines, on_delivery).await;
+        }
+        BatchAnswer::Retry => {
+            on_delivery(Delivery::Retry);
+            return false;
+        }
+    };
+    let mut outcomes = Vec::with_capacity(lines.len());
+    for (line, (status, why)) in lines.iter().zip(&results) {
+        let outcome = delivery_of(spool, line, *status, why);
+        outcomes.push(outcome);
+        if outcome == Delivery::Retry {
+            break;
+        }
+    }
+    let taken = outcomes.iter().filter(|o| **o != Delivery::Retry).count();
+    // The spool is settled before the outcomes are told: whoever counts outcomes
+    // finds the spool as they say.
+    spool.settle(path, taken, &lines[taken..]);
+    for outcome in &outcomes {
+        on_delivery(*outcome);
+    }
+    taken == lines.len()
+}
+
+/// [`deliver_batch`] for a TSS without the batch route: a request a record.
+async fn deliver_singly(
+    spool: &Spool,
+    client: &TssClient,
+    path: &Path,
+    lines: &[String],
+    on_delivery: &impl Fn(Delivery),
+) -> bool {
     for (i, line) in lines.iter().enumerate() {
         let outcome = deliver(spool, client, line).await;
-        // The spool is settled before the outcome is told: whoever counts outcomes
-        // finds the spool as they say.
         if outcome == Delivery::Retry {
             spool.settle(path, i, &lines[i..]);
             on_delivery(outcome);

@@ -316,14 +316,14 @@ impl TssClient {
         }
     }
 
-    /// Posts a JSON document to `path`; returns the status. Bounded like a fetch.
-    pub async fn post_json(&self, path: &str, json: Vec<u8>) -> Result<u16> {
+    /// Posts a JSON document to `path`; returns the status and the answer's body.
+    /// Bounded like a fetch.
+    pub async fn post_json(&self, path: &str, json: Vec<u8>) -> Result<(u16, Bytes)> {
         let headers = [(hyper::header::CONTENT_TYPE, "application/json".to_owned())];
         let exchange = self.exchange(hyper::Method::POST, path, &headers, Bytes::from(json));
-        let (status, _) = tokio::time::timeout(FETCH_TIMEOUT, exchange)
+        tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| Error::Tss(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())))??;
-        Ok(status)
+            .map_err(|_| Error::Tss(format!("no answer within {} s", FETCH_TIMEOUT.as_secs())))?
     }
 
     /// One request to the TSS in use; when it cannot be reached (connection, TLS,

@@ -160,6 +160,30 @@ fn records_wait_for_the_tss_and_arrive_once() {
     assert_eq!(outcome, Delivery::Delivered);
     assert_eq!(connections.connections_opened(), opened + 1);
 
+    // A spool batch of several records goes as one request: a new record, one already
+    // stored, an invalid one (set aside), each with its own outcome.
+    spool
+        .push_batch(&[
+            record(42, "2026-11-30T09:01:00Z"),
+            record(3, "2026-11-30T09:01:00Z"),
+            record(98, "2026-11-30T08:00:00Z"),
+        ])
+        .unwrap();
+    let batch: Vec<Delivery> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(60)).unwrap())
+        .collect();
+    assert_eq!(
+        batch,
+        [Delivery::Delivered, Delivery::Delivered, Delivery::Rejected]
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("spool/rejected"))
+            .unwrap()
+            .count(),
+        2
+    );
+    assert!(spool.waiting().is_empty());
+
     // Posted again (a TPO restarting mid-send would): still stored once.
     spool.push(&record(7, "2026-11-30T09:01:00Z")).unwrap();
     assert_eq!(
@@ -176,12 +200,77 @@ fn records_wait_for_the_tss_and_arrive_once() {
         store.close().await;
         all
     });
-    assert_eq!(stored.len(), 41, "41 distinct valid records, each once");
+    assert_eq!(stored.len(), 42, "42 distinct valid records, each once");
     assert_eq!(stored[0].recordings, ["rec-a", "rec-b"]);
 
     shutdown.cancel();
     runtime.block_on(poster).unwrap();
     tss_stop.cancel();
     runtime.block_on(tss_task).unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A TSS older than the batch route (it answers 404 there) still gets every record,
+/// one request each.
+#[test]
+fn a_tss_without_the_batch_route_gets_records_one_by_one() {
+    use std::sync::{Arc, Mutex};
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let posted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = posted.clone();
+    let app = axum::Router::new().route(
+        "/api/call-records",
+        axum::routing::post(move |body: String| async move {
+            kept.lock().unwrap().push(body);
+            axum::http::StatusCode::CREATED
+        }),
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let spool = Spool::open(&CallRecordsSection {
+        spool_dir: dir.display().to_string(),
+        max_spooled: 100,
+        tpo: String::new(),
+    })
+    .unwrap();
+    let client = TssClient::new(&TssSection {
+        url: format!("http://127.0.0.1:{port}"),
+        fallback_urls: Vec::new(),
+        token: TOKEN.into(),
+        ca_file: String::new(),
+        poll_interval_ms: 100,
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let poster = runtime.spawn(post_spooled(
+        spool.clone(),
+        client,
+        shutdown.clone(),
+        move |d| {
+            let _ = tx.send(d);
+        },
+    ));
+    spool
+        .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Delivery::Delivered
+        );
+    }
+    assert!(spool.waiting().is_empty());
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 3, "one request a record");
+    assert!(posted[2].contains("tpo-1a-20261130-000003"));
+    shutdown.cancel();
+    runtime.block_on(poster).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -246,6 +246,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/call-records",
             post(ingest_call_record).get(list_call_records),
         )
+        .route("/api/call-records/batch", post(ingest_call_records))
         .route("/api/reports/calls", get(call_report))
         .route("/api/tpo/revision", get(tpo_revision))
         .route("/api/tpo/config", get(tpo_config))
@@ -977,6 +978,68 @@ async fn ingest_call_record(
         }
         Ingested::AlreadyStored => ok_json(&json!({"stored": false, "duplicate": true})),
     })
+}
+
+/// Most records one batch may carry (a TPO's spool batch holds at most 512).
+const MAX_BATCH_RECORDS: usize = 1000;
+
+/// Several call records in one request, each ingested as `POST /api/call-records`
+/// would: answered 200 with one result a record, in order — its `status` (201
+/// stored, 200 already stored, 400 refused, with `error` and `field`). A store that
+/// fails stops the batch (5xx): the records before it are stored, and posting the
+/// batch again is safe.
+async fn ingest_call_records(
+    State(s): State<ApiState>,
+    TpoCaller(_): TpoCaller,
+    body: Bytes,
+) -> ApiResult {
+    let items: Vec<serde_json::Value> = parse_json(&body)?;
+    if items.len() > MAX_BATCH_RECORDS {
+        return Err(invalid(
+            "body",
+            format!(
+                "{} records; at most {MAX_BATCH_RECORDS} a batch",
+                items.len()
+            ),
+        )
+        .into());
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let record_id = item["record_id"].clone();
+        let record = serde_path_to_error::deserialize::<_, CallRecord>(item).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(
+                if path == "." {
+                    format!("[{i}]")
+                } else {
+                    format!("[{i}].{path}")
+                },
+                e.into_inner().to_string(),
+            )
+        });
+        let result = match record {
+            Ok(record) => s.store.ingest_call_record(&record).await,
+            Err(e) => Err(e),
+        };
+        s.metrics.call_record(match &result {
+            Ok(Ingested::Stored) => "stored",
+            Ok(Ingested::AlreadyStored) => "duplicate",
+            Err(_) => "refused",
+        });
+        results.push(match result {
+            Ok(Ingested::Stored) => json!({"record_id": record_id, "status": 201}),
+            Ok(Ingested::AlreadyStored) => {
+                json!({"record_id": record_id, "status": 200, "duplicate": true})
+            }
+            Err(Error::Invalid { field, reason }) => json!({
+                "record_id": record_id, "status": 400,
+                "error": format!("{field}: {reason}"), "field": field,
+            }),
+            Err(e) => return Err(e.into()),
+        });
+    }
+    Ok(ok_json(&json!({ "results": results })))
 }
 
 #[derive(Deserialize)]

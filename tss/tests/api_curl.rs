@@ -308,6 +308,33 @@ fn exercise(backend: &str, url: &str) {
         "{csv}"
     );
 
+    // A batch: one result a record, in order; a refused record names its field and
+    // does not keep the others out.
+    let second = record
+        .replace("tpo-1a-000001", "tpo-1a-000002")
+        .replace("trader01", "trader02");
+    let bad_times = record
+        .replace("tpo-1a-000001", "tpo-1a-000003")
+        .replace("09:02:03Z", "08:00:00Z");
+    let batch = format!("[{record},{second},{bad_times},42]");
+    let (status, _, body) = api.tpo("POST", "/api/call-records/batch", &[], Some(&batch));
+    assert_eq!(status, 200, "{backend}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let results = v["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 201, 400, 400], "{backend}: {body}");
+    assert_eq!(results[1]["record_id"], "tpo-1a-000002");
+    assert_eq!(results[2]["field"], "ended_at", "{body}");
+    assert_eq!(results[3]["field"], "[3]", "{body}");
+    let (status, v) = api.admin("GET", "/api/call-records?user=trader02", None);
+    assert_eq!(status, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{backend}: {v}");
+    let (status, _, body) = api.tpo("POST", "/api/call-records/batch", &[], Some("{}"));
+    assert_eq!(status, 400, "not an array: {body}");
+
     // TPO config: ETag is the revision; unchanged store answers 304.
     let (status, head, body) = api.tpo("GET", "/api/tpo/config", &[], None);
     assert_eq!(status, 200);
