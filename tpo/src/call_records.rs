@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -331,14 +331,43 @@ async fn deliver(spool: &Spool, client: &TssClient, record: &str) -> Delivery {
     }
 }
 
+/// The largest request body a batch is posted in: records beyond it go in the next
+/// request. Well under the TSS's request limit (2 MiB).
+const MAX_BATCH_BODY: usize = 1 << 20;
+
+/// Records posted in one request, at most (the TSS takes up to 1,000).
+const MAX_BATCH_RECORDS: usize = 500;
+
+/// How long records go one request each to a TSS that answered 404 or 405 on the
+/// batch route (one older than this TPO) before the batch route is tried again.
+const NO_BATCH_ROUTE_FOR: Duration = Duration::from_secs(300);
+
 /// What `POST /api/call-records/batch` answered.
 enum BatchAnswer {
     /// One (status, error) a record, in order.
     Results(Vec<(u16, String)>),
     /// A TSS without the batch route (older than this TPO): post one by one.
     NotSupported,
+    /// The batch as a whole refused (400, 413): post one by one, so that each record
+    /// gets its own verdict and a bad one does not hold up the others.
+    Refused,
     /// Not taken now (unreachable, failing, or an answer that does not add up).
     Retry,
+}
+
+/// How many of `records`, from the first, go in one request: at most
+/// [`MAX_BATCH_RECORDS`] and [`MAX_BATCH_BODY`] bytes, and at least one.
+fn batch_len(records: &[String]) -> usize {
+    let mut body = 2;
+    let mut n = 0;
+    for record in records.iter().take(MAX_BATCH_RECORDS) {
+        body += record.len() + 1;
+        if n > 0 && body > MAX_BATCH_BODY {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// Posts `records` (JSON texts) as one batch.
@@ -359,15 +388,25 @@ async fn post_batch(client: &TssClient, records: &[String]) -> BatchAnswer {
             return BatchAnswer::Retry;
         }
     };
-    if matches!(status, 404 | 405) {
-        return BatchAnswer::NotSupported;
-    }
-    if status != 200 {
-        tracing::warn!(
-            status,
-            "TSS did not take a batch of call records; will retry"
-        );
-        return BatchAnswer::Retry;
+    match status {
+        200 => {}
+        404 | 405 => return BatchAnswer::NotSupported,
+        400 | 413 => {
+            tracing::warn!(
+                status,
+                records = records.len(),
+                answer = %String::from_utf8_lossy(&answer),
+                "TSS refused a batch of call records as a whole; posting them one by one"
+            );
+            return BatchAnswer::Refused;
+        }
+        status => {
+            tracing::warn!(
+                status,
+                "TSS did not take a batch of call records; will retry"
+            );
+            return BatchAnswer::Retry;
+        }
     }
     let results: Option<Vec<(u16, String)>> = serde_json::from_slice::<serde_json::Value>(&answer)
         .ok()
@@ -396,13 +435,29 @@ async fn post_batch(client: &TssClient, records: &[String]) -> BatchAnswer {
     }
 }
 
-/// Posts the records of one batch file, all in one request (one a request to a TSS
-/// without the batch route), in order; the file keeps what is left when the TSS
-/// stops taking them. False when it did (retry later).
+/// Posts `records` one request each, in order, up to and with the first the TSS does
+/// not take now.
+async fn deliver_each(spool: &Spool, client: &TssClient, records: &[String]) -> Vec<Delivery> {
+    let mut outcomes = Vec::with_capacity(records.len());
+    for record in records {
+        let outcome = deliver(spool, client, record).await;
+        outcomes.push(outcome);
+        if outcome == Delivery::Retry {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// Posts the records of one batch file in order, as few requests as
+/// [`MAX_BATCH_BODY`] and [`MAX_BATCH_RECORDS`] allow (a request a record to a TSS
+/// without the batch route, remembered in `no_batch_route_until`); the file keeps
+/// what is left when the TSS stops taking them. False when it did (retry later).
 async fn deliver_batch(
     spool: &Spool,
     client: &TssClient,
     path: &Path,
+    no_batch_route_until: &mut Option<Instant>,
     on_delivery: &impl Fn(Delivery),
 ) -> bool {
     let lines = batch_lines(path);
@@ -410,53 +465,50 @@ async fn deliver_batch(
         spool.settle(path, 0, &[]);
         return true;
     }
-    let results = match post_batch(client, &lines).await {
-        BatchAnswer::Results(results) => results,
-        BatchAnswer::NotSupported => {
-            return deliver_singly(spool, client, path, &lines, on_delivery).await;
+    let mut done = 0;
+    while done < lines.len() {
+        let chunk = &lines[done..done + batch_len(&lines[done..])];
+        if no_batch_route_until.is_some_and(|until| Instant::now() >= until) {
+            *no_batch_route_until = None;
         }
-        BatchAnswer::Retry => {
-            on_delivery(Delivery::Retry);
+        let outcomes = if no_batch_route_until.is_some() {
+            deliver_each(spool, client, chunk).await
+        } else {
+            match post_batch(client, chunk).await {
+                BatchAnswer::Results(results) => {
+                    let mut outcomes = Vec::with_capacity(chunk.len());
+                    for (line, (status, why)) in chunk.iter().zip(&results) {
+                        let outcome = delivery_of(spool, line, *status, why);
+                        outcomes.push(outcome);
+                        if outcome == Delivery::Retry {
+                            break;
+                        }
+                    }
+                    outcomes
+                }
+                BatchAnswer::NotSupported => {
+                    tracing::info!(
+                        "TSS has no call-record batch route; posting records one by one for {} s",
+                        NO_BATCH_ROUTE_FOR.as_secs()
+                    );
+                    *no_batch_route_until = Some(Instant::now() + NO_BATCH_ROUTE_FOR);
+                    deliver_each(spool, client, chunk).await
+                }
+                BatchAnswer::Refused => deliver_each(spool, client, chunk).await,
+                BatchAnswer::Retry => vec![Delivery::Retry],
+            }
+        };
+        let taken = outcomes.iter().filter(|o| **o != Delivery::Retry).count();
+        done += taken;
+        // The spool is settled before the outcomes are told: whoever counts outcomes
+        // finds the spool as they say.
+        spool.settle(path, taken, &lines[done..]);
+        for outcome in &outcomes {
+            on_delivery(*outcome);
+        }
+        if taken < chunk.len() {
             return false;
         }
-    };
-    let mut outcomes = Vec::with_capacity(lines.len());
-    for (line, (status, why)) in lines.iter().zip(&results) {
-        let outcome = delivery_of(spool, line, *status, why);
-        outcomes.push(outcome);
-        if outcome == Delivery::Retry {
-            break;
-        }
-    }
-    let taken = outcomes.iter().filter(|o| **o != Delivery::Retry).count();
-    // The spool is settled before the outcomes are told: whoever counts outcomes
-    // finds the spool as they say.
-    spool.settle(path, taken, &lines[taken..]);
-    for outcome in &outcomes {
-        on_delivery(*outcome);
-    }
-    taken == lines.len()
-}
-
-/// [`deliver_batch`] for a TSS without the batch route: a request a record.
-async fn deliver_singly(
-    spool: &Spool,
-    client: &TssClient,
-    path: &Path,
-    lines: &[String],
-    on_delivery: &impl Fn(Delivery),
-) -> bool {
-    for (i, line) in lines.iter().enumerate() {
-        let outcome = deliver(spool, client, line).await;
-        if outcome == Delivery::Retry {
-            spool.settle(path, i, &lines[i..]);
-            on_delivery(outcome);
-            return false;
-        }
-        if i + 1 == lines.len() {
-            spool.settle(path, lines.len(), &[]);
-        }
-        on_delivery(outcome);
     }
     true
 }
@@ -470,13 +522,22 @@ pub async fn post_spooled(
     on_delivery: impl Fn(Delivery) + Send,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let mut no_batch_route_until = None;
     loop {
         let mut stalled = false;
         for path in spool.waiting() {
             if shutdown.is_cancelled() {
                 return;
             }
-            if !deliver_batch(&spool, &client, &path, &on_delivery).await {
+            if !deliver_batch(
+                &spool,
+                &client,
+                &path,
+                &mut no_batch_route_until,
+                &on_delivery,
+            )
+            .await
+            {
                 stalled = true;
                 break;
             }
@@ -500,6 +561,20 @@ pub async fn post_spooled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_in_records_and_bytes() {
+        let small = vec!["x".repeat(100); 1200];
+        assert_eq!(batch_len(&small), MAX_BATCH_RECORDS);
+        assert_eq!(batch_len(&small[..7]), 7);
+        assert_eq!(batch_len(&[]), 0);
+        // 300 KB records: three fit in a 1 MiB body, the fourth would not.
+        let large = vec!["y".repeat(300_000); 5];
+        assert_eq!(batch_len(&large), 3);
+        // A record larger than the bound still goes, alone.
+        let huge = vec!["z".repeat(2 * MAX_BATCH_BODY); 2];
+        assert_eq!(batch_len(&huge), 1);
+    }
 
     #[test]
     fn record_ids_are_safe_file_names() {

@@ -172,8 +172,9 @@ pub fn current(shared: &Shared) -> Option<Arc<TpoConfig>> {
 /// An open HTTP/1.1 connection to one TSS, ready for its next request.
 type KeptConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// Connections kept open to each TSS between requests, at most (the configuration
-/// poll and the call-record poster each use one).
+/// Connections a client keeps open to each TSS between requests, at most. The TPO
+/// has two clients — the configuration poll and the call-record poster — each making
+/// one request at a time, so each keeps one open in the steady state.
 const KEPT_PER_TSS: usize = 2;
 
 /// An HTTPS client for the TSS API. Connections are kept open (HTTP/1.1 keep-alive)
@@ -372,9 +373,11 @@ impl TssClient {
 
     /// One request to the TSS `bases[index]` (TLS when its URL says https): the status
     /// and the body (at most [`MAX_CONFIG_BYTES`]). A kept connection is used when
-    /// there is one; should it fail (the TSS closed it while idle, or restarted), the
-    /// request goes again on a new connection. Sending twice is safe: the TSS answers
-    /// the same GET alike and ingests call records idempotently by `record_id`.
+    /// there is one; should it turn out closed (the TSS closed it while idle, or
+    /// restarted) before any answer came, the request goes again on a new connection.
+    /// That may send it twice, which is safe: the TSS answers the same GET alike and
+    /// ingests call records idempotently by `record_id`. A TSS that does not answer in
+    /// time, or whose answer breaks off, is not asked again here.
     async fn exchange_at(
         &self,
         index: usize,
@@ -409,11 +412,16 @@ impl TssClient {
         while let Some(kept) = self.take_kept(index) {
             match self.send(index, kept, request()?).await {
                 Ok(answer) => return Ok(answer),
-                Err(e) => tracing::debug!(tss = %base, error = %e, "kept TSS connection failed"),
+                Err(SendFailure::Stale(e)) => {
+                    tracing::debug!(tss = %base, error = %e, "kept TSS connection was closed; trying a new one");
+                }
+                Err(SendFailure::Failed(e)) => return Err(e),
             }
         }
         let connection = self.connect(base, host).await?;
-        self.send(index, connection, request()?).await
+        self.send(index, connection, request()?)
+            .await
+            .map_err(SendFailure::into_error)
     }
 
     /// An idle kept connection to `bases[index]` that can take a request now.
@@ -466,17 +474,36 @@ impl TssClient {
         index: usize,
         mut connection: KeptConnection,
         request: hyper::Request<Full<Bytes>>,
-    ) -> Result<(u16, Bytes)> {
-        let response =
-            tokio::time::timeout(Duration::from_secs(10), connection.send_request(request))
-                .await
-                .map_err(|_| Error::Tss("the TSS did not answer within 10 s".into()))?
-                .map_err(|e| Error::Tss(format!("HTTP with the TSS: {e}")))?;
+    ) -> std::result::Result<(u16, Bytes), SendFailure> {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            connection.try_send_request(request),
+        )
+        .await
+        .map_err(|_| {
+            SendFailure::Failed(Error::Tss("the TSS did not answer within 10 s".into()))
+        })?;
+        let response = match sent {
+            Ok(response) => response,
+            Err(failure) => {
+                // Not sent at all (the message came back), or sent on a connection
+                // the TSS had closed before answering anything.
+                let stale = failure.message().is_some()
+                    || failure.error().is_canceled()
+                    || failure.error().is_incomplete_message();
+                let error = Error::Tss(format!("HTTP with the TSS: {}", failure.error()));
+                return Err(if stale {
+                    SendFailure::Stale(error)
+                } else {
+                    SendFailure::Failed(error)
+                });
+            }
+        };
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
             .collect()
             .await
-            .map_err(|e| Error::Tss(format!("reading the answer: {e}")))?
+            .map_err(|e| SendFailure::Failed(Error::Tss(format!("reading the answer: {e}"))))?
             .to_bytes();
         // The connection takes the next request once hyper has seen the end of this
         // answer; one the TSS is closing (`Connection: close`) reports closed.
@@ -493,6 +520,23 @@ impl TssClient {
             }
         }
         Ok((status, body))
+    }
+}
+
+/// Why a request on one connection failed.
+enum SendFailure {
+    /// The connection was closed before the TSS answered anything: the request may go
+    /// again on another.
+    Stale(Error),
+    /// The TSS was too slow, or its answer broke off or was too long.
+    Failed(Error),
+}
+
+impl SendFailure {
+    fn into_error(self) -> Error {
+        match self {
+            SendFailure::Stale(e) | SendFailure::Failed(e) => e,
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Call records reach the real TSS (in-process, its store on SQLite) through the
 //! TPO's spool: records made while the TSS is down wait on disk and arrive once it is
 //! up, each stored once (posted twice, kept once), and an invalid one is set aside.
-//! The records go on one kept connection, and a TSS restart costs one new one.
+//! The records go on one kept connection, and a TSS restart costs one new one. Against
+//! stand-in TSSs: one without the batch route, one refusing batches whole, and a
+//! batch too large for one request.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -201,6 +203,33 @@ fn records_wait_for_the_tss_and_arrive_once() {
         all
     });
     assert_eq!(stored.len(), 42, "42 distinct valid records, each once");
+
+    // A spool batch of 600 records goes in two requests (500 at most a request); the
+    // real TSS stores them all.
+    let many: Vec<CallRecord> = (1000..1600)
+        .map(|n| record(n, "2026-11-30T09:01:00Z"))
+        .collect();
+    spool.push_batch(&many).unwrap();
+    for _ in 0..600 {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)).unwrap(),
+            Delivery::Delivered
+        );
+    }
+    assert!(spool.waiting().is_empty());
+    let stored = runtime.block_on(async {
+        let store = tss::open_store(&store_config).await.unwrap();
+        let all = store
+            .call_records(&tss::store::CallFilter {
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        all
+    });
+    assert_eq!(stored.len(), 642);
     assert_eq!(stored[0].recordings, ["rec-a", "rec-b"]);
 
     shutdown.cancel();
@@ -210,32 +239,90 @@ fn records_wait_for_the_tss_and_arrive_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A TSS older than the batch route (it answers 404 there) still gets every record,
-/// one request each.
-#[test]
-fn a_tss_without_the_batch_route_gets_records_one_by_one() {
-    use std::sync::{Arc, Mutex};
-    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr1-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let posted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let kept = posted.clone();
-    let app = axum::Router::new().route(
-        "/api/call-records",
-        axum::routing::post(move |body: String| async move {
-            kept.lock().unwrap().push(body);
-            axum::http::StatusCode::CREATED
-        }),
-    );
+/// What a stand-in TSS was sent: the bodies posted to `POST /api/call-records` and
+/// to `POST /api/call-records/batch`.
+#[derive(Default)]
+struct Posted {
+    singles: Vec<String>,
+    batches: Vec<String>,
+}
+
+/// How the stand-in TSS answers the batch route.
+#[derive(Clone, Copy)]
+enum BatchRoute {
+    /// 404, as a TSS older than the route.
+    Missing,
+    /// 413 whatever the batch, as a TSS with a smaller request limit.
+    TooLarge,
+    /// 201 for every record, as the real TSS does for new records.
+    Stores,
+}
+
+/// A stand-in TSS on a port of its own: records bodies and answers as `batch` says.
+fn stand_in(
+    runtime: &tokio::runtime::Runtime,
+    batch: BatchRoute,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Posted>>) {
+    use axum::http::StatusCode;
+    let posted: std::sync::Arc<std::sync::Mutex<Posted>> = std::sync::Arc::default();
+    let (singles, batches) = (posted.clone(), posted.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/call-records",
+            axum::routing::post(move |body: String| async move {
+                singles.lock().unwrap().singles.push(body);
+                StatusCode::CREATED
+            }),
+        )
+        .route(
+            "/api/call-records/batch",
+            axum::routing::post(move |body: String| async move {
+                let records = serde_json::from_str::<Vec<serde_json::Value>>(&body)
+                    .map(|r| r.len())
+                    .unwrap_or(0);
+                batches.lock().unwrap().batches.push(body);
+                match batch {
+                    BatchRoute::Missing => (StatusCode::NOT_FOUND, String::new()),
+                    BatchRoute::TooLarge => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "{\"error\":\"too large\"}".into(),
+                    ),
+                    BatchRoute::Stores => {
+                        let results = vec![serde_json::json!({"status": 201}); records];
+                        (
+                            StatusCode::OK,
+                            serde_json::json!({ "results": results }).to_string(),
+                        )
+                    }
+                }
+            }),
+        )
+        // A big batch must not meet axum's own 2 MiB limit before the handler.
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     runtime.spawn(async move { axum::serve(listener, app).await });
+    (port, posted)
+}
 
+/// A spool and its poster against the stand-in on `port`; the poster's outcomes come
+/// on the receiver.
+fn poster_for(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    port: u16,
+) -> (
+    Spool,
+    std::sync::mpsc::Receiver<Delivery>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let _ = std::fs::remove_dir_all(dir);
     let spool = Spool::open(&CallRecordsSection {
         spool_dir: dir.display().to_string(),
-        max_spooled: 100,
+        max_spooled: 1000,
         tpo: String::new(),
     })
     .unwrap();
@@ -257,19 +344,103 @@ fn a_tss_without_the_batch_route_gets_records_one_by_one() {
             let _ = tx.send(d);
         },
     ));
+    (spool, rx, shutdown, poster)
+}
+
+fn expect_delivered(rx: &std::sync::mpsc::Receiver<Delivery>, n: usize) {
+    for i in 0..n {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Delivery::Delivered,
+            "record {i} of {n}"
+        );
+    }
+}
+
+/// A TSS older than the batch route (it answers 404 there) still gets every record,
+/// one request each, and the TPO remembers it: the next batch does not try the batch
+/// route again.
+#[test]
+fn a_tss_without_the_batch_route_gets_records_one_by_one() {
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr1-{}", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (port, posted) = stand_in(&runtime, BatchRoute::Missing);
+    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
     spool
         .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
         .unwrap();
-    for _ in 0..3 {
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
-            Delivery::Delivered
-        );
-    }
+    expect_delivered(&rx, 3);
+    spool
+        .push_batch(&[4, 5].map(|n| record(n, "2026-11-30T09:01:00Z")))
+        .unwrap();
+    expect_delivered(&rx, 2);
     assert!(spool.waiting().is_empty());
-    let posted = posted.lock().unwrap().clone();
-    assert_eq!(posted.len(), 3, "one request a record");
-    assert!(posted[2].contains("tpo-1a-20261130-000003"));
+    let posted = posted.lock().unwrap();
+    assert_eq!(posted.singles.len(), 5, "one request a record");
+    assert!(posted.singles[2].contains("tpo-1a-20261130-000003"));
+    assert_eq!(posted.batches.len(), 1, "the batch route tried once");
+    shutdown.cancel();
+    runtime.block_on(poster).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A batch the TSS refuses as a whole (413 here) does not block the spool: its
+/// records go one request each, and the next batch tries the batch route again.
+#[test]
+fn a_batch_refused_whole_goes_record_by_record() {
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr2-{}", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (port, posted) = stand_in(&runtime, BatchRoute::TooLarge);
+    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
+    spool
+        .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
+        .unwrap();
+    expect_delivered(&rx, 3);
+    spool.push(&record(4, "2026-11-30T09:01:00Z")).unwrap();
+    expect_delivered(&rx, 1);
+    assert!(spool.waiting().is_empty());
+    let posted = posted.lock().unwrap();
+    assert_eq!(
+        posted.batches.len(),
+        2,
+        "each batch tried on the batch route"
+    );
+    assert_eq!(posted.singles.len(), 4);
+    shutdown.cancel();
+    runtime.block_on(poster).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A spool batch whose records add up to more than 1 MiB goes in several requests,
+/// none over 1 MiB, every record in exactly one of them, in order.
+#[test]
+fn a_large_spool_batch_goes_in_requests_of_at_most_one_mebibyte() {
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr3-{}", std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (port, posted) = stand_in(&runtime, BatchRoute::Stores);
+    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
+    // Six records of ~300 KB each (a long calling number; the stand-in does not
+    // check it): three to a request.
+    let records: Vec<CallRecord> = (1..=6)
+        .map(|n| CallRecord {
+            calling: "7".repeat(300_000),
+            ..record(n, "2026-11-30T09:01:00Z")
+        })
+        .collect();
+    spool.push_batch(&records).unwrap();
+    expect_delivered(&rx, 6);
+    assert!(spool.waiting().is_empty());
+    let posted = posted.lock().unwrap();
+    assert_eq!(posted.batches.len(), 2, "two requests");
+    let mut ids = Vec::new();
+    for body in &posted.batches {
+        assert!(body.len() <= 1 << 20, "a request of {} bytes", body.len());
+        let batch: Vec<CallRecord> = serde_json::from_str(body).unwrap();
+        ids.extend(batch.into_iter().map(|r| r.record_id));
+    }
+    let expected: Vec<String> = records.into_iter().map(|r| r.record_id).collect();
+    assert_eq!(ids, expected);
+    assert!(posted.singles.is_empty());
     shutdown.cancel();
     runtime.block_on(poster).unwrap();
     let _ = std::fs::remove_dir_all(dir);

@@ -965,19 +965,28 @@ async fn ingest_call_record(
     TpoCaller(_): TpoCaller,
     body: Bytes,
 ) -> ApiResult {
-    let record: CallRecord = parse_json(&body)?;
-    let result = s.store.ingest_call_record(&record).await;
-    s.metrics.call_record(match &result {
-        Ok(Ingested::Stored) => "stored",
-        Ok(Ingested::AlreadyStored) => "duplicate",
-        Err(_) => "refused",
-    });
+    let result = match parse_json::<CallRecord>(&body) {
+        Ok(record) => s.store.ingest_call_record(&record).await,
+        Err(e) => Err(e),
+    };
+    s.metrics.call_record(ingest_result(&result));
     Ok(match result? {
         Ingested::Stored => {
             (StatusCode::CREATED, axum::Json(json!({"stored": true}))).into_response()
         }
         Ingested::AlreadyStored => ok_json(&json!({"stored": false, "duplicate": true})),
     })
+}
+
+/// The `result` label of a call record's ingestion: `refused` for a record that is
+/// not valid (its JSON or a field), `failed` when the store failed.
+fn ingest_result(result: &Result<Ingested, Error>) -> &'static str {
+    match result {
+        Ok(Ingested::Stored) => "stored",
+        Ok(Ingested::AlreadyStored) => "duplicate",
+        Err(Error::Invalid { .. }) => "refused",
+        Err(_) => "failed",
+    }
 }
 
 /// Most records one batch may carry (a TPO's spool batch holds at most 512).
@@ -1022,11 +1031,7 @@ async fn ingest_call_records(
             Ok(record) => s.store.ingest_call_record(&record).await,
             Err(e) => Err(e),
         };
-        s.metrics.call_record(match &result {
-            Ok(Ingested::Stored) => "stored",
-            Ok(Ingested::AlreadyStored) => "duplicate",
-            Err(_) => "refused",
-        });
+        s.metrics.call_record(ingest_result(&result));
         results.push(match result {
             Ok(Ingested::Stored) => json!({"record_id": record_id, "status": 201}),
             Ok(Ingested::AlreadyStored) => {

@@ -24,7 +24,7 @@ impl TssMetrics {
         let call_records = IntCounterVec::new(
             Opts::new(
                 "floorwire_tss_call_records_total",
-                "call records posted by TPOs by result: stored, duplicate, refused",
+                "call records posted by TPOs by result: stored, duplicate, refused (invalid), failed (store error)",
             ),
             &["result"],
         )?;

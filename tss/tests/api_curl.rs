@@ -317,6 +317,17 @@ fn exercise(backend: &str, url: &str) {
         .replace("tpo-1a-000001", "tpo-1a-000003")
         .replace("09:02:03Z", "08:00:00Z");
     let batch = format!("[{record},{second},{bad_times},42]");
+    let record_counts = || {
+        let metrics = service::http_get(tss.admin, "/metrics").1;
+        ["stored", "duplicate", "refused"].map(|result| {
+            let prefix = format!("floorwire_tss_call_records_total{{result=\"{result}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        })
+    };
+    let before = record_counts();
     let (status, _, body) = api.tpo("POST", "/api/call-records/batch", &[], Some(&batch));
     assert_eq!(status, 200, "{backend}: {body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -329,6 +340,12 @@ fn exercise(backend: &str, url: &str) {
     assert_eq!(results[1]["record_id"], "tpo-1a-000002");
     assert_eq!(results[2]["field"], "ended_at", "{body}");
     assert_eq!(results[3]["field"], "[3]", "{body}");
+    let after = record_counts();
+    assert_eq!(
+        [0, 1, 2].map(|i| after[i] - before[i]),
+        [1, 1, 2],
+        "{backend}: stored, duplicate, refused counted a record each"
+    );
     let (status, v) = api.admin("GET", "/api/call-records?user=trader02", None);
     assert_eq!(status, 200);
     assert_eq!(v.as_array().unwrap().len(), 1, "{backend}: {v}");
