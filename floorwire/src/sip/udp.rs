@@ -19,7 +19,7 @@ use super::ids::Tag;
 use super::ingress::{Inbound, parse_datagram};
 use super::metrics::SipMetrics;
 use super::reply::{response_to, with_header};
-use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer};
+use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer, Transmit};
 use rsipstack::sip::{HasHeaders, Header, Method, headers::untyped::RetryAfter};
 
 /// Decides what to do with what the transaction layer reports.
@@ -94,7 +94,7 @@ pub async fn run_udp<U: TransactionUser>(
         set_receive_buffer(&std_socket, config.receive_buffer);
     }
     let reader_socket = std_socket.try_clone()?;
-    let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    let (outbound, sent) = spawn_sender(std_socket)?;
     let reader_stop = shutdown.child_token();
     let _stop_reader_on_return = reader_stop.clone().drop_guard();
     let reader = Reader {
@@ -171,10 +171,16 @@ pub async fn run_udp<U: TransactionUser>(
         if let Some(m) = metrics.as_mut() {
             m.update(&layer.stats(), layer.len());
         }
+        // The sender thread writes them: a datagram to the loopback or a NIC costs the
+        // sending thread the whole delivery path, and that is time the core would not
+        // handle messages in.
+        let mut transmits = Vec::new();
         while let Some(t) = layer.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
-                tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
-            }
+            transmits.push(t);
+        }
+        if !transmits.is_empty() && outbound.send(transmits).is_err() {
+            tracing::error!("SIP sender thread gone");
+            break;
         }
         // A core that holds on to one round this long makes peers retransmit (T1).
         let busy = now.elapsed();
@@ -186,10 +192,51 @@ pub async fn run_udp<U: TransactionUser>(
             );
         }
     }
+    // What the last rounds wrote goes out before we return.
+    drop(outbound);
+    let _ = sent.await;
     let mut stats = layer.stats();
     stats.rejected_malformed += counters.malformed.load(Ordering::Relaxed);
     stats.rejected_overload += counters.shed.load(Ordering::Relaxed);
     Ok(stats)
+}
+
+/// Starts the thread that sends what the core writes, in order, on `socket`; returns
+/// its queue (a batch a core round) and what resolves once it has sent everything
+/// queued before the queue was dropped.
+fn spawn_sender(
+    socket: std::net::UdpSocket,
+) -> std::io::Result<(
+    mpsc::UnboundedSender<Vec<Transmit>>,
+    tokio::sync::oneshot::Receiver<()>,
+)> {
+    let (outbound, mut queue) = mpsc::unbounded_channel::<Vec<Transmit>>();
+    let (done, sent) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sip-udp-sender".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIP sender socket");
+                        return;
+                    }
+                };
+                while let Some(batch) = queue.recv().await {
+                    for t in batch {
+                        if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
+                            tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
+                        }
+                    }
+                }
+            });
+            let _ = done.send(());
+        })?;
+    Ok((outbound, sent))
 }
 
 /// Asks for a `bytes` receive buffer; warns when the kernel gives less.
