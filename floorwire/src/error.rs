@@ -23,6 +23,12 @@ pub enum Error {
     /// The RTP port range has no free pair left.
     #[error("RTP port range {first}-{last} exhausted")]
     PortsExhausted { first: u16, last: u16 },
+    /// Every RTP port pair the process's open-file limit leaves room for is bound and
+    /// in a call.
+    #[error(
+        "RTP legs at the open-file limit: {pairs} port pairs bound and in calls (raise the limit, `ulimit -n` / LimitNOFILE)"
+    )]
+    DescriptorsExhausted { pairs: usize },
     /// A configuration file was refused; names the file and the offending key.
     #[error("config {file}: {detail}")]
     Config { file: PathBuf, detail: String },

@@ -16,8 +16,36 @@ pub fn shrink_map<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// The process's open-file limit (the soft `RLIMIT_NOFILE`, from `/proc/self/limits`);
+/// `None` when it cannot be read or is unlimited.
+pub fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    open_file_limit_in(&limits)
+}
+
+fn open_file_limit_in(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_open_file_limit_is_the_soft_one() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63432                63432                processes \n\
+                      Max open files            20000                524288               files     \n";
+        assert_eq!(super::open_file_limit_in(limits), Some(20_000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(super::open_file_limit_in(unlimited), None);
+        assert!(super::open_file_limit().is_some_and(|n| n > 0));
+    }
+
     #[test]
     fn an_oversized_map_gives_room_back_and_a_small_one_is_left_alone() {
         let mut map: std::collections::HashMap<u32, [u8; 64]> =

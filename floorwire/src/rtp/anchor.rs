@@ -116,6 +116,20 @@ pub const LEG_REST: Duration = Duration::from_secs(2);
 /// Datagrams thrown away at most per socket when a leg is reused.
 const DRAIN_READS: usize = 256;
 
+/// Descriptors of the open-file limit left to everything but RTP legs (SIP, the TSS,
+/// the call-record spool, admin connections, recorders): resting legs stay bound, and
+/// at a few thousand calls a second they would otherwise take every descriptor — the
+/// spool could then not write a call record.
+pub const DESCRIPTORS_KEPT: usize = 1024;
+
+/// Port pairs (two descriptors each) the open-file limit leaves room for, keeping
+/// [`DESCRIPTORS_KEPT`] for the rest; unbounded when the limit is unknown.
+fn pairs_allowed_by_file_limit() -> usize {
+    crate::util::open_file_limit().map_or(usize::MAX, |limit| {
+        (limit.saturating_sub(DESCRIPTORS_KEPT) / 2).max(1)
+    })
+}
+
 #[derive(Debug)]
 struct AnchoredCall {
     a: LegSockets,
@@ -149,6 +163,11 @@ pub struct RelayAnchor {
     calls: HashMap<u64, AnchoredCall>,
     shutdown: CancellationToken,
     totals: RelayTotals,
+    /// Port pairs bound at most (in calls and resting): what the open-file limit
+    /// leaves room for.
+    max_bound: usize,
+    /// Whether reaching `max_bound` was logged.
+    capped_logged: bool,
 }
 
 impl RelayAnchor {
@@ -160,15 +179,32 @@ impl RelayAnchor {
         last: u16,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
+        let pool = PortPool::new(first, last)?;
+        let max_bound = pairs_allowed_by_file_limit();
+        if max_bound < pool.available() {
+            tracing::info!(
+                pairs = pool.available(),
+                bound_at_most = max_bound,
+                "RTP port range larger than the open-file limit allows: legs bound at most"
+            );
+        }
         Ok(Self {
             ip,
-            pool: PortPool::new(first, last)?,
+            pool,
             idle: VecDeque::new(),
             rest: LEG_REST,
             calls: HashMap::new(),
             shutdown,
             totals: RelayTotals::default(),
+            max_bound,
+            capped_logged: false,
         })
+    }
+
+    /// Sets how many port pairs may be bound at once (default: what the open-file
+    /// limit allows, [`DESCRIPTORS_KEPT`] kept for the rest).
+    pub fn set_max_bound_pairs(&mut self, pairs: usize) {
+        self.max_bound = pairs;
     }
 
     /// Calls holding ports now.
@@ -194,7 +230,11 @@ impl RelayAnchor {
     /// RTP port pairs free now (never bound, or bound and waiting for a call; a
     /// waiting leg whose relay is still finishing counts too).
     pub fn ports_available(&self) -> usize {
-        self.pool.available() + self.idle.len()
+        let bindable = self
+            .pool
+            .available()
+            .min(self.max_bound.saturating_sub(self.pool.taken()));
+        bindable + self.idle.len()
     }
 
     /// Binds RTP and RTCP on `port`, `port + 1` and registers them with the reactor
@@ -239,6 +279,18 @@ impl RelayAnchor {
     /// The next pool pair that binds; busy pairs (another process) are skipped and go
     /// to the back of the pool; any other failure (no descriptor left) ends the search.
     fn bind_next(&mut self) -> Result<LegSockets, Error> {
+        if self.pool.taken() >= self.max_bound {
+            if !self.capped_logged {
+                self.capped_logged = true;
+                tracing::warn!(
+                    pairs = self.max_bound,
+                    "RTP legs at the open-file limit: resting legs are reused early"
+                );
+            }
+            return Err(Error::DescriptorsExhausted {
+                pairs: self.max_bound,
+            });
+        }
         for _ in 0..self.pool.available() {
             let port = self.pool.allocate()?;
             match self.bind_pair(port) {
@@ -500,6 +552,40 @@ mod tests {
             .expect("relayed in time")
             .expect("recv");
         assert_eq!(&buf[..len], b"fresh");
+        anchor.close(3);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn legs_stay_within_the_descriptor_budget() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let shutdown = CancellationToken::new();
+        // A range of 16 pairs, but descriptors for two pairs: one call.
+        let mut anchor = RelayAnchor::new(ip, 47300, 47331, shutdown.clone()).expect("pool");
+        anchor.set_leg_rest(Duration::from_secs(3600));
+        anchor.set_max_bound_pairs(2);
+        assert_eq!(anchor.ports_available(), 2);
+        let (a, b) = anchor.open(1).expect("open");
+        assert_eq!(anchor.ports_available(), 0);
+        assert!(matches!(
+            anchor.open(2),
+            Err(Error::DescriptorsExhausted { pairs: 2 })
+        ));
+        anchor.update(
+            1,
+            &MediaMapping {
+                a_local: a,
+                b_local: b,
+                a_remote: None,
+                b_remote: None,
+                transcode: None,
+            },
+        );
+        anchor.close(1);
+        until_free(&mut anchor).await;
+        // Not rested, but no more may be bound: the same legs serve the next call.
+        assert_eq!(anchor.open(3).expect("the same legs, not a 503"), (a, b));
+        assert_eq!(anchor.pool.taken(), 2, "nothing more bound");
         anchor.close(3);
         shutdown.cancel();
     }

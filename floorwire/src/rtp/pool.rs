@@ -40,6 +40,11 @@ impl PortPool {
         self.free.len()
     }
 
+    /// Pairs taken now.
+    pub fn taken(&self) -> usize {
+        self.in_use.len()
+    }
+
     /// Takes the next free RTP port.
     pub fn allocate(&mut self) -> Result<u16, Error> {
         let port = self.free.pop_front().ok_or(Error::PortsExhausted {
