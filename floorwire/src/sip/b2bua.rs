@@ -15,7 +15,8 @@
 //! reported by [`B2bua::poll_change`] so an active/standby pair can replicate the call
 //! table, and [`B2bua::restore`] takes a call over from a snapshot.
 
-use std::collections::{HashMap, VecDeque};
+use crate::util::FastMap;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -453,14 +454,14 @@ pub struct B2bua<R, M> {
     router: R,
     media: M,
     next_call: u64,
-    calls: HashMap<u64, Call>,
+    calls: FastMap<u64, Call>,
     /// (Call-ID, our tag) of each leg → call and side.
-    legs: HashMap<(String, String), (u64, Side)>,
+    legs: FastMap<(String, String), (u64, Side)>,
     /// Leg A INVITE server transactions still unanswered → call.
-    a_invites: HashMap<TransactionId, u64>,
+    a_invites: FastMap<TransactionId, u64>,
     /// Leg A INVITEs answered 2xx whose ACK has not come → call.
-    awaiting_ack: HashMap<TransactionId, u64>,
-    client: HashMap<TransactionId, Pending>,
+    awaiting_ack: FastMap<TransactionId, u64>,
+    client: FastMap<TransactionId, Pending>,
     changes: VecDeque<Change>,
     stats: B2buaStats,
     /// When answered calls' media is checked next (with a media timeout set).
@@ -468,7 +469,7 @@ pub struct B2bua<R, M> {
     /// Forked calls their caller cancelled, newest last.
     recently_cancelled: VecDeque<Cancelled>,
     /// (Call-ID, our tag) of each recording session → call and its index.
-    recording_legs: HashMap<(String, String), (u64, usize)>,
+    recording_legs: FastMap<(String, String), (u64, usize)>,
     /// The current one-second admission window and the calls admitted in it.
     admission: Option<(Instant, u32)>,
 }
@@ -640,16 +641,16 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             router,
             media,
             next_call: rand::random::<u32>() as u64,
-            calls: HashMap::new(),
-            legs: HashMap::new(),
-            a_invites: HashMap::new(),
-            awaiting_ack: HashMap::new(),
-            client: HashMap::new(),
+            calls: FastMap::default(),
+            legs: FastMap::default(),
+            a_invites: FastMap::default(),
+            awaiting_ack: FastMap::default(),
+            client: FastMap::default(),
             changes: VecDeque::new(),
             stats: B2buaStats::default(),
             next_media_check: None,
             recently_cancelled: VecDeque::new(),
-            recording_legs: HashMap::new(),
+            recording_legs: FastMap::default(),
             admission: None,
         }
     }
@@ -2410,12 +2411,12 @@ mod tests {
     /// Hands out fixed ports and remembers every mapping it was told.
     #[derive(Default)]
     struct TestMedia {
-        open: HashMap<u64, MediaMapping>,
+        open: std::collections::HashMap<u64, MediaMapping>,
         closed: u32,
         /// Every relay reports a minute without packets.
         silent: bool,
         /// Where each call's media is copied for its recorders.
-        recorded: HashMap<u64, Vec<RecorderStreams>>,
+        recorded: std::collections::HashMap<u64, Vec<RecorderStreams>>,
     }
 
     impl MediaAnchor for TestMedia {

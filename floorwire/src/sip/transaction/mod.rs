@@ -19,8 +19,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+use crate::util::FastMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -220,10 +221,10 @@ pub struct TransactionLayer {
     next_id: u64,
     /// Boxed: a transaction is a few hundred bytes, and the table moves its values
     /// whenever it grows.
-    transactions: HashMap<TransactionId, Box<Transaction>>,
-    by_key: HashMap<Key, TransactionId>,
+    transactions: FastMap<TransactionId, Box<Transaction>>,
+    by_key: FastMap<Key, TransactionId>,
     /// Accepted server INVITEs by (Call-ID, CSeq number), to match the 2xx's ACK.
-    accepted: HashMap<(String, u32), TransactionId>,
+    accepted: FastMap<(String, u32), TransactionId>,
     server_count: usize,
     timers: BinaryHeap<Reverse<(Instant, TransactionId, Timer)>>,
     transmits: VecDeque<Transmit>,
@@ -248,9 +249,9 @@ impl TransactionLayer {
         Self {
             config,
             next_id: 1,
-            transactions: HashMap::new(),
-            by_key: HashMap::new(),
-            accepted: HashMap::new(),
+            transactions: FastMap::default(),
+            by_key: FastMap::default(),
+            accepted: FastMap::default(),
             server_count: 0,
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
