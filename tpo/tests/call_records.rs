@@ -307,53 +307,69 @@ fn stand_in(
     (port, posted)
 }
 
-/// A spool and its poster against the stand-in on `port`; the poster's outcomes come
-/// on the receiver.
-fn poster_for(
-    runtime: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    port: u16,
-) -> (
-    Spool,
-    std::sync::mpsc::Receiver<Delivery>,
-    tokio_util::sync::CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
-    let _ = std::fs::remove_dir_all(dir);
-    let spool = Spool::open(&CallRecordsSection {
-        spool_dir: dir.display().to_string(),
-        max_spooled: 1000,
-        tpo: String::new(),
-    })
-    .unwrap();
-    let client = TssClient::new(&TssSection {
-        url: format!("http://127.0.0.1:{port}"),
-        fallback_urls: Vec::new(),
-        token: TOKEN.into(),
-        ca_file: String::new(),
-        poll_interval_ms: 100,
-    })
-    .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let poster = runtime.spawn(post_spooled(
-        spool.clone(),
-        client,
-        shutdown.clone(),
-        move |d| {
-            let _ = tx.send(d);
-        },
-    ));
-    (spool, rx, shutdown, poster)
+/// A spool and its poster against a stand-in TSS; the poster's outcomes come on `rx`.
+struct Poster {
+    dir: std::path::PathBuf,
+    spool: Spool,
+    rx: std::sync::mpsc::Receiver<Delivery>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
-fn expect_delivered(rx: &std::sync::mpsc::Receiver<Delivery>, n: usize) {
-    for i in 0..n {
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
-            Delivery::Delivered,
-            "record {i} of {n}"
-        );
+impl Poster {
+    /// A fresh spool in a temporary folder named after `name`, posting to `port`.
+    fn start(runtime: &tokio::runtime::Runtime, name: &str, port: u16) -> Poster {
+        let dir = std::env::temp_dir().join(format!("floorwire-tpo-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool = Spool::open(&CallRecordsSection {
+            spool_dir: dir.display().to_string(),
+            max_spooled: 1000,
+            tpo: String::new(),
+        })
+        .unwrap();
+        let client = TssClient::new(&TssSection {
+            url: format!("http://127.0.0.1:{port}"),
+            fallback_urls: Vec::new(),
+            token: TOKEN.into(),
+            ca_file: String::new(),
+            poll_interval_ms: 100,
+        })
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = runtime.spawn(post_spooled(
+            spool.clone(),
+            client,
+            shutdown.clone(),
+            move |d| {
+                let _ = tx.send(d);
+            },
+        ));
+        Poster {
+            dir,
+            spool,
+            rx,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Waits for `n` records delivered, and finds the spool empty then.
+    fn expect_delivered(&self, n: usize) {
+        for i in 0..n {
+            assert_eq!(
+                self.rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+                Delivery::Delivered,
+                "record {i} of {n}"
+            );
+        }
+        assert!(self.spool.waiting().is_empty());
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        self.shutdown.cancel();
+        runtime.block_on(self.task).unwrap();
+        let _ = std::fs::remove_dir_all(self.dir);
     }
 }
 
@@ -362,43 +378,44 @@ fn expect_delivered(rx: &std::sync::mpsc::Receiver<Delivery>, n: usize) {
 /// route again.
 #[test]
 fn a_tss_without_the_batch_route_gets_records_one_by_one() {
-    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr1-{}", std::process::id()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::Missing);
-    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
-    spool
+    let poster = Poster::start(&runtime, "cdr1", port);
+    poster
+        .spool
         .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
         .unwrap();
-    expect_delivered(&rx, 3);
-    spool
+    poster.expect_delivered(3);
+    poster
+        .spool
         .push_batch(&[4, 5].map(|n| record(n, "2026-11-30T09:01:00Z")))
         .unwrap();
-    expect_delivered(&rx, 2);
-    assert!(spool.waiting().is_empty());
+    poster.expect_delivered(2);
     let posted = posted.lock().unwrap();
     assert_eq!(posted.singles.len(), 5, "one request a record");
     assert!(posted.singles[2].contains("tpo-1a-20261130-000003"));
     assert_eq!(posted.batches.len(), 1, "the batch route tried once");
-    shutdown.cancel();
-    runtime.block_on(poster).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    drop(posted);
+    poster.stop(&runtime);
 }
 
 /// A batch the TSS refuses as a whole (413 here) does not block the spool: its
 /// records go one request each, and the next batch tries the batch route again.
 #[test]
 fn a_batch_refused_whole_goes_record_by_record() {
-    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr2-{}", std::process::id()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::TooLarge);
-    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
-    spool
+    let poster = Poster::start(&runtime, "cdr2", port);
+    poster
+        .spool
         .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
         .unwrap();
-    expect_delivered(&rx, 3);
-    spool.push(&record(4, "2026-11-30T09:01:00Z")).unwrap();
-    expect_delivered(&rx, 1);
-    assert!(spool.waiting().is_empty());
+    poster.expect_delivered(3);
+    poster
+        .spool
+        .push(&record(4, "2026-11-30T09:01:00Z"))
+        .unwrap();
+    poster.expect_delivered(1);
     let posted = posted.lock().unwrap();
     assert_eq!(
         posted.batches.len(),
@@ -406,19 +423,17 @@ fn a_batch_refused_whole_goes_record_by_record() {
         "each batch tried on the batch route"
     );
     assert_eq!(posted.singles.len(), 4);
-    shutdown.cancel();
-    runtime.block_on(poster).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    drop(posted);
+    poster.stop(&runtime);
 }
 
 /// A spool batch whose records add up to more than 1 MiB goes in several requests,
 /// none over 1 MiB, every record in exactly one of them, in order.
 #[test]
 fn a_large_spool_batch_goes_in_requests_of_at_most_one_mebibyte() {
-    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr3-{}", std::process::id()));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::Stores);
-    let (spool, rx, shutdown, poster) = poster_for(&runtime, &dir, port);
+    let poster = Poster::start(&runtime, "cdr3", port);
     // Six records of ~300 KB each (a long calling number; the stand-in does not
     // check it): three to a request.
     let records: Vec<CallRecord> = (1..=6)
@@ -427,9 +442,8 @@ fn a_large_spool_batch_goes_in_requests_of_at_most_one_mebibyte() {
             ..record(n, "2026-11-30T09:01:00Z")
         })
         .collect();
-    spool.push_batch(&records).unwrap();
-    expect_delivered(&rx, 6);
-    assert!(spool.waiting().is_empty());
+    poster.spool.push_batch(&records).unwrap();
+    poster.expect_delivered(6);
     let posted = posted.lock().unwrap();
     assert_eq!(posted.batches.len(), 2, "two requests");
     let mut ids = Vec::new();
@@ -441,7 +455,6 @@ fn a_large_spool_batch_goes_in_requests_of_at_most_one_mebibyte() {
     let expected: Vec<String> = records.into_iter().map(|r| r.record_id).collect();
     assert_eq!(ids, expected);
     assert!(posted.singles.is_empty());
-    shutdown.cancel();
-    runtime.block_on(poster).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    drop(posted);
+    poster.stop(&runtime);
 }

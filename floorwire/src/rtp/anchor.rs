@@ -506,6 +506,21 @@ mod tests {
         panic!("the relay task never let go of its sockets");
     }
 
+    /// Starts call `call`'s relay on its legs `local` (endpoints unknown yet), ends
+    /// the call, and waits until its relay has let go of the legs.
+    async fn relay_and_end(anchor: &mut RelayAnchor, call: u64, local: (SocketAddr, SocketAddr)) {
+        let mapping = MediaMapping {
+            a_local: local.0,
+            b_local: local.1,
+            a_remote: None,
+            b_remote: None,
+            transcode: None,
+        };
+        anchor.update(call, &mapping);
+        anchor.close(call);
+        until_free(anchor).await;
+    }
+
     #[tokio::test]
     async fn a_reused_leg_has_rested_and_forgets_the_previous_call() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
@@ -574,18 +589,7 @@ mod tests {
             anchor.open(2),
             Err(Error::DescriptorsExhausted { pairs: 2 })
         ));
-        anchor.update(
-            1,
-            &MediaMapping {
-                a_local: a,
-                b_local: b,
-                a_remote: None,
-                b_remote: None,
-                transcode: None,
-            },
-        );
-        anchor.close(1);
-        until_free(&mut anchor).await;
+        relay_and_end(&mut anchor, 1, (a, b)).await;
         // Not rested, but no more may be bound: the same legs serve the next call.
         assert_eq!(anchor.open(3).expect("the same legs, not a 503"), (a, b));
         assert_eq!(anchor.pool.taken(), 2, "nothing more bound");
@@ -600,18 +604,7 @@ mod tests {
         // Two pairs: one call.
         let mut anchor = RelayAnchor::new(ip, 47200, 47203, shutdown.clone()).expect("pool");
         let (a, b) = anchor.open(1).expect("open");
-        anchor.update(
-            1,
-            &MediaMapping {
-                a_local: a,
-                b_local: b,
-                a_remote: None,
-                b_remote: None,
-                transcode: None,
-            },
-        );
-        anchor.close(1);
-        until_free(&mut anchor).await;
+        relay_and_end(&mut anchor, 1, (a, b)).await;
         let (c, d) = anchor.open(2).expect("the same legs, not a 503");
         assert_eq!((c, d), (a, b));
         assert!(anchor.open(3).is_err(), "no pair left");
