@@ -35,8 +35,7 @@ fn record(n: u32, ended: &str) -> CallRecord {
 #[test]
 fn records_wait_for_the_tss_and_arrive_once() {
     floorwire::service::tls::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("floorwire-tpo-cdr-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("cdr");
     std::fs::create_dir_all(&dir).unwrap();
     // The TSS's API port, chosen now, served later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -46,31 +45,8 @@ fn records_wait_for_the_tss_and_arrive_once() {
         .port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
-    let spool = Spool::open(&CallRecordsSection {
-        spool_dir: dir.join("spool").display().to_string(),
-        max_spooled: 1000,
-        tpo: String::new(),
-    })
-    .unwrap();
-    let client = TssClient::new(&TssSection {
-        url: format!("http://127.0.0.1:{port}"),
-        fallback_urls: Vec::new(),
-        token: TOKEN.into(),
-        ca_file: String::new(),
-        poll_interval_ms: 100,
-    })
-    .unwrap();
-    let connections = client.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let poster = runtime.spawn(post_spooled(
-        spool.clone(),
-        client,
-        shutdown.clone(),
-        move |d| {
-            let _ = tx.send(d);
-        },
-    ));
+    let poster = Poster::start(&runtime, dir.join("spool"), port);
+    let (spool, rx, connections) = (&poster.spool, &poster.rx, &poster.client);
 
     // The TSS is down: 40 records wait in the spool (one of them twice, one invalid).
     for n in 1..=40 {
@@ -232,8 +208,7 @@ fn records_wait_for_the_tss_and_arrive_once() {
     assert_eq!(stored.len(), 642);
     assert_eq!(stored[0].recordings, ["rec-a", "rec-b"]);
 
-    shutdown.cancel();
-    runtime.block_on(poster).unwrap();
+    poster.stop(&runtime);
     tss_stop.cancel();
     runtime.block_on(tss_task).unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
@@ -307,20 +282,28 @@ fn stand_in(
     (port, posted)
 }
 
-/// A spool and its poster against a stand-in TSS; the poster's outcomes come on `rx`.
+/// A temporary folder for `name`, emptied.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("floorwire-tpo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A spool and its poster against a TSS (real or stand-in); the poster's outcomes come
+/// on `rx`.
 struct Poster {
     dir: std::path::PathBuf,
     spool: Spool,
+    /// A clone of the poster's client: it counts the connections opened.
+    client: TssClient,
     rx: std::sync::mpsc::Receiver<Delivery>,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Poster {
-    /// A fresh spool in a temporary folder named after `name`, posting to `port`.
-    fn start(runtime: &tokio::runtime::Runtime, name: &str, port: u16) -> Poster {
-        let dir = std::env::temp_dir().join(format!("floorwire-tpo-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    /// A spool in `dir` (at most 1,000 records), posting to the TSS on `port`.
+    fn start(runtime: &tokio::runtime::Runtime, dir: std::path::PathBuf, port: u16) -> Poster {
         let spool = Spool::open(&CallRecordsSection {
             spool_dir: dir.display().to_string(),
             max_spooled: 1000,
@@ -339,7 +322,7 @@ impl Poster {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = runtime.spawn(post_spooled(
             spool.clone(),
-            client,
+            client.clone(),
             shutdown.clone(),
             move |d| {
                 let _ = tx.send(d);
@@ -348,6 +331,7 @@ impl Poster {
         Poster {
             dir,
             spool,
+            client,
             rx,
             shutdown,
             task,
@@ -380,7 +364,7 @@ impl Poster {
 fn a_tss_without_the_batch_route_gets_records_one_by_one() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::Missing);
-    let poster = Poster::start(&runtime, "cdr1", port);
+    let poster = Poster::start(&runtime, scratch_dir("cdr1"), port);
     poster
         .spool
         .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
@@ -405,7 +389,7 @@ fn a_tss_without_the_batch_route_gets_records_one_by_one() {
 fn a_batch_refused_whole_goes_record_by_record() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::TooLarge);
-    let poster = Poster::start(&runtime, "cdr2", port);
+    let poster = Poster::start(&runtime, scratch_dir("cdr2"), port);
     poster
         .spool
         .push_batch(&[1, 2, 3].map(|n| record(n, "2026-11-30T09:01:00Z")))
@@ -433,7 +417,7 @@ fn a_batch_refused_whole_goes_record_by_record() {
 fn a_large_spool_batch_goes_in_requests_of_at_most_one_mebibyte() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (port, posted) = stand_in(&runtime, BatchRoute::Stores);
-    let poster = Poster::start(&runtime, "cdr3", port);
+    let poster = Poster::start(&runtime, scratch_dir("cdr3"), port);
     // Six records of ~300 KB each (a long calling number; the stand-in does not
     // check it): three to a request.
     let records: Vec<CallRecord> = (1..=6)

@@ -105,22 +105,9 @@ pub async fn run_udp<U: TransactionUser>(
         metrics: metrics.clone(),
         counters: counters.clone(),
     };
-    std::thread::Builder::new()
-        .name("sip-udp-reader".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(async move {
-                    match UdpSocket::from_std(reader_socket) {
-                        Ok(socket) => reader.run(socket, reader_stop).await,
-                        Err(e) => tracing::error!(error = %e, "SIP reader socket"),
-                    }
-                }),
-                Err(e) => tracing::error!(error = %e, "SIP reader runtime"),
-            }
-        })?;
+    spawn_socket_thread("sip-udp-reader", reader_socket, move |socket| {
+        reader.run(socket, reader_stop)
+    })?;
     let mut layer = TransactionLayer::new(config.layer);
     loop {
         let deadline = match (layer.poll_timeout(), user.next_timer()) {
@@ -212,31 +199,45 @@ fn spawn_sender(
 )> {
     let (outbound, mut queue) = mpsc::unbounded_channel::<Vec<Transmit>>();
     let (done, sent) = tokio::sync::oneshot::channel();
+    spawn_socket_thread("sip-udp-sender", socket, move |socket| async move {
+        while let Some(batch) = queue.recv().await {
+            for t in batch {
+                if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
+                    tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
+                }
+            }
+        }
+        let _ = done.send(());
+    })?;
+    Ok((outbound, sent))
+}
+
+/// Runs `task` on a thread of its own called `name`, on a single-threaded runtime
+/// with `socket` registered with it, so that it is not delayed by (nor delays) the
+/// core's runtime.
+fn spawn_socket_thread<F, T>(
+    name: &'static str,
+    socket: std::net::UdpSocket,
+    task: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce(UdpSocket) -> T + Send + 'static,
+    T: std::future::Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     std::thread::Builder::new()
-        .name("sip-udp-sender".into())
+        .name(name.into())
         .spawn(move || {
             runtime.block_on(async move {
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        tracing::error!(error = %e, "SIP sender socket");
-                        return;
-                    }
-                };
-                while let Some(batch) = queue.recv().await {
-                    for t in batch {
-                        if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
-                            tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
-                        }
-                    }
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => task(socket).await,
+                    Err(e) => tracing::error!(thread = name, error = %e, "SIP socket"),
                 }
             });
-            let _ = done.send(());
         })?;
-    Ok((outbound, sent))
+    Ok(())
 }
 
 /// Asks for a `bytes` receive buffer; warns when the kernel gives less.
