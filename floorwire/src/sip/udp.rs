@@ -94,6 +94,7 @@ pub async fn run_udp<U: TransactionUser>(
         set_receive_buffer(&std_socket, config.receive_buffer);
     }
     let reader_socket = std_socket.try_clone()?;
+    let local = std_socket.local_addr()?;
     let (outbound, sent) = spawn_sender(std_socket)?;
     let reader_stop = shutdown.child_token();
     let _stop_reader_on_return = reader_stop.clone().drop_guard();
@@ -105,7 +106,7 @@ pub async fn run_udp<U: TransactionUser>(
         metrics: metrics.clone(),
         counters: counters.clone(),
     };
-    spawn_socket_thread("sip-udp-reader", reader_socket, move |socket| {
+    let reader_thread = spawn_socket_thread("sip-udp-reader", reader_socket, move |socket| {
         reader.run(socket, reader_stop)
     })?;
     let mut layer = TransactionLayer::new(config.layer);
@@ -182,6 +183,11 @@ pub async fn run_udp<U: TransactionUser>(
     // What the last rounds wrote goes out before we return.
     drop(outbound);
     let _ = sent.await;
+    // The reader lets go of the socket before we return: whoever binds the address next
+    // (a restart, a standby taking over) finds it free.
+    drop(_stop_reader_on_return);
+    wake_reader(local);
+    let _ = tokio::task::spawn_blocking(move || reader_thread.join()).await;
     let mut stats = layer.stats();
     stats.rejected_malformed += counters.malformed.load(Ordering::Relaxed);
     stats.rejected_overload += counters.shed.load(Ordering::Relaxed);
@@ -194,15 +200,16 @@ pub async fn run_udp<U: TransactionUser>(
 fn spawn_sender(
     socket: std::net::UdpSocket,
 ) -> std::io::Result<(
-    mpsc::UnboundedSender<Vec<Transmit>>,
+    std::sync::mpsc::Sender<Vec<Transmit>>,
     tokio::sync::oneshot::Receiver<()>,
 )> {
-    let (outbound, mut queue) = mpsc::unbounded_channel::<Vec<Transmit>>();
+    let (outbound, queue) = std::sync::mpsc::channel::<Vec<Transmit>>();
     let (done, sent) = tokio::sync::oneshot::channel();
-    spawn_socket_thread("sip-udp-sender", socket, move |socket| async move {
-        while let Some(batch) = queue.recv().await {
+    let _sender = spawn_socket_thread("sip-udp-sender", socket, move |socket| {
+        // Blocking: the thread sleeps on its queue and in sendto, not in a reactor.
+        while let Ok(batch) = queue.recv() {
             for t in batch {
-                if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
+                if let Err(e) = socket.send_to(&t.bytes, t.destination) {
                     tracing::warn!(destination = %t.destination, error = %e, "SIP send failed");
                 }
             }
@@ -212,32 +219,43 @@ fn spawn_sender(
     Ok((outbound, sent))
 }
 
-/// Runs `task` on a thread of its own called `name`, on a single-threaded runtime
-/// with `socket` registered with it, so that it is not delayed by (nor delays) the
-/// core's runtime.
-fn spawn_socket_thread<F, T>(
+/// Runs `task` with `socket` (blocking) on a thread of its own called `name`, so that
+/// it is not delayed by (nor delays) the core's runtime. A plain blocking thread: a
+/// reactor would cost each wake-up a failed read and an epoll_wait more.
+fn spawn_socket_thread<F>(
     name: &'static str,
     socket: std::net::UdpSocket,
     task: F,
-) -> std::io::Result<()>
+) -> std::io::Result<std::thread::JoinHandle<()>>
 where
-    F: FnOnce(UdpSocket) -> T + Send + 'static,
-    T: std::future::Future<Output = ()>,
+    F: FnOnce(std::net::UdpSocket) + Send + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    socket.set_nonblocking(false)?;
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match UdpSocket::from_std(socket) {
-                    Ok(socket) => task(socket).await,
-                    Err(e) => tracing::error!(thread = name, error = %e, "SIP socket"),
-                }
-            });
-        })?;
-    Ok(())
+        .spawn(move || task(socket))
+}
+
+/// Wakes a reader blocked on the socket bound to `local` with an empty datagram, so
+/// that it sees it was stopped now rather than within [`READER_WAKE`].
+fn wake_reader(local: SocketAddr) {
+    let mut target = local;
+    if target.ip().is_unspecified() {
+        target.set_ip(match local {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let from = SocketAddr::new(
+        match local {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        },
+        0,
+    );
+    if let Ok(waker) = std::net::UdpSocket::bind(from) {
+        let _ = waker.send_to(&[], target);
+    }
 }
 
 /// Asks for a `bytes` receive buffer; warns when the kernel gives less.
@@ -301,35 +319,59 @@ struct Reader {
     counters: Arc<ReaderCounters>,
 }
 
-/// Datagrams taken per wake-up before handing a batch to the core.
+/// Datagrams taken per wake-up (one recvmmsg) before handing a batch to the core.
 const READ_BATCH: usize = 32;
 
+/// How often a reader with nothing to read looks whether it should stop.
+const READER_WAKE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Reader {
-    async fn run(self, socket: UdpSocket, shutdown: CancellationToken) {
+    /// Reads until `shutdown` is cancelled (noticed within [`READER_WAKE`]) or the core
+    /// is gone. Each wake-up takes what the kernel holds, up to [`READ_BATCH`]
+    /// datagrams, in one recvmmsg that sleeps in the kernel until the first arrives.
+    fn run(self, socket: std::net::UdpSocket, shutdown: CancellationToken) {
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+        use std::io::IoSliceMut;
+        use std::os::fd::AsRawFd;
+
+        if let Err(e) = socket.set_read_timeout(Some(READER_WAKE)) {
+            tracing::error!(error = %e, "SIP reader: no read timeout, shutdown will wait for a datagram");
+        }
         // One byte more than the largest datagram we accept, to notice truncation.
-        let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = socket.recv_from(&mut buffer) => r,
-            };
-            let mut batch = Vec::new();
-            let mut received = Some(first);
-            while let Some(result) = received.take() {
-                match result {
-                    Ok((len, source)) => {
-                        if let Some(item) = self.admit(&socket, source, &buffer[..len]).await {
-                            batch.push(item);
-                        }
-                    }
+        let mut buffers = vec![vec![0u8; MAX_DATAGRAM + 1]; READ_BATCH];
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(READ_BATCH, None);
+        let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(READ_BATCH);
+        while !shutdown.is_cancelled() {
+            received.clear();
+            {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+                    buffers.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                match recvmmsg(
+                    socket.as_raw_fd(),
+                    &mut headers,
+                    slices.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(messages) => received.extend(
+                        messages.map(|m| (m.bytes, m.address.and_then(|a| socket_addr(&a)))),
+                    ),
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
                     // ICMP port unreachable surfaces here on some systems; keep going.
-                    Err(e) => tracing::debug!(error = %e, "SIP receive error"),
-                }
-                if batch.len() < READ_BATCH {
-                    match socket.try_recv_from(&mut buffer) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        other => received = Some(other),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "SIP receive error");
+                        continue;
                     }
+                }
+            }
+            let mut batch = Vec::with_capacity(received.len());
+            for (&(len, source), buffer) in received.iter().zip(&buffers) {
+                // An empty datagram is no SIP: the wake-up at shutdown, or a probe.
+                let (Some(source), 1..) = (source, len) else {
+                    continue;
+                };
+                if let Some(item) = self.admit(&socket, source, &buffer[..len]) {
+                    batch.push(item);
                 }
             }
             if !batch.is_empty() && self.queue.send(batch).is_err() {
@@ -339,9 +381,9 @@ impl Reader {
     }
 
     /// Parses one datagram; answers or drops it here, or returns it for the core.
-    async fn admit(
+    fn admit(
         &self,
-        socket: &UdpSocket,
+        socket: &std::net::UdpSocket,
         source: SocketAddr,
         bytes: &[u8],
     ) -> Option<(SocketAddr, Inbound)> {
@@ -359,7 +401,7 @@ impl Reader {
                 }
                 tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
                 if let Some(response) = rejection.response() {
-                    let _ = socket.send_to(&response.to_wire(), source).await;
+                    let _ = socket.send_to(&response.to_wire(), source);
                 }
                 return None;
             }
@@ -381,8 +423,18 @@ impl Reader {
                 response_to(request, 503, Some(&Tag::generate())),
                 Header::RetryAfter(RetryAfter::new(self.retry_after.to_string())),
             );
-            let _ = socket.send_to(&response.to_wire(), source).await;
+            let _ = socket.send_to(&response.to_wire(), source);
         }
         None
     }
+}
+
+/// The IP address and port of a datagram's source.
+fn socket_addr(address: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    address
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
 }
