@@ -133,6 +133,7 @@ impl TpoCore {
         id: TransactionId,
         source: SocketAddr,
         request: &Request,
+        ids: &floorwire::sip::MessageIds,
     ) {
         let tag = Tag::generate();
         let Some(config) = tss_client::current(&self.config) else {
@@ -198,7 +199,6 @@ impl TpoCore {
         let refs: Vec<&str> = contact_values.iter().map(String::as_str).collect();
         let parsed = parse_contacts(&refs);
         let expires = header_text(request, "Expires").and_then(|e| e.trim().parse::<u32>().ok());
-        let ids = floorwire::sip::MessageIds::of(request);
         let cseq = header_text(request, "CSeq")
             .and_then(|c| parse_cseq(&c))
             .map(|(n, _)| n)
@@ -230,6 +230,7 @@ impl TpoCore {
                     expires,
                     call_id: ids
                         .call_id
+                        .as_ref()
                         .map(|c| c.as_str().to_owned())
                         .unwrap_or_default(),
                     cseq,
@@ -296,13 +297,14 @@ impl TransactionUser for TpoCore {
                 self.publish(now);
             }
         }
-        let (id, source, request) = match event {
+        let (id, source, request, ids) = match event {
             Event::Request {
                 id,
                 source,
                 request,
+                ids,
             } if matches!(request.method, Method::Register | Method::Options) => {
-                (id, source, request)
+                (id, source, request, ids)
             }
             // INVITE, in-dialog requests, responses and timers: the calls.
             other => {
@@ -312,7 +314,7 @@ impl TransactionUser for TpoCore {
             }
         };
         if request.method == Method::Register {
-            self.register(now, layer, id, source, &request);
+            self.register(now, layer, id, source, &request, &ids);
         } else {
             let tag = Tag::generate();
             let response = with_header(

@@ -1195,6 +1195,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         id: TransactionId,
         source: SocketAddr,
         request: Request,
+        ids: &MessageIds,
     ) {
         self.stats.calls_attempted += 1;
         let tag = Tag::generate();
@@ -1313,8 +1314,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             transcode: outbound.transcode,
         };
         self.media.update(call, &mapping);
-        let a_call_id = MessageIds::of(&request)
+        let a_call_id = ids
             .call_id
+            .as_ref()
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default();
         let (calling, called) = numbers_of(&request);
@@ -1742,6 +1744,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         branch: usize,
         response: Response,
+        ids: &MessageIds,
     ) {
         let status = response.status_code.code();
         let Some(c) = self.calls.get_mut(&call) else {
@@ -1772,7 +1775,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     let _ = layer.respond(now, *tx, r);
                 }
             }
-            200..=299 => self.on_b_answer(now, layer, call, branch, response, b_sdp),
+            200..=299 => self.on_b_answer(now, layer, call, branch, response, ids, b_sdp),
             _ => self.branch_failed(now, layer, call, branch, status),
         }
     }
@@ -1813,13 +1816,14 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         branch: usize,
         response: Response,
+        ids: &MessageIds,
         b_sdp: Option<Session>,
     ) {
         let local = self.config.local.to_string();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let to_tag = MessageIds::of(&response).to_tag;
+        let to_tag = ids.to_tag.clone();
         if let Some(dialog) = &c.b_dialog {
             if c.winner == Some(branch) && Some(&dialog.id.remote_tag) == to_tag.as_ref() {
                 // A retransmitted 2xx: our ACK got lost (§13.2.2.4).
@@ -2113,12 +2117,13 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 id,
                 source,
                 request,
+                ids,
             } => {
-                let ids = MessageIds::of(&request);
                 match (&ids.to_tag, request.method) {
                     (Some(tag), _) => {
                         let key = (
                             ids.call_id
+                                .as_ref()
                                 .map(|c| c.as_str().to_owned())
                                 .unwrap_or_default(),
                             tag.as_str().to_owned(),
@@ -2138,7 +2143,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             }
                         }
                     }
-                    (None, Method::Invite) => self.new_call(now, layer, id, source, request),
+                    (None, Method::Invite) => self.new_call(now, layer, id, source, request, &ids),
                     (None, Method::Options) => {
                         let ok = with_header(
                             response_to(&request, 200, Some(&Tag::generate())),
@@ -2171,8 +2176,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     }
                 }
             }
-            Event::Ack { request, .. } => {
-                let ids = MessageIds::of(&request);
+            Event::Ack { ids, .. } => {
                 if let (Some(call_id), Some(tag)) = (ids.call_id, ids.to_tag)
                     && let Some((call, Side::A)) = self
                         .legs
@@ -2224,7 +2228,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     self.end(now, layer, call, "cancelled");
                 }
             }
-            Event::Response { id, response } => {
+            Event::Response { id, response, ids } => {
                 let is_final = response.status_code.code() >= 200;
                 let pending = if is_final {
                     self.client.remove(&id)
@@ -2237,7 +2241,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             // Keep listening for retransmitted or forked 2xx (Timer M).
                             self.client.insert(id, Pending::Invite { call, branch });
                         }
-                        self.on_b_invite_response(now, layer, call, branch, response);
+                        self.on_b_invite_response(now, layer, call, branch, response, &ids);
                     }
                     Some(Pending::Relayed {
                         call,
@@ -2272,9 +2276,8 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     Some(Pending::Own) | None => {}
                 }
             }
-            Event::Stray2xx { response } => {
+            Event::Stray2xx { ids, .. } => {
                 // A late 2xx retransmission for leg B: ACK it again.
-                let ids = MessageIds::of(&response);
                 if let (Some(call_id), Some(tag)) = (ids.call_id, ids.from_tag)
                     && let Some((call, Side::B)) = self
                         .legs

@@ -20,7 +20,7 @@ use super::ingress::{Inbound, parse_datagram};
 use super::metrics::SipMetrics;
 use super::reply::{response_to, with_header};
 use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer, Transmit};
-use rsipstack::sip::{HasHeaders, Header, Method, headers::untyped::RetryAfter};
+use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
 
 /// Decides what to do with what the transaction layer reports.
 pub trait TransactionUser: Send + 'static {
@@ -142,13 +142,13 @@ pub async fn run_udp<U: TransactionUser>(
         while let Some(event) = layer.poll_event() {
             // One span per call: every log line the TU writes carries the Call-ID.
             let call_id = match &event {
-                Event::Request { request, .. } | Event::Ack { request, .. } => call_id_of(request),
-                Event::Response { response, .. } | Event::Stray2xx { response } => {
-                    call_id_of(response)
-                }
+                Event::Request { ids, .. }
+                | Event::Ack { ids, .. }
+                | Event::Response { ids, .. }
+                | Event::Stray2xx { ids, .. } => ids.call_id.as_ref().map(|c| c.as_str()),
                 _ => None,
             };
-            let span = tracing::info_span!("sip", call_id = call_id.as_deref().unwrap_or("-"));
+            let span = tracing::info_span!("sip", call_id = call_id.unwrap_or("-"));
             span.in_scope(|| user.on_event(now, event, &mut layer));
             events += 1;
         }
@@ -291,14 +291,6 @@ fn feed(
     for (source, inbound) in batch {
         layer.handle_inbound(now, source, inbound);
     }
-}
-
-/// The Call-ID of a message, for the call's tracing span.
-fn call_id_of(message: &impl HasHeaders) -> Option<String> {
-    message.headers().iter().find_map(|h| match h {
-        Header::CallId(c) => Some(c.value().to_owned()),
-        _ => None,
-    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

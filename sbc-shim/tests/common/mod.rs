@@ -109,7 +109,7 @@ impl Uac {
             self.pump_once(deadline);
             while let Some(event) = self.events.pop_front() {
                 match event {
-                    Event::Response { id, response }
+                    Event::Response { id, response, .. }
                         if id == tx && response.status_code.code() >= 200 =>
                     {
                         return Some(response);

@@ -519,10 +519,9 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{user}@{local}>\r\nContent
         self.changed = true;
         match event {
             Event::Request { id, request, .. } => self.on_request(now, id, request, layer),
-            Event::Response { id, response } => self.on_response(now, id, response, layer),
-            Event::Stray2xx { response } => {
+            Event::Response { id, response, .. } => self.on_response(now, id, response, layer),
+            Event::Stray2xx { response, ids } => {
                 // A retransmitted 200: ACK it again.
-                let ids = MessageIds::of(&response);
                 if let Some(call) = self.calls.values_mut().find(|c| {
                     ids.call_id
                         .as_ref()

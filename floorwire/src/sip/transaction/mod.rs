@@ -107,6 +107,8 @@ pub enum Event {
         id: TransactionId,
         source: SocketAddr,
         request: Request,
+        /// The request's identifiers, read once by the layer.
+        ids: MessageIds,
     },
     /// An ACK outside any transaction: the ACK for a 2xx (§13.2.2.4 / §13.3.1.4).
     /// `answered` is true when it matched a 2xx this layer was retransmitting.
@@ -114,6 +116,7 @@ pub enum Event {
         source: SocketAddr,
         request: Request,
         answered: bool,
+        ids: MessageIds,
     },
     /// The peer cancelled an INVITE; the layer has answered it 487.
     Cancelled { invite: TransactionId },
@@ -122,9 +125,13 @@ pub enum Event {
     Response {
         id: TransactionId,
         response: Response,
+        ids: MessageIds,
     },
     /// A 2xx to an INVITE that matches no transaction (any more).
-    Stray2xx { response: Response },
+    Stray2xx {
+        response: Response,
+        ids: MessageIds,
+    },
     /// Timer B, F or H fired: no final response / no ACK.
     Timeout { id: TransactionId },
     /// A UAS 2xx was retransmitted for 64·T1 without an ACK (§13.3.1.4: send BYE).
@@ -366,6 +373,7 @@ impl TransactionLayer {
                 source,
                 request,
                 answered,
+                ids,
             });
             return;
         }
@@ -420,6 +428,7 @@ impl TransactionLayer {
             id,
             source,
             request,
+            ids,
         });
     }
 
@@ -508,14 +517,14 @@ impl TransactionLayer {
             return;
         }
         let ids = MessageIds::of(&response);
-        let Some((_, method)) = ids.cseq.clone() else {
+        let Some((_, method)) = &ids.cseq else {
             return;
         };
         let status = response.status_code.code();
-        let id = Key::of(&ids, &method, false).and_then(|k| self.by_key.get(&k).copied());
+        let id = Key::of(&ids, method, false).and_then(|k| self.by_key.get(&k).copied());
         let Some(id) = id else {
             if method == "INVITE" && (200..300).contains(&status) {
-                self.events.push_back(Event::Stray2xx { response });
+                self.events.push_back(Event::Stray2xx { response, ids });
             }
             return;
         };
@@ -592,7 +601,7 @@ impl TransactionLayer {
                 .transactions
                 .get_mut(&id)
                 .is_some_and(|t| std::mem::take(&mut t.cancel_pending));
-        self.events.push_back(Event::Response { id, response });
+        self.events.push_back(Event::Response { id, response, ids });
         if cancel_now {
             let _ = self.cancel(now, id);
         }
