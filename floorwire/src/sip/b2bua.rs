@@ -2118,64 +2118,49 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 source,
                 request,
                 ids,
-            } => {
-                match (&ids.to_tag, request.method) {
-                    (Some(tag), _) => {
-                        let key = (
-                            ids.call_id
-                                .as_ref()
-                                .map(|c| c.as_str().to_owned())
-                                .unwrap_or_default(),
-                            tag.as_str().to_owned(),
-                        );
-                        match self.legs.get(&key).copied() {
-                            Some((call, side)) => {
-                                self.in_dialog(now, layer, id, request, call, side)
-                            }
-                            None if self.recording_legs.contains_key(&key) => {
-                                if let Some((call, index)) = self.recording_legs.get(&key).copied()
-                                {
-                                    self.recording_request(now, layer, id, &request, call, index);
-                                }
-                            }
-                            None => {
-                                let _ = layer.respond(now, id, response_to(&request, 481, None));
+            } => match (&ids.to_tag, request.method) {
+                (Some(tag), _) => {
+                    let key = (
+                        ids.call_id
+                            .as_ref()
+                            .map(|c| c.as_str().to_owned())
+                            .unwrap_or_default(),
+                        tag.as_str().to_owned(),
+                    );
+                    match self.legs.get(&key).copied() {
+                        Some((call, side)) => self.in_dialog(now, layer, id, request, call, side),
+                        None if self.recording_legs.contains_key(&key) => {
+                            if let Some((call, index)) = self.recording_legs.get(&key).copied() {
+                                self.recording_request(now, layer, id, &request, call, index);
                             }
                         }
-                    }
-                    (None, Method::Invite) => self.new_call(now, layer, id, source, request, &ids),
-                    (None, Method::Options) => {
-                        let ok = with_header(
-                            response_to(&request, 200, Some(&Tag::generate())),
-                            allow(),
-                        );
-                        let _ = layer.respond(now, id, ok);
-                    }
-                    (None, Method::Message)
-                        if self.relay_taken_notice(now, layer, source, &request) =>
-                    {
-                        let _ = layer.respond(
-                            now,
-                            id,
-                            response_to(&request, 200, Some(&Tag::generate())),
-                        );
-                    }
-                    (None, Method::Bye) => {
-                        let _ = layer.respond(
-                            now,
-                            id,
-                            response_to(&request, 481, Some(&Tag::generate())),
-                        );
-                    }
-                    (None, _) => {
-                        let refused = with_header(
-                            response_to(&request, 405, Some(&Tag::generate())),
-                            allow(),
-                        );
-                        let _ = layer.respond(now, id, refused);
+                        None => {
+                            let _ = layer.respond(now, id, response_to(&request, 481, None));
+                        }
                     }
                 }
-            }
+                (None, Method::Invite) => self.new_call(now, layer, id, source, request, &ids),
+                (None, Method::Options) => {
+                    let ok =
+                        with_header(response_to(&request, 200, Some(&Tag::generate())), allow());
+                    let _ = layer.respond(now, id, ok);
+                }
+                (None, Method::Message)
+                    if self.relay_taken_notice(now, layer, source, &request) =>
+                {
+                    let _ =
+                        layer.respond(now, id, response_to(&request, 200, Some(&Tag::generate())));
+                }
+                (None, Method::Bye) => {
+                    let _ =
+                        layer.respond(now, id, response_to(&request, 481, Some(&Tag::generate())));
+                }
+                (None, _) => {
+                    let refused =
+                        with_header(response_to(&request, 405, Some(&Tag::generate())), allow());
+                    let _ = layer.respond(now, id, refused);
+                }
+            },
             Event::Ack { ids, .. } => {
                 if let (Some(call_id), Some(tag)) = (ids.call_id, ids.to_tag)
                     && let Some((call, Side::A)) = self

@@ -128,10 +128,7 @@ pub enum Event {
         ids: MessageIds,
     },
     /// A 2xx to an INVITE that matches no transaction (any more).
-    Stray2xx {
-        response: Response,
-        ids: MessageIds,
-    },
+    Stray2xx { response: Response, ids: MessageIds },
     /// Timer B, F or H fired: no final response / no ACK.
     Timeout { id: TransactionId },
     /// A UAS 2xx was retransmitted for 64·T1 without an ACK (§13.3.1.4: send BYE).
@@ -200,13 +197,15 @@ struct Transaction {
     invite: bool,
     /// Where our messages for this transaction go.
     peer: SocketAddr,
-    /// The request. A server transaction lets go of it once its final response is
-    /// sent: what lingers for Timers J/L is only the key and the response bytes, so
-    /// 64·T1 of lingering state stays small.
+    /// The request. A transaction lets go of it once its final response is sent
+    /// (server) or received (client): what lingers for Timers J/L/M/D/K is the key and
+    /// at most the bytes to resend (a response, an ACK), so 64·T1 of lingering state
+    /// stays small.
     request: Option<Request>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
     accepted_key: Option<(String, u32)>,
-    /// The request (client) or last response (server) as sent, for retransmission.
+    /// What to resend: the request (client, until a final) or its ACK (client INVITE
+    /// after a non-2xx final), the last response (server).
     last_sent: Option<Vec<u8>>,
     /// Status of the last response sent or received.
     last_status: u16,
@@ -544,12 +543,12 @@ impl TransactionLayer {
             (true, Calling | Proceeding, _) => Some(Completed),
             (true, Completed, 300..) => {
                 // Retransmitted final: resend the ACK, tell nobody (§17.1.1.2).
-                let Some(ack) = t.request.as_ref().map(|r| build_ack(r, &response)) else {
+                let Some(ack) = t.last_sent.clone() else {
                     return;
                 };
                 let peer = t.peer;
                 self.stats.retransmissions_sent += 1;
-                self.transmit(peer, ack.to_wire());
+                self.transmit(peer, ack);
                 return;
             }
             (false, Trying | Proceeding, 100..=199) => Some(Proceeding),
@@ -573,14 +572,20 @@ impl TransactionLayer {
                 }
                 Accepted => {
                     t.deadlines = [None; Timer::COUNT];
+                    // Lingering for Timer M only passes 2xx retransmissions on.
+                    t.request = None;
+                    t.last_sent = None;
                     self.schedule(id, Timer::M, now + 64 * timers.t1);
                 }
                 Completed if t.invite => {
                     t.deadlines = [None; Timer::COUNT];
-                    let ack = t.request.as_ref().map(|r| build_ack(r, &response));
+                    // Lingering for Timer D needs only the ACK, for retransmitted
+                    // finals: its bytes take the request's place.
+                    let ack = t.request.take().map(|r| build_ack(&r, &response).to_wire());
+                    t.last_sent = ack.clone();
                     let peer = t.peer;
                     if let Some(ack) = ack {
-                        self.transmit(peer, ack.to_wire());
+                        self.transmit(peer, ack);
                     }
                     // Timer D: at least 32 s over UDP.
                     self.schedule(
@@ -591,6 +596,8 @@ impl TransactionLayer {
                 }
                 Completed => {
                     t.deadlines = [None; Timer::COUNT];
+                    t.request = None;
+                    t.last_sent = None;
                     self.schedule(id, Timer::K, now + timers.t4);
                 }
                 _ => {}

@@ -777,3 +777,36 @@ fn response_with_two_vias_is_discarded() {
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(layer.stats().rejected_malformed, 1);
 }
+
+/// A retransmitted non-2xx final (our ACK was lost) gets the same ACK again and
+/// reaches the TU once; the lingering transaction keeps only that ACK.
+#[test]
+fn retransmitted_final_to_an_invite_gets_the_same_ack_again() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let invite = request("INVITE", "z9hG4bKbusy", 1);
+    let id = layer
+        .send_request(t0, addr(UAS), invite.clone())
+        .expect("send");
+    drain(&mut layer);
+    let busy = crate::sip::reply::response_to(&invite, 486, Some(&crate::sip::Tag::new("b")));
+    layer.handle_datagram(t0, addr(UAS), &busy.to_bytes());
+    let (first, events) = drain(&mut layer);
+    assert_eq!(events.len(), 1, "the 486 reaches the TU");
+    assert_eq!(first.len(), 1);
+    assert_eq!(method_of(&first[0].bytes), Some(Method::Ack));
+    assert_eq!(layer.client_state(id), Some(ClientState::Completed));
+    layer.handle_datagram(t0 + Duration::from_millis(500), addr(UAS), &busy.to_bytes());
+    let (again, events) = drain(&mut layer);
+    assert!(
+        events.is_empty(),
+        "a retransmission is not reported: {events:?}"
+    );
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].bytes, first[0].bytes);
+    assert_eq!(again[0].destination, addr(UAS));
+    // Timer D (32 s over UDP) ends it.
+    let (_, events) = run_clock(&mut layer, t0, Duration::from_secs(33));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(layer.client_state(id), None);
+}
