@@ -14,7 +14,7 @@
 # Loopback only; every run is bounded by -m and -timeout.
 # Usage: bench/tpo-calls.sh [RATE] [SECONDS] [RUNS]
 # Environment: PATHS="kamailio tpo" (which paths to run, both by default), MEMORY=0 to
-# skip the memory part, PERF=FILE to record a perf profile of the TPO's runs in FILE.
+# skip the memory part, TPO_LOG=FILTER for the TPO's RUST_LOG (warn), PERF=FILE to record a perf profile of the TPO's runs in FILE.
 # PERF_GRAPH="--call-graph dwarf" for call graphs through code without frame pointers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +64,7 @@ start_tpo() {
   TPO__TSS__URL=http://127.0.20.9:8080 TPO__TSS__TOKEN=bench TPO__TSS__POLL_INTERVAL_MS=2000 \
   TPO__CALL_RECORDS__SPOOL_DIR="$work/spool" TPO__CALLS__MAX_CALLS=100000 \
   TPO__MEDIA__FIRST_PORT=20000 TPO__MEDIA__LAST_PORT=59999 TPO__MEDIA__RTP_TIMEOUT_SECS=0 \
-  RUST_LOG=warn target/release/tpo serve > "$work/tpo.txt" 2>&1 &
+  RUST_LOG=${TPO_LOG:-warn} target/release/tpo serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
   until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
   for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "1" ] && break; sleep 0.1; done
@@ -132,6 +132,11 @@ for _ in $(seq "$RUNS"); do
     "$work/threads0.txt" "$work/threads1.txt" | sort >&2
   if [ -n "$PERF" ]; then kill -INT "$perf" 2>/dev/null || true; wait "$perf" 2>/dev/null || true; fi
   rss=$(awk '/VmHWM/{print int($2/1024)}' /proc/$tpo/status)
+  # Why calls failed, when some did: what the TPO refused or shed, by counter.
+  curl -s http://127.0.20.10:9100/metrics > "$work/metrics.txt" || true
+  if [ "$failed" != 0 ]; then
+    grep -E '^floorwire_(sip_(rejected|shed)|tpo_calls_(refused|failed))[^ ]* [1-9]' "$work/metrics.txt" | sed 's/^/  /' >&2 || true
+  fi
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
   printf 'tpo\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \

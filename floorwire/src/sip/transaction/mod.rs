@@ -66,10 +66,11 @@ impl Default for TimerConfig {
 #[derive(Debug, Clone)]
 pub struct LayerConfig {
     pub timers: TimerConfig,
-    /// Server transactions alive at once (lingering ones included) before new
-    /// out-of-dialog requests get 503; in-dialog requests may use twice as many. With
-    /// RFC timers a call leaves two server transactions for 32 s, so the default of
-    /// 200,000 carries about 3,000 calls/s.
+    /// Server transactions in progress at once (requests the TU has not given a final
+    /// response yet) before new out-of-dialog requests get 503; in-dialog requests may
+    /// use twice as many. Transactions lingering after their final response (64·T1 to
+    /// absorb retransmissions: two a call for 32 s) are not counted: they are work
+    /// done, and counting them capped a sustained call rate at limit / 64 s.
     pub max_server_transactions: usize,
     /// Seconds put in Retry-After when shedding load.
     pub retry_after_secs: u32,
@@ -190,6 +191,16 @@ enum Role {
     Server(ServerState),
 }
 
+impl Role {
+    /// A server transaction whose final response the TU has not sent yet.
+    fn is_server_in_progress(&self) -> bool {
+        matches!(
+            self,
+            Role::Server(ServerState::Trying | ServerState::Proceeding)
+        )
+    }
+}
+
 #[derive(Debug)]
 struct Transaction {
     key: Key,
@@ -231,7 +242,8 @@ pub struct TransactionLayer {
     by_key: FastMap<Key, TransactionId>,
     /// Accepted server INVITEs by (Call-ID, CSeq number), to match the 2xx's ACK.
     accepted: FastMap<(String, u32), TransactionId>,
-    server_count: usize,
+    /// Server transactions still waiting for the TU's final response.
+    server_pending: usize,
     timers: BinaryHeap<Reverse<(Instant, TransactionId, Timer)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -258,7 +270,7 @@ impl TransactionLayer {
             transactions: FastMap::default(),
             by_key: FastMap::default(),
             accepted: FastMap::default(),
-            server_count: 0,
+            server_pending: 0,
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -384,7 +396,7 @@ impl TransactionLayer {
             true => self.config.max_server_transactions.saturating_mul(2),
             false => self.config.max_server_transactions,
         };
-        if self.server_count >= limit {
+        if self.server_pending >= limit {
             self.stats.rejected_overload += 1;
             let response = with_header(
                 response_to(&request, 503, Some(&Tag::generate())),
@@ -752,6 +764,9 @@ impl TransactionLayer {
                 )));
             }
         };
+        if t.role.is_server_in_progress() && !Role::Server(next).is_server_in_progress() {
+            self.server_pending -= 1;
+        }
         t.role = Role::Server(next);
         if t.local_tag.is_none() {
             t.local_tag = crate::sip::ids::to_tag(&response);
@@ -857,9 +872,8 @@ impl TransactionLayer {
     fn insert(&mut self, t: Transaction) -> TransactionId {
         let id = TransactionId(self.next_id);
         self.next_id += 1;
-        let server = matches!(t.role, Role::Server(_));
-        if server {
-            self.server_count += 1;
+        if t.role.is_server_in_progress() {
+            self.server_pending += 1;
         }
         self.by_key.insert(t.key.clone(), id);
         self.transactions.insert(id, Box::new(t));
@@ -868,9 +882,8 @@ impl TransactionLayer {
 
     fn remove(&mut self, id: TransactionId) {
         if let Some(t) = self.transactions.remove(&id) {
-            let server = matches!(t.role, Role::Server(_));
-            if server {
-                self.server_count -= 1;
+            if t.role.is_server_in_progress() {
+                self.server_pending -= 1;
             }
             self.by_key.remove(&t.key);
             if let Some(k) = t.accepted_key

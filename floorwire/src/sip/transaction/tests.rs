@@ -290,6 +290,41 @@ fn overload_answers_503_with_retry_after() {
     assert_eq!(layer.stats().rejected_overload, 1);
 }
 
+/// The limit counts requests still waiting for the TU's final response: one answered
+/// (lingering 32 s for Timer J) leaves room for the next, so a sustained rate is not
+/// capped at limit / 64 s.
+#[test]
+fn answered_transactions_lingering_do_not_count_towards_overload() {
+    let config = LayerConfig {
+        max_server_transactions: 1,
+        ..LayerConfig::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        let options = request("OPTIONS", &format!("z9hG4bKln{i}"), 1);
+        let (sent, id) = deliver(&mut layer, t0, &options);
+        assert!(sent.is_empty(), "no 503 for request {i}");
+        let ok = crate::sip::reply::response_to(&options, 200, Some(&crate::sip::Tag::new("u")));
+        layer.respond(t0, id, ok).expect("200");
+        drain(&mut layer);
+    }
+    assert_eq!(layer.len(), 3, "all three linger for Timer J");
+    // One waiting for the TU fills the limit: the next is shed.
+    deliver(&mut layer, t0, &request("OPTIONS", "z9hG4bKln3", 1));
+    layer.handle_datagram(
+        t0,
+        addr(UAC),
+        &request("OPTIONS", "z9hG4bKln4", 1).to_bytes(),
+    );
+    let (t, e) = drain(&mut layer);
+    assert!(e.is_empty());
+    assert_eq!(status_of(&t[0].bytes), Some(503));
+    // Timer J ends the lingering ones; the unanswered one stays.
+    let (_, _) = run_clock(&mut layer, t0, Duration::from_secs(33));
+    assert_eq!(layer.len(), 1);
+}
+
 /// Two layers joined by a virtual network that delivers everything in flight.
 struct Pair {
     uac: TransactionLayer,
