@@ -1744,7 +1744,6 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         branch: usize,
         response: Response,
-        ids: &MessageIds,
     ) {
         let status = response.status_code.code();
         let Some(c) = self.calls.get_mut(&call) else {
@@ -1775,7 +1774,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     let _ = layer.respond(now, *tx, r);
                 }
             }
-            200..=299 => self.on_b_answer(now, layer, call, branch, response, ids, b_sdp),
+            200..=299 => self.on_b_answer(now, layer, call, branch, response, b_sdp),
             _ => self.branch_failed(now, layer, call, branch, status),
         }
     }
@@ -1816,14 +1815,13 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         branch: usize,
         response: Response,
-        ids: &MessageIds,
         b_sdp: Option<Session>,
     ) {
         let local = self.config.local.to_string();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let to_tag = ids.to_tag.clone();
+        let to_tag = crate::sip::ids::to_tag(&response);
         if let Some(dialog) = &c.b_dialog {
             if c.winner == Some(branch) && Some(&dialog.id.remote_tag) == to_tag.as_ref() {
                 // A retransmitted 2xx: our ACK got lost (§13.2.2.4).
@@ -2213,7 +2211,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     self.end(now, layer, call, "cancelled");
                 }
             }
-            Event::Response { id, response, ids } => {
+            Event::Response { id, response, .. } => {
                 let is_final = response.status_code.code() >= 200;
                 let pending = if is_final {
                     self.client.remove(&id)
@@ -2226,7 +2224,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             // Keep listening for retransmitted or forked 2xx (Timer M).
                             self.client.insert(id, Pending::Invite { call, branch });
                         }
-                        self.on_b_invite_response(now, layer, call, branch, response, &ids);
+                        self.on_b_invite_response(now, layer, call, branch, response);
                     }
                     Some(Pending::Relayed {
                         call,
