@@ -152,7 +152,9 @@ pub struct Relay {
 
 impl Relay {
     /// Spawns the relay task (RTP and RTCP, both ways); it ends, letting go of the
-    /// sockets, when the handle's `stop` (or `shutdown`) fires.
+    /// sockets, when the handle's `stop` (or `shutdown`) fires. Once stopped it
+    /// forwards nothing more, even before its task has run to its end: the sockets can
+    /// serve another call at once.
     pub fn spawn(self, shutdown: &CancellationToken) -> RelayHandle {
         let stats = Arc::new(Mutex::new(RelayStats {
             a_to_b: StreamStats::new(self.clock_rate),
@@ -224,24 +226,24 @@ impl Relay {
                     }
                     copies = recorder_updates.borrow_and_update().clone();
                 }
-                r = self.leg_a.recv_from(&mut buf_a) => {
+                r = recv_unless_stopped(&self.leg_a, &mut buf_a, &stop) => {
                     let Ok((len, source)) = r else { continue };
                     let laws = self.transcode.map(|t| (t.a_side, t.b_side));
                     let packet = transcoded(&mut buf_a[..len], laws);
                     forward(packet, source, &mut latch_a, &latch_b, &self.leg_b, &copies.0, &stats, origin, true).await;
                 }
-                r = self.leg_b.recv_from(&mut buf_b) => {
+                r = recv_unless_stopped(&self.leg_b, &mut buf_b, &stop) => {
                     let Ok((len, source)) = r else { continue };
                     let laws = self.transcode.map(|t| (t.b_side, t.a_side));
                     let packet = transcoded(&mut buf_b[..len], laws);
                     forward(packet, source, &mut latch_b, &latch_a, &self.leg_a, &copies.1, &stats, origin, false).await;
                 }
-                r = recv_rtcp(rtcp_a, &mut rtcp_buf_a) => {
+                r = recv_rtcp(rtcp_a, &mut rtcp_buf_a, &stop) => {
                     let (Ok((len, source)), Some(out)) = (r, rtcp_b) else { continue };
                     let from = RtcpSide { rtp: known.0, rtcp: &mut rtcp_from_a };
                     pass_rtcp(&rtcp_buf_a[..len], source, from, known.1, rtcp_from_b, out, &stats);
                 }
-                r = recv_rtcp(rtcp_b, &mut rtcp_buf_b) => {
+                r = recv_rtcp(rtcp_b, &mut rtcp_buf_b, &stop) => {
                     let (Ok((len, source)), Some(out)) = (r, rtcp_a) else { continue };
                     let from = RtcpSide { rtp: known.1, rtcp: &mut rtcp_from_b };
                     pass_rtcp(&rtcp_buf_b[..len], source, from, known.0, rtcp_from_a, out, &stats);
@@ -284,11 +286,32 @@ fn pass_rtcp(
 async fn recv_rtcp(
     socket: Option<&UdpSocket>,
     buf: &mut [u8],
+    stop: &CancellationToken,
 ) -> std::io::Result<(usize, SocketAddr)> {
     match socket {
-        Some(socket) => socket.recv_from(buf).await,
+        Some(socket) => recv_unless_stopped(socket, buf, stop).await,
         None => std::future::pending().await,
     }
+}
+
+/// Receives on one of the relay's sockets, never once the relay is stopped: its legs
+/// may serve another call by then, before this task has run to its end, and their
+/// packets are that call's. Pending when stopped (the stop branch ends the task).
+async fn recv_unless_stopped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    stop: &CancellationToken,
+) -> std::io::Result<(usize, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        if stop.is_cancelled() {
+            return std::task::Poll::Pending;
+        }
+        let mut read = tokio::io::ReadBuf::new(buf);
+        socket
+            .poll_recv_from(cx, &mut read)
+            .map_ok(|source| (read.filled().len(), source))
+    })
+    .await
 }
 
 /// Rewrites a G.711 packet from one law to the other in place (payload type and
