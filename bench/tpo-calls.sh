@@ -137,6 +137,9 @@ for _ in $(seq "$RUNS"); do
   if [ "$failed" != 0 ]; then
     grep -E '^floorwire_(sip_(rejected|shed)|tpo_calls_(refused|failed))[^ ]* [1-9]' "$work/metrics.txt" | sed 's/^/  /' >&2 || true
   fi
+  # Call records the spool refused (full: the TSS stand-in drains slower than calls
+  # end) are lost records, whatever the calls did. The spool is kept between runs.
+  grep -E '^floorwire_tpo_call_records_total\{result="spool_refused"\} [1-9]' "$work/metrics.txt" | sed 's/^/  LOST RECORDS: /' >&2 || true
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
   printf 'tpo\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
