@@ -10,15 +10,18 @@
 //! with the reactor, and wait in a first-in first-out queue for a later call. A leg is
 //! reused once it has rested [`LEG_REST`] (late RTP of the old call has stopped: the
 //! relay latches the first source it hears), else a new pair is bound; only when the
-//! range is all bound does a less rested leg serve. A leg waits from the moment its
-//! call's relay is stopped, not from when the relay's task has run to its end: a
-//! stopped relay forwards nothing more, and under load its task may run late (at
-//! 10,000 calls/s, ended calls' relays waiting for the busy worker held every leg).
-//! What arrived while it waited is thrown away before reuse. Creating, binding, registering and closing four sockets
+//! range is all bound does a less rested leg serve. What arrived while it waited is
+//! thrown away before reuse. Creating, binding, registering and closing four sockets
 //! a call was a seventh of a TPO's CPU under load; a reused leg costs a few reads.
 //! Bound legs stay within the open-file limit, [`DESCRIPTORS_KEPT`] kept for the rest
 //! of the process: past it a free leg serves before its rest, as when the range is
 //! all bound.
+//!
+//! A stopped relay reads its sockets no more, even before its task has run to its
+//! end. Legs whose relay task has ended are preferred; when none has, the oldest leg
+//! serves anyway: that happens on a starved runtime (at 10,000 calls/s, with one
+//! worker busy with the SIP core, ended calls' relays waiting to run held every leg
+//! and new calls got 503), where the old task cannot run alongside the new relay.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -87,14 +90,13 @@ struct LegSockets {
 
 impl LegSockets {
     /// True once no relay task holds the sockets any more (it has run to its end).
-    #[cfg(test)]
     fn is_free(&mut self) -> bool {
         Arc::get_mut(&mut self.rtp).is_some() && Arc::get_mut(&mut self.rtcp).is_some()
     }
 
-    /// Idle for at least `rest`.
-    fn has_rested(&self, rest: Duration) -> bool {
-        self.idle_since.is_some_and(|t| t.elapsed() >= rest)
+    /// Free, and idle for at least `rest`.
+    fn has_rested(&mut self, rest: Duration) -> bool {
+        self.idle_since.is_some_and(|t| t.elapsed() >= rest) && self.is_free()
     }
 
     /// Throws away what arrived since the last call let go (late packets of the
@@ -260,10 +262,11 @@ impl RelayAnchor {
     }
 
     /// A leg for a new call: the oldest idle one if it has rested, else a newly bound
-    /// pair, else (no pair left to bind) the oldest idle one.
+    /// pair, else (no pair left to bind) the oldest idle one whose relay task has
+    /// ended, else the oldest idle one (its relay stopped, its task yet to run).
     fn take_leg(&mut self) -> Result<LegSockets, Error> {
         let rest = self.rest;
-        if self.idle.front().is_some_and(|l| l.has_rested(rest))
+        if self.idle.front_mut().is_some_and(|l| l.has_rested(rest))
             && let Some(mut leg) = self.idle.pop_front()
         {
             leg.drain();
@@ -273,7 +276,12 @@ impl RelayAnchor {
             Ok(leg) => return Ok(leg),
             Err(e) => e,
         };
-        match self.idle.pop_front() {
+        // A relay task that has not ended yet is only ever found on a starved runtime
+        // (one worker busy with the SIP core): it cannot run at the same time as this
+        // call's relay, and stopped, it reads nothing more. With workers to spare the
+        // tasks end at once and a free leg is found.
+        let free = self.idle.iter_mut().position(|l| l.is_free()).unwrap_or(0);
+        match self.idle.remove(free) {
             Some(mut leg) => {
                 leg.drain();
                 Ok(leg)
@@ -359,7 +367,8 @@ impl RelayAnchor {
         call.transcode = mapping.transcode;
     }
 
-    /// The idle leg on `port`, if one is waiting, else `port` bound anew.
+    /// The idle leg on `port`, if one is waiting (its relay stopped), else `port`
+    /// bound anew.
     fn take_port(&mut self, port: u16) -> Result<LegSockets, Error> {
         let waiting = self.idle.iter().position(|l| l.port == port);
         if let Some(mut leg) = waiting.and_then(|at| self.idle.remove(at)) {

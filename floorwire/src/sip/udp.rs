@@ -214,6 +214,9 @@ fn spawn_sender(
                 }
             }
         }
+        // The socket is closed before run_udp learns we are done: it returns with the
+        // address free.
+        drop(socket);
         let _ = done.send(());
     })?;
     Ok((outbound, sent))

@@ -72,6 +72,12 @@ pub struct LayerConfig {
     /// absorb retransmissions: two a call for 32 s) are not counted: they are work
     /// done, and counting them capped a sustained call rate at limit / 64 s.
     pub max_server_transactions: usize,
+    /// Transactions alive at once, lingering ones included, before new out-of-dialog
+    /// requests get 503 (in-dialog requests: twice as many): a memory guard against a
+    /// flood of requests answered at once, each of which lingers 32 s. About 1 KB
+    /// each; the default of 2,000,000 is ~2 GB, and a call leaves ~3 for 32 s, so it
+    /// is reached near 20,000 calls/s sustained.
+    pub max_transactions: usize,
     /// Seconds put in Retry-After when shedding load.
     pub retry_after_secs: u32,
     /// Send 100 Trying as soon as an INVITE arrives (§17.2.1 allows it always).
@@ -83,6 +89,7 @@ impl Default for LayerConfig {
         Self {
             timers: TimerConfig::default(),
             max_server_transactions: 200_000,
+            max_transactions: 2_000_000,
             retry_after_secs: 5,
             auto_trying: true,
         }
@@ -396,7 +403,11 @@ impl TransactionLayer {
             true => self.config.max_server_transactions.saturating_mul(2),
             false => self.config.max_server_transactions,
         };
-        if self.server_pending >= limit {
+        let total_limit = match spared {
+            true => self.config.max_transactions.saturating_mul(2),
+            false => self.config.max_transactions,
+        };
+        if self.server_pending >= limit || self.transactions.len() >= total_limit {
             self.stats.rejected_overload += 1;
             let response = with_header(
                 response_to(&request, 503, Some(&Tag::generate())),

@@ -325,6 +325,34 @@ fn answered_transactions_lingering_do_not_count_towards_overload() {
     assert_eq!(layer.len(), 1);
 }
 
+/// Lingering transactions are bounded too, by the total: a flood of requests
+/// answered at once cannot grow the table without limit.
+#[test]
+fn lingering_transactions_are_bounded_by_the_total() {
+    let config = LayerConfig {
+        max_transactions: 2,
+        ..LayerConfig::default()
+    };
+    let mut layer = TransactionLayer::new(config);
+    let t0 = Instant::now();
+    for i in 0..2 {
+        let options = request("OPTIONS", &format!("z9hG4bKtot{i}"), 1);
+        let (_, id) = deliver(&mut layer, t0, &options);
+        let ok = crate::sip::reply::response_to(&options, 200, Some(&crate::sip::Tag::new("u")));
+        layer.respond(t0, id, ok).expect("200");
+        drain(&mut layer);
+    }
+    layer.handle_datagram(
+        t0,
+        addr(UAC),
+        &request("OPTIONS", "z9hG4bKtot2", 1).to_bytes(),
+    );
+    let (t, e) = drain(&mut layer);
+    assert!(e.is_empty());
+    assert_eq!(status_of(&t[0].bytes), Some(503));
+    assert_eq!(layer.len(), 2);
+}
+
 /// Two layers joined by a virtual network that delivers everything in flight.
 struct Pair {
     uac: TransactionLayer,
