@@ -19,6 +19,8 @@ command -v lftp >/dev/null 2>&1 || need+=(lftp)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/sbin/slapd ] || need+=(slapd ldap-utils)
+# promtool and prometheus check deploy/prometheus and scrape the lab (turret-sim's lab test).
+command -v promtool >/dev/null 2>&1 || need_prometheus=1
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need[*]}: run as root so they can be installed with apt-get" >&2
@@ -30,6 +32,17 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ -n "${need_prometheus:-}" ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "missing prometheus (promtool): run as root so it can be installed with apt-get" >&2; exit 1; }
+  log "installing prometheus"
+  export DEBIAN_FRONTEND=noninteractive
+  [ ${#need[@]} -gt 0 ] || apt-get update -qq
+  # Without its recommended node exporter: that one listens on every address's port
+  # 9100, the lab's admin port. The package's own server is not needed running: the
+  # test starts one of its own.
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 # The SIP services ask for a 4 MiB socket receive buffer; a stock Debian caps it at

@@ -324,6 +324,8 @@ fn lab_runs_the_floor_and_stops_cleanly() {
     service::wait_until(Duration::from_secs(5), "tpo-1a sees tpo-1b again", peer_up);
     assert_eq!(post(control, "/services/no-such/stop"), 404);
 
+    prometheus_scrapes_every_service(&lab);
+
     lab.stop();
     // Nothing is left holding the lab's addresses.
     for sip in [
@@ -335,4 +337,116 @@ fn lab_runs_the_floor_and_stops_cleanly() {
         UdpSocket::bind(sip)
             .unwrap_or_else(|e| panic!("{sip} still held after the lab stopped: {e}"));
     }
+}
+
+/// promtool checks deploy/prometheus (the configuration, the alert rules and their
+/// unit tests); then Prometheus, with that configuration and the lab's
+/// prometheus-targets.json, scrapes every service that has an admin port.
+fn prometheus_scrapes_every_service(lab: &common::Lab) {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is required under CI=true (deploy/test.sh installs prometheus)"
+        );
+        eprintln!(
+            "SKIPPING the Prometheus part: apt-get install prometheus; under CI=true this fails"
+        );
+        return;
+    }
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        ["check", "config", "prometheus.yml"],
+        ["test", "rules", "floorwire.rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&deploy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The shipped configuration, scraping each second, with the lab's targets.
+    let dir = lab.dir.join("prometheus");
+    std::fs::create_dir_all(dir.join("targets")).unwrap();
+    let config = std::fs::read_to_string(deploy.join("prometheus.yml"))
+        .unwrap()
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
+    assert!(config.contains("scrape_interval: 1s"));
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    std::fs::copy(
+        deploy.join("floorwire.rules.yml"),
+        dir.join("floorwire.rules.yml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        lab.dir.join("prometheus-targets.json"),
+        dir.join("targets/lab.json"),
+    )
+    .unwrap();
+    let targets: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("targets/lab.json")).unwrap()).unwrap();
+    let jobs: Vec<&str> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["labels"]["job"].as_str().unwrap())
+        .collect();
+    for (job, count) in [("tss", 2), ("tpo", 4), ("sbc", 2)] {
+        assert_eq!(
+            jobs.iter().filter(|j| **j == job).count(),
+            count,
+            "{job} targets in {jobs:?}"
+        );
+    }
+    let listen: SocketAddr = format!("127.0.0.1:{}", service::free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let query = |q: &str| -> Option<Value> {
+        std::net::TcpStream::connect(listen).ok()?;
+        let (status, text) = service::http_get(listen, &format!("/api/v1/query?query={q}"));
+        let body = &text[text.find('{')?..];
+        (status == 200).then(|| serde_json::from_str(body).ok())?
+    };
+    // Every target scraped and up.
+    let up_count = || -> Option<(usize, usize)> {
+        let result = query("up")?["data"]["result"].as_array()?.clone();
+        let up = result.iter().filter(|r| r["value"][1] == "1").count();
+        Some((up, result.len()))
+    };
+    let wanted = Some((jobs.len(), jobs.len()));
+    let waited = std::panic::catch_unwind(|| {
+        service::wait_until(
+            Duration::from_secs(60),
+            "Prometheus to scrape every lab service",
+            || up_count() == wanted,
+        )
+    });
+    let seen = up_count();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        waited.is_ok(),
+        "up (scraped, total): {seen:?}, wanted {wanted:?}; see {}",
+        dir.join("prometheus.log").display()
+    );
 }

@@ -563,6 +563,7 @@ fn prepare(dir: &Path) -> Result<PathBuf, Error> {
         "tss.sqlite3-wal",
         "tss.sqlite3-shm",
         "lab.json",
+        PROMETHEUS_TARGETS,
     ] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
@@ -653,6 +654,30 @@ async fn mint(tss: SocketAddr, ca_file: &Path) -> Result<(Vec<Minted>, i64), Err
         });
     }
     Ok((minted, revision))
+}
+
+/// The lab's Prometheus scrape targets, beside lab.json (deploy/prometheus reads it).
+pub const PROMETHEUS_TARGETS: &str = "prometheus-targets.json";
+
+/// Prometheus file-based service discovery for the lab: each service's admin port
+/// (`/metrics`), labelled with its `job` (kind), `service` name and `dc`.
+fn prometheus_targets(supervisor: &Supervisor) -> Value {
+    let groups: Vec<Value> = supervisor
+        .services
+        .iter()
+        .filter_map(|s| {
+            let admin = supervisor.endpoints(&s.spec.name).remove("admin")?;
+            Some(json!({
+                "targets": [admin],
+                "labels": {
+                    "job": s.kind.as_str(),
+                    "service": s.spec.name,
+                    "dc": if s.kind == Kind::Carrier { "external".to_owned() } else { format!("dc{}", s.dc) },
+                },
+            }))
+        })
+        .collect();
+    Value::Array(groups)
 }
 
 /// The lab.json document (DESIGN.md, "Lab topology").
@@ -780,6 +805,12 @@ pub async fn run(
         &minted,
         control_addr,
     );
+    // Before lab.json: whoever sees lab.json finds the scrape targets too.
+    std::fs::write(
+        dir.join(PROMETHEUS_TARGETS),
+        serde_json::to_vec_pretty(&prometheus_targets(&*supervisor.lock().await))
+            .unwrap_or_default(),
+    )?;
     let path = dir.join("lab.json");
     std::fs::write(
         &path,
