@@ -302,24 +302,13 @@ fn answered_transactions_lingering_do_not_count_towards_overload() {
     let mut layer = TransactionLayer::new(config);
     let t0 = Instant::now();
     for i in 0..3 {
-        let options = request("OPTIONS", &format!("z9hG4bKln{i}"), 1);
-        let (sent, id) = deliver(&mut layer, t0, &options);
+        let sent = answer_options(&mut layer, t0, &format!("z9hG4bKln{i}"));
         assert!(sent.is_empty(), "no 503 for request {i}");
-        let ok = crate::sip::reply::response_to(&options, 200, Some(&crate::sip::Tag::new("u")));
-        layer.respond(t0, id, ok).expect("200");
-        drain(&mut layer);
     }
     assert_eq!(layer.len(), 3, "all three linger for Timer J");
     // One waiting for the TU fills the limit: the next is shed.
     deliver(&mut layer, t0, &request("OPTIONS", "z9hG4bKln3", 1));
-    layer.handle_datagram(
-        t0,
-        addr(UAC),
-        &request("OPTIONS", "z9hG4bKln4", 1).to_bytes(),
-    );
-    let (t, e) = drain(&mut layer);
-    assert!(e.is_empty());
-    assert_eq!(status_of(&t[0].bytes), Some(503));
+    assert_shed(&mut layer, t0, "z9hG4bKln4");
     // Timer J ends the lingering ones; the unanswered one stays.
     let (_, _) = run_clock(&mut layer, t0, Duration::from_secs(33));
     assert_eq!(layer.len(), 1);
@@ -336,21 +325,30 @@ fn lingering_transactions_are_bounded_by_the_total() {
     let mut layer = TransactionLayer::new(config);
     let t0 = Instant::now();
     for i in 0..2 {
-        let options = request("OPTIONS", &format!("z9hG4bKtot{i}"), 1);
-        let (_, id) = deliver(&mut layer, t0, &options);
-        let ok = crate::sip::reply::response_to(&options, 200, Some(&crate::sip::Tag::new("u")));
-        layer.respond(t0, id, ok).expect("200");
-        drain(&mut layer);
+        answer_options(&mut layer, t0, &format!("z9hG4bKtot{i}"));
     }
-    layer.handle_datagram(
-        t0,
-        addr(UAC),
-        &request("OPTIONS", "z9hG4bKtot2", 1).to_bytes(),
-    );
-    let (t, e) = drain(&mut layer);
-    assert!(e.is_empty());
-    assert_eq!(status_of(&t[0].bytes), Some(503));
+    assert_shed(&mut layer, t0, "z9hG4bKtot2");
     assert_eq!(layer.len(), 2);
+}
+
+/// Delivers an OPTIONS with `branch` and answers it 200 (its transaction lingers for
+/// Timer J); returns what the layer sent on delivery.
+fn answer_options(layer: &mut TransactionLayer, now: Instant, branch: &str) -> Vec<Transmit> {
+    let options = request("OPTIONS", branch, 1);
+    let (sent, id) = deliver(layer, now, &options);
+    let ok = crate::sip::reply::response_to(&options, 200, Some(&crate::sip::Tag::new("u")));
+    layer.respond(now, id, ok).expect("200");
+    drain(layer);
+    sent
+}
+
+/// An OPTIONS with `branch` is answered 503 by the layer and never reaches the TU.
+fn assert_shed(layer: &mut TransactionLayer, now: Instant, branch: &str) {
+    let options = request("OPTIONS", branch, 1);
+    layer.handle_datagram(now, addr(UAC), &options.to_bytes());
+    let (t, e) = drain(layer);
+    assert!(e.is_empty(), "{e:?}");
+    assert_eq!(status_of(&t[0].bytes), Some(503));
 }
 
 /// Two layers joined by a virtual network that delivers everything in flight.
