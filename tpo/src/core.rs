@@ -10,7 +10,6 @@ use floorwire::rtp::RelayAnchor;
 use floorwire::sip::Tag;
 use floorwire::sip::auth::{AuthVerdict, DigestServer};
 use floorwire::sip::b2bua::B2bua;
-use floorwire::sip::ids::parse_cseq;
 use floorwire::sip::msg::{Header, Method, Request};
 use floorwire::sip::reply::{response_to, with_header};
 use floorwire::sip::transaction::{Event, TransactionId, TransactionLayer};
@@ -199,10 +198,7 @@ impl TpoCore {
         let refs: Vec<&str> = contact_values.iter().map(String::as_str).collect();
         let parsed = parse_contacts(&refs);
         let expires = header_text(request, "Expires").and_then(|e| e.trim().parse::<u32>().ok());
-        let cseq = header_text(request, "CSeq")
-            .and_then(|c| parse_cseq(&c))
-            .map(|(n, _)| n)
-            .unwrap_or(0);
+        let cseq = ids.cseq.as_ref().map_or(0, |(n, _)| *n);
         let outcome = match parsed {
             Err(reason) => RegisterOutcome::Invalid(reason),
             Ok((wildcard, contacts)) if contacts.is_empty() && !wildcard => {

@@ -242,21 +242,16 @@ where
 /// Wakes a reader blocked on the socket bound to `local` with an empty datagram, so
 /// that it sees it was stopped now rather than within [`READER_WAKE`].
 fn wake_reader(local: SocketAddr) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (loopback, any): (IpAddr, IpAddr) = match local {
+        SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into()),
+        SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into()),
+    };
     let mut target = local;
     if target.ip().is_unspecified() {
-        target.set_ip(match local {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+        target.set_ip(loopback);
     }
-    let from = SocketAddr::new(
-        match local {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        },
-        0,
-    );
-    if let Ok(waker) = std::net::UdpSocket::bind(from) {
+    if let Ok(waker) = std::net::UdpSocket::bind(SocketAddr::new(any, 0)) {
         let _ = waker.send_to(&[], target);
     }
 }

@@ -74,6 +74,17 @@ pub struct LabService {
     pub endpoints: BTreeMap<String, String>,
 }
 
+impl LabService {
+    /// Its data centre as lab.json and the Prometheus targets name it (`dc1`…); the
+    /// carrier stands outside them (`external`).
+    fn dc_label(&self) -> String {
+        match self.kind {
+            Kind::Carrier => "external".to_owned(),
+            _ => format!("dc{}", self.dc),
+        }
+    }
+}
+
 /// Every service of the lab, in start order, and the processes running.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -672,7 +683,7 @@ fn prometheus_targets(supervisor: &Supervisor) -> Value {
                 "labels": {
                     "job": s.kind.as_str(),
                     "service": s.spec.name,
-                    "dc": if s.kind == Kind::Carrier { "external".to_owned() } else { format!("dc{}", s.dc) },
+                    "dc": s.dc_label(),
                 },
             }))
         })
@@ -693,7 +704,7 @@ fn lab_json(
             s.spec.name.clone(),
             json!({
                 "kind": s.kind.as_str(),
-                "dc": if s.kind == Kind::Carrier { "external".to_owned() } else { format!("dc{}", s.dc) },
+                "dc": s.dc_label(),
                 "endpoints": supervisor.endpoints(&s.spec.name),
                 "log": s.spec.log.display().to_string(),
             }),

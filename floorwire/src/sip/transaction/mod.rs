@@ -399,15 +399,13 @@ impl TransactionLayer {
         // the limit: under load, calls can still end or be cancelled while new ones are
         // refused.
         let spared = ids.to_tag.is_some() || request.method == Method::Cancel;
-        let limit = match spared {
-            true => self.config.max_server_transactions.saturating_mul(2),
-            false => self.config.max_server_transactions,
+        let allowance = |limit: usize| match spared {
+            true => limit.saturating_mul(2),
+            false => limit,
         };
-        let total_limit = match spared {
-            true => self.config.max_transactions.saturating_mul(2),
-            false => self.config.max_transactions,
-        };
-        if self.server_pending >= limit || self.transactions.len() >= total_limit {
+        if self.server_pending >= allowance(self.config.max_server_transactions)
+            || self.transactions.len() >= allowance(self.config.max_transactions)
+        {
             self.stats.rejected_overload += 1;
             let response = with_header(
                 response_to(&request, 503, Some(&Tag::generate())),
