@@ -81,6 +81,7 @@ impl TpoCore {
         self.metrics
             .rtp_port_pairs_free
             .set(self.calls.media().ports_available() as i64);
+        self.metrics.rtp_calls.set(self.calls.media().len() as i64);
     }
 
     fn bindings(&self) -> std::sync::MutexGuard<'_, Registrar> {

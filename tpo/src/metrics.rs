@@ -12,6 +12,8 @@ pub struct TpoMetrics {
     pub peer_up: IntGaugeVec,
     /// RTP port pairs free in the relay's range.
     pub rtp_port_pairs_free: IntGauge,
+    /// Calls holding RTP legs in the relay (should follow the B2BUA's calls).
+    pub rtp_calls: IntGauge,
     /// Bytes the process has allocated and not freed (jemalloc's `stats.allocated`).
     pub heap_allocated: IntGauge,
     /// `floorwire_tpo_calls_*` from the B2BUA core.
@@ -96,6 +98,10 @@ impl TpoMetrics {
             rtp_port_pairs_free: gauge(
                 "floorwire_tpo_rtp_port_pairs_free",
                 "RTP port pairs (RTP and RTCP) free in the relay's range",
+            )?,
+            rtp_calls: gauge(
+                "floorwire_tpo_rtp_calls",
+                "calls holding two RTP legs (port pairs) in the relay",
             )?,
             calls: floorwire::sip::metrics::CallMetrics::register(registry, "floorwire_tpo")?,
             registrations,

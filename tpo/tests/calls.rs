@@ -639,8 +639,25 @@ fn ten_thousand_calls_leave_no_port_state_or_memory_behind() {
         f64::from(2 * CALLS)
     );
     // Every port pair back in the pool, no per-call state left in the B2BUA.
-    assert_eq!(metric("floorwire_tpo_rtp_port_pairs_free"), 500.0);
-    assert_eq!(metric("floorwire_tpo_calls_state_entries"), 0.0);
+    let state = [
+        "floorwire_tpo_rtp_port_pairs_free",
+        "floorwire_tpo_rtp_calls",
+        "floorwire_tpo_calls_state_entries",
+        "floorwire_tpo_calls_active",
+        "floorwire_sip_transactions",
+    ]
+    .map(|name| format!("{name} {}", metric(name)));
+    assert_eq!(
+        metric("floorwire_tpo_rtp_port_pairs_free"),
+        500.0,
+        "ports left behind: {state:?}"
+    );
+    assert_eq!(metric("floorwire_tpo_rtp_calls"), 0.0, "{state:?}");
+    assert_eq!(
+        metric("floorwire_tpo_calls_state_entries"),
+        0.0,
+        "{state:?}"
+    );
     // Memory: the heap in use after the measured 10,000 calls may not exceed what it
     // was after the first 10,000 by 300 bytes a call (3 MB in all; jemalloc's figure
     // moves by about 1 MB between runs as thread caches flush). A leaked call
