@@ -85,7 +85,7 @@ impl Dialog {
     /// The UAC's dialog from its INVITE and a 1xx/2xx response carrying a To tag
     /// (§12.1.2): route set is the Record-Route reversed.
     pub fn from_uac(request: &Request, response: &Response) -> Result<Self, Error> {
-        let ids = MessageIds::of(response);
+        let ids = MessageIds::of_dialog(response);
         let remote_tag = ids
             .to_tag
             .ok_or_else(|| Error::Dialog("response without To tag".into()))?;
@@ -95,7 +95,7 @@ impl Dialog {
         let call_id = ids
             .call_id
             .ok_or_else(|| Error::Dialog("no Call-ID".into()))?;
-        let (local_seq, _) = MessageIds::of(request)
+        let (local_seq, _) = MessageIds::of_dialog(request)
             .cseq
             .ok_or_else(|| Error::Dialog("no CSeq".into()))?;
         let mut route_set = record_routes(&response.headers);
@@ -128,7 +128,7 @@ impl Dialog {
     /// The UAS's dialog from an INVITE it answers with `local_tag` and `local_contact`
     /// (§12.1.1): route set is the Record-Route in order.
     pub fn from_uas(request: &Request, local_tag: Tag, local_contact: &str) -> Result<Self, Error> {
-        let ids = MessageIds::of(request);
+        let ids = MessageIds::of_dialog(request);
         let remote_tag = ids
             .from_tag
             .ok_or_else(|| Error::Dialog("request without From tag".into()))?;
@@ -172,7 +172,7 @@ impl Dialog {
     /// one is refused with 500; a target refresh (re-INVITE, UPDATE) updates the remote
     /// target.
     pub fn receive_request(&mut self, request: &Request) -> Result<(), u16> {
-        let (seq, _) = MessageIds::of(request).cseq.ok_or(400u16)?;
+        let (seq, _) = MessageIds::of_dialog(request).cseq.ok_or(400u16)?;
         if request.method != Method::Ack {
             if let Some(last) = self.remote_seq
                 && seq <= last

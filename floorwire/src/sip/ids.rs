@@ -91,6 +91,17 @@ pub struct MessageIds {
 impl MessageIds {
     /// Reads the identifiers of a message's headers.
     pub fn of(message: &impl HasHeaders) -> Self {
+        Self::read(message, true)
+    }
+
+    /// The dialog's identifiers only (Call-ID, tags, CSeq): `branch` and `sent_by` stay
+    /// `None`, the top Via is not read (the costly part, for a dialog that needs none of
+    /// it).
+    pub fn of_dialog(message: &impl HasHeaders) -> Self {
+        Self::read(message, false)
+    }
+
+    fn read(message: &impl HasHeaders, via: bool) -> Self {
         let mut ids = Self::default();
         for header in message.headers().iter() {
             match header {
@@ -100,7 +111,7 @@ impl MessageIds {
                 Header::From(v) if ids.from_tag.is_none() => ids.from_tag = tag_of(v.value()),
                 Header::To(v) if ids.to_tag.is_none() => ids.to_tag = tag_of(v.value()),
                 Header::CSeq(v) if ids.cseq.is_none() => ids.cseq = parse_cseq(v.value()),
-                Header::Via(v) if ids.branch.is_none() && ids.sent_by.is_none() => {
+                Header::Via(v) if via && ids.branch.is_none() && ids.sent_by.is_none() => {
                     let top = super::syntax::split_list(v.value())
                         .next()
                         .unwrap_or_default();

@@ -293,7 +293,7 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
             Header::CallId(v) => {
                 counts[3] += 1;
                 let value = v.value();
-                if value.is_empty() || value.contains([' ', '\t', ',']) {
+                if value.is_empty() || value.bytes().any(|b| matches!(b, b' ' | b'\t' | b',')) {
                     return Err(format!("Call-ID {value:?} malformed"));
                 }
             }

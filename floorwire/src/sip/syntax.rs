@@ -8,12 +8,27 @@
 
 /// RFC 3261 `token` characters.
 pub fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+    u8::try_from(c).is_ok_and(is_token_byte)
+}
+
+/// RFC 3261 `token` bytes (all ASCII): a match, not a search of the punctuation list,
+/// as every header check calls it for every character of every token.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(is_token_char)
+    !s.is_empty() && s.bytes().all(is_token_byte)
+}
+
+/// True when `s` holds a space or a tab.
+fn has_whitespace(s: &str) -> bool {
+    s.bytes().any(|b| b == b' ' || b == b'\t')
 }
 
 /// Splits a header value on commas that are outside quotes and `< >`; each part is
@@ -116,7 +131,7 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
     if let Some(inner) = rest.strip_prefix('<') {
         let close = inner.find('>').ok_or("missing '>'")?;
         let uri = &inner[..close];
-        if uri.is_empty() || uri.contains([' ', '\t']) {
+        if uri.is_empty() || has_whitespace(uri) {
             return Err(format!("whitespace inside <{uri}>"));
         }
         let params = inner[close + 1..].trim();
@@ -136,10 +151,10 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
             Some(i) => (rest[..i].trim(), rest[i..].trim()),
             None => (rest.trim(), ""),
         };
-        if uri.is_empty() || uri.contains([' ', '\t', '<', '>']) {
+        if uri.is_empty() || has_whitespace(uri) || uri.bytes().any(|b| b == b'<' || b == b'>') {
             return Err(format!("malformed URI {uri:?}"));
         }
-        if uri.contains(['?', ',']) {
+        if uri.bytes().any(|b| b == b'?' || b == b',') {
             return Err(format!(
                 "URI {uri:?} with '?' or ',' must be enclosed in <>"
             ));
