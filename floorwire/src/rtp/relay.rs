@@ -232,10 +232,16 @@ impl Relay {
         // Where each endpoint sends RTCP from, once it has.
         let mut rtcp_from_a: Option<SocketAddr> = None;
         let mut rtcp_from_b: Option<SocketAddr> = None;
+        // Stopped, or the service shutting down: either way nothing more is read.
+        let over = {
+            let shutdown = shutdown.clone();
+            let shared = shared.clone();
+            move || shared.is_stopped() || shutdown.is_cancelled()
+        };
         let shutdown = shutdown.cancelled_owned();
         tokio::pin!(shutdown);
         loop {
-            if shared.is_stopped() {
+            if over() {
                 return;
             }
             let version = shared.version.load(Ordering::Acquire);
@@ -262,7 +268,7 @@ impl Relay {
             };
             let Ok(ready) = ready else { continue };
             // Stopped while waiting: what arrived is for the legs' next call.
-            if shared.is_stopped() {
+            if over() {
                 return;
             }
             let socket = match ready {
