@@ -261,22 +261,16 @@ impl Relay {
             let ready = tokio::select! {
                 _ = &mut shutdown => return,
                 _ = shared.changed.notified() => continue,
-                r = readable(Some(&self.leg_a)) => r.map(|()| Socket::RtpA),
-                r = readable(Some(&self.leg_b)) => r.map(|()| Socket::RtpB),
-                r = readable(rtcp_a) => r.map(|()| Socket::RtcpA),
-                r = readable(rtcp_b) => r.map(|()| Socket::RtcpB),
+                r = readable(Some(&self.leg_a)) => r.map(|s| (Socket::RtpA, s)),
+                r = readable(Some(&self.leg_b)) => r.map(|s| (Socket::RtpB, s)),
+                r = readable(rtcp_a) => r.map(|s| (Socket::RtcpA, s)),
+                r = readable(rtcp_b) => r.map(|s| (Socket::RtcpB, s)),
             };
-            let Ok(ready) = ready else { continue };
+            let Ok((ready, socket)) = ready else { continue };
             // Stopped while waiting: what arrived is for the legs' next call.
             if over() {
                 return;
             }
-            let socket = match ready {
-                Socket::RtpA => &*self.leg_a,
-                Socket::RtpB => &*self.leg_b,
-                Socket::RtcpA => rtcp_a.unwrap_or(&self.leg_a),
-                Socket::RtcpB => rtcp_b.unwrap_or(&self.leg_b),
-            };
             if buf.is_empty() {
                 buf.resize(PACKET_BUFFER, 0);
             }
@@ -394,11 +388,11 @@ fn pass_rtcp(
 /// Size of the relay's packet buffer: more than any RTP packet on an Ethernet path.
 const PACKET_BUFFER: usize = 2048;
 
-/// Waits until `socket` has a datagram to read; never ready without a socket (no
-/// RTCP passed).
-async fn readable(socket: Option<&UdpSocket>) -> std::io::Result<()> {
+/// Waits until `socket` has a datagram to read, and gives it back; never ready
+/// without a socket (no RTCP passed).
+async fn readable(socket: Option<&UdpSocket>) -> std::io::Result<&UdpSocket> {
     match socket {
-        Some(socket) => socket.readable().await,
+        Some(socket) => socket.readable().await.map(|()| socket),
         None => std::future::pending().await,
     }
 }

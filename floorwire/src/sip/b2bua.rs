@@ -1837,15 +1837,13 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let Some(b) = c.branches.get_mut(branch) else {
             return;
         };
-        if b.invite.is_none() {
-            return;
-        }
-        b.status = Some(response.status_code.code());
-        let (destination, cseq) = (b.fork.destination, b.cseq);
         let Some((_, invite)) = &b.invite else {
             return;
         };
-        let mut dialog = match Dialog::from_uac(invite, &response) {
+        let dialog = Dialog::from_uac(invite, &response);
+        b.status = Some(response.status_code.code());
+        let (destination, cseq) = (b.fork.destination, b.cseq);
+        let mut dialog = match dialog {
             Ok(d) => d,
             Err(e) => {
                 // No To tag or no Contact: no dialog to ACK or hang up.
