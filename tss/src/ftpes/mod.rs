@@ -409,10 +409,29 @@ impl Gate {
         pending: &mut Option<PendingData>,
     ) -> std::io::Result<u16> {
         // One waiting passive port per session: a new PASV/EPSV closes the unused one,
-        // so a session cannot drain the public range.
-        if let Some(previous) = pending.take() {
+        // so a session cannot drain the public range. It closes once the new port is
+        // bound, so the new port is never the one just given up (a client still
+        // connecting to the old one cannot reach the new transfer).
+        let previous = pending.take();
+        let answer = self.passive_answer(upstream, verb, ends, pending).await;
+        if let Some(previous) = previous {
             previous.release_unused();
         }
+        let (answer, code) = answer?;
+        client.get_mut().write_all(answer.as_bytes()).await?;
+        client.get_mut().flush().await?;
+        Ok(gate::final_code(answer.lines().last().unwrap_or_default()).unwrap_or(code))
+    }
+
+    /// The file server's answer to PASV/EPSV, with its data port replaced by a public
+    /// one bound here (a new `pending`), and its code.
+    async fn passive_answer(
+        &self,
+        upstream: &mut BufStream<TcpStream>,
+        verb: &str,
+        ends: Ends,
+        pending: &mut Option<PendingData>,
+    ) -> std::io::Result<(String, u16)> {
         let mut reply = Vec::new();
         let code = read_reply(upstream, &mut reply).await?;
         let text = String::from_utf8_lossy(&reply).into_owned();
@@ -457,9 +476,7 @@ impl Gate {
             },
             _ => text,
         };
-        client.get_mut().write_all(answer.as_bytes()).await?;
-        client.get_mut().flush().await?;
-        Ok(gate::final_code(answer.lines().last().unwrap_or_default()).unwrap_or(code))
+        Ok((answer, code))
     }
 
     async fn session(&self, client: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
