@@ -323,11 +323,11 @@ impl RelayAnchor {
                 }
             }
         }
-        Err(self
-            .pool
-            .allocate()
-            .err()
-            .unwrap_or(Error::PortsExhausted { first: 0, last: 0 }))
+        // Every pair left is busy (each went back to the pool above): none to hand out.
+        Err(Error::PortsExhausted {
+            first: self.pool.first(),
+            last: self.pool.last(),
+        })
     }
 
     fn release(&mut self, call: AnchoredCall) {
@@ -671,6 +671,42 @@ mod tests {
         assert_eq!((c, d), (a, b));
         assert!(anchor.open(3).is_err(), "no pair left");
         anchor.close(2);
+        shutdown.cancel();
+    }
+
+    /// The last unbound pair held by another process: the call is refused and the
+    /// pair stays in the pool (it was once taken for good by the refusal itself).
+    #[tokio::test]
+    async fn a_busy_last_pair_is_refused_not_lost() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let shutdown = CancellationToken::new();
+        // Three pairs; the third is held by someone else.
+        let held = std::net::UdpSocket::bind("127.0.0.1:47504").expect("hold 47504");
+        let mut anchor = RelayAnchor::new(ip, 47500, 47505, shutdown.clone()).expect("pool");
+        anchor.set_leg_rest(Duration::from_secs(3600));
+        assert_eq!(anchor.ports_available(), 3);
+        let (a, b) = anchor.open(1).expect("open");
+        assert_eq!(anchor.ports_available(), 1);
+        assert!(matches!(
+            anchor.open(2),
+            Err(Error::PortsExhausted {
+                first: 47500,
+                last: 47505
+            })
+        ));
+        assert_eq!(
+            anchor.ports_available(),
+            1,
+            "the busy pair is still counted"
+        );
+        relay_and_end(&mut anchor, 1, (a, b)).await;
+        assert_eq!(anchor.ports_available(), 3);
+        // Let go by the other process, the pair serves a call.
+        drop(held);
+        let (c, _) = anchor.open(3).expect("open");
+        assert_eq!(c.port(), 47504);
+        anchor.close(3);
+        assert_eq!(anchor.ports_available(), 3);
         shutdown.cancel();
     }
 }

@@ -2,10 +2,6 @@
 //! RTCP (RFC 3550 §11), handed out round-robin so a released port rests before reuse.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-
-use tokio::net::UdpSocket;
 
 use crate::error::Error;
 
@@ -45,6 +41,16 @@ impl PortPool {
         self.in_use.len()
     }
 
+    /// The range's first port, as configured.
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+
+    /// The range's last port, as configured.
+    pub fn last(&self) -> u16 {
+        self.last
+    }
+
     /// Takes the next free RTP port.
     pub fn allocate(&mut self) -> Result<u16, Error> {
         let port = self.free.pop_front().ok_or(Error::PortsExhausted {
@@ -76,56 +82,6 @@ impl PortPool {
     }
 }
 
-/// An RTP/RTCP socket pair bound from a shared pool; the port goes back when dropped.
-#[derive(Debug)]
-pub struct BoundPair {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
-    pool: Arc<Mutex<PortPool>>,
-    port: u16,
-}
-
-impl BoundPair {
-    /// Binds the next pair on `ip` whose two ports are both free at the OS level;
-    /// ports another process holds are skipped (and stay out of the pool until
-    /// released by nobody: they are not returned).
-    pub async fn bind(pool: &Arc<Mutex<PortPool>>, ip: IpAddr) -> Result<Self, Error> {
-        let attempts = pool.lock().map(|p| p.available()).unwrap_or(0);
-        for _ in 0..attempts {
-            let port = pool
-                .lock()
-                .map_err(|_| Error::Io(std::io::Error::other("port pool poisoned")))?
-                .allocate()?;
-            let rtp = UdpSocket::bind(SocketAddr::new(ip, port)).await;
-            let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await;
-            if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
-                return Ok(Self {
-                    rtp,
-                    rtcp,
-                    pool: pool.clone(),
-                    port,
-                });
-            }
-            tracing::debug!(port, "RTP port busy, trying the next pair");
-        }
-        let (first, last) = pool.lock().map(|p| (p.first, p.last)).unwrap_or((0, 0));
-        Err(Error::PortsExhausted { first, last })
-    }
-
-    /// The RTP port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-impl Drop for BoundPair {
-    fn drop(&mut self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.release(self.port);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,23 +97,5 @@ mod tests {
         assert_eq!(pool.allocate().expect("c"), 11006);
         assert_eq!(pool.allocate().expect("d"), 11002);
         assert!(pool.allocate().is_err());
-    }
-
-    #[tokio::test]
-    async fn bind_skips_busy_ports_and_returns_on_drop() {
-        let busy = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = busy.local_addr().expect("addr").port() & !1;
-        let pool = Arc::new(Mutex::new(PortPool::new(port, port + 5).expect("pool")));
-        // Hold both ports of the first pair so it must be skipped.
-        let _hold = std::net::UdpSocket::bind(("127.0.0.1", port));
-        let _hold1 = std::net::UdpSocket::bind(("127.0.0.1", port + 1));
-        let pair = BoundPair::bind(&pool, "127.0.0.1".parse().expect("ip"))
-            .await
-            .expect("a free pair above the busy one");
-        assert_ne!(pair.port(), port);
-        assert_eq!(pair.port() % 2, 0);
-        let before = pool.lock().expect("lock").available();
-        drop(pair);
-        assert_eq!(pool.lock().expect("lock").available(), before + 1);
     }
 }
