@@ -16,13 +16,15 @@
 # Environment: PATHS="kamailio tpo" (which paths to run, both by default), MEMORY=0 to
 # skip the memory part, TPO_LOG=FILTER for the TPO's RUST_LOG (warn), PERF=FILE to record a perf profile of the TPO's runs in FILE.
 # PERF_GRAPH="--call-graph dwarf" for call graphs through code without frame pointers.
+# TPO_BIN=PATH runs that tpo binary instead of building this tree's (A/B of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}
 PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
-cargo build --quiet --release -p tpo
+TPO_BIN=${TPO_BIN:-}
+[ -n "$TPO_BIN" ] || { cargo build --quiet --release -p tpo; TPO_BIN=target/release/tpo; }
 command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
 # perf, when there, times the SIPp uac's CPU (it exits before /proc could tell).
 uac_timer=()
@@ -64,7 +66,7 @@ start_tpo() {
   TPO__TSS__URL=http://127.0.20.9:8080 TPO__TSS__TOKEN=bench TPO__TSS__POLL_INTERVAL_MS=2000 \
   TPO__CALL_RECORDS__SPOOL_DIR="$work/spool" TPO__CALLS__MAX_CALLS=100000 \
   TPO__MEDIA__FIRST_PORT=20000 TPO__MEDIA__LAST_PORT=59999 TPO__MEDIA__RTP_TIMEOUT_SECS=0 \
-  RUST_LOG=${TPO_LOG:-warn} target/release/tpo serve > "$work/tpo.txt" 2>&1 &
+  RUST_LOG=${TPO_LOG:-warn} "$TPO_BIN" serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
   until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
   for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "1" ] && break; sleep 0.1; done

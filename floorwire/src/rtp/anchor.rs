@@ -99,23 +99,42 @@ impl LegSockets {
         self.idle_since.is_some_and(|t| t.elapsed() >= rest) && self.is_free()
     }
 
-    /// Throws away what arrived since the last call let go (late packets of the
-    /// previous endpoints), so the next call's latch sees only its own.
-    /// Reads the kernel's queue directly: tokio's `try_recv_from` would skip the read
-    /// when the reactor has not yet seen the socket readable. At most `DRAIN_READS`
-    /// a socket, so a flood cannot hold the caller.
-    fn drain(&mut self) {
-        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
-        for socket in [&self.rtp, &self.rtcp] {
-            let raw = socket2::SockRef::from(&**socket);
-            for _ in 0..DRAIN_READS {
-                if raw.recv_from(&mut scratch).is_err() {
-                    break;
-                }
+    /// True for a leg that served a call and has not been emptied since.
+    fn needs_draining(&self) -> bool {
+        self.idle_since.is_some()
+    }
+}
+
+/// Throws away what arrived at a new call's legs since their last call let go (late
+/// packets of the previous endpoints), so the call's latch sees only its own. One
+/// `poll(2)` over the four sockets finds those with something queued (usually none),
+/// and only those are read. Reads the kernel's queue directly: tokio's
+/// `try_recv_from` would skip the read when the reactor has not yet seen the socket
+/// readable. At most `DRAIN_READS` a socket, so a flood cannot hold the caller.
+fn drain(a: &mut LegSockets, b: &mut LegSockets) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    if !a.needs_draining() && !b.needs_draining() {
+        return;
+    }
+    let sockets = [&*a.rtp, &*a.rtcp, &*b.rtp, &*b.rtcp];
+    let mut fds = sockets.map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN));
+    // A failed poll reads every socket, as if each had something.
+    let polled = poll(&mut fds, PollTimeout::ZERO).is_ok();
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    for (socket, fd) in sockets.iter().zip(&fds) {
+        if polled && fd.revents().is_some_and(|r| r.is_empty()) {
+            continue;
+        }
+        let raw = socket2::SockRef::from(*socket);
+        for _ in 0..DRAIN_READS {
+            if raw.recv_from(&mut scratch).is_err() {
+                break;
             }
         }
-        self.idle_since = None;
     }
+    a.idle_since = None;
+    b.idle_since = None;
 }
 
 /// How long an ended call's leg waits before a new call gets it, while unbound ports
@@ -267,9 +286,8 @@ impl RelayAnchor {
     fn take_leg(&mut self) -> Result<LegSockets, Error> {
         let rest = self.rest;
         if self.idle.front_mut().is_some_and(|l| l.has_rested(rest))
-            && let Some(mut leg) = self.idle.pop_front()
+            && let Some(leg) = self.idle.pop_front()
         {
-            leg.drain();
             return Ok(leg);
         }
         let unbound = match self.bind_next() {
@@ -281,13 +299,7 @@ impl RelayAnchor {
         // call's relay, and stopped, it reads nothing more. With workers to spare the
         // tasks end at once and a free leg is found.
         let free = self.idle.iter_mut().position(|l| l.is_free()).unwrap_or(0);
-        match self.idle.remove(free) {
-            Some(mut leg) => {
-                leg.drain();
-                Ok(leg)
-            }
-            None => Err(unbound),
-        }
+        self.idle.remove(free).ok_or(unbound)
     }
 
     /// The next pool pair that binds; busy pairs (another process) are skipped and go
@@ -371,8 +383,7 @@ impl RelayAnchor {
     /// bound anew.
     fn take_port(&mut self, port: u16) -> Result<LegSockets, Error> {
         let waiting = self.idle.iter().position(|l| l.port == port);
-        if let Some(mut leg) = waiting.and_then(|at| self.idle.remove(at)) {
-            leg.drain();
+        if let Some(leg) = waiting.and_then(|at| self.idle.remove(at)) {
             return Ok(leg);
         }
         if !self.pool.reserve(port) {
@@ -390,14 +401,15 @@ impl RelayAnchor {
 
 impl MediaAnchor for RelayAnchor {
     fn open(&mut self, call: u64) -> Result<(SocketAddr, SocketAddr), Error> {
-        let a = self.take_leg()?;
-        let b = match self.take_leg() {
+        let mut a = self.take_leg()?;
+        let mut b = match self.take_leg() {
             Ok(b) => b,
             Err(e) => {
                 self.park(a);
                 return Err(e);
             }
         };
+        drain(&mut a, &mut b);
         let local = (
             SocketAddr::new(self.ip, a.port),
             SocketAddr::new(self.ip, b.port),
@@ -429,14 +441,15 @@ impl MediaAnchor for RelayAnchor {
     }
 
     fn restore(&mut self, call: u64, mapping: &MediaMapping) -> Result<(), Error> {
-        let a = self.take_port(mapping.a_local.port())?;
-        let b = match self.take_port(mapping.b_local.port()) {
+        let mut a = self.take_port(mapping.a_local.port())?;
+        let mut b = match self.take_port(mapping.b_local.port()) {
             Ok(b) => b,
             Err(e) => {
                 self.park(a);
                 return Err(e);
             }
         };
+        drain(&mut a, &mut b);
         let mut anchored = AnchoredCall {
             a,
             b,

@@ -112,13 +112,8 @@ impl MessageIds {
                 Header::To(v) if ids.to_tag.is_none() => ids.to_tag = tag_of(v.value()),
                 Header::CSeq(v) if ids.cseq.is_none() => ids.cseq = parse_cseq(v.value()),
                 Header::Via(v) if via && ids.branch.is_none() && ids.sent_by.is_none() => {
-                    let top = super::syntax::split_list(v.value())
-                        .next()
-                        .unwrap_or_default();
-                    let (head, params) = top.split_once(';').unwrap_or((top, ""));
-                    ids.branch = super::syntax::header_param(params, "branch")
-                        .filter(|b| !b.is_empty())
-                        .map(Branch::new);
+                    let (head, params) = top_via(v.value());
+                    ids.branch = branch_in(params);
                     ids.sent_by = head
                         .rsplit('/')
                         .next()
@@ -139,6 +134,29 @@ pub fn to_tag(message: &impl HasHeaders) -> Option<Tag> {
         Header::To(v) => Some(tag_of(v.value())),
         _ => None,
     })?
+}
+
+/// The branch of a message's top Via, reading that header only.
+pub fn top_branch(message: &impl HasHeaders) -> Option<Branch> {
+    let via = message.headers().iter().find_map(|h| match h {
+        Header::Via(v) => Some(v.value()),
+        _ => None,
+    })?;
+    branch_in(top_via(via).1)
+}
+
+/// The first value of a Via header, split at its parameters: (sent-protocol and
+/// sent-by, parameters).
+fn top_via(value: &str) -> (&str, &str) {
+    let top = super::syntax::split_list(value).next().unwrap_or_default();
+    top.split_once(';').unwrap_or((top, ""))
+}
+
+/// The non-empty `branch` among a Via value's parameters.
+fn branch_in(params: &str) -> Option<Branch> {
+    super::syntax::header_param(params, "branch")
+        .filter(|b| !b.is_empty())
+        .map(Branch::new)
 }
 
 /// The Call-ID and CSeq number of a message, reading those two headers only.

@@ -41,17 +41,36 @@ pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Resp
     }
 }
 
+/// What of `request` a response to it copies (§8.2.6.2): method, Request-URI and
+/// version, and its Via, From, To, Call-ID and CSeq headers; no body. A server
+/// transaction keeps this much to answer later, not the whole request.
+pub fn response_head(request: &Request) -> Request {
+    let mut headers = Headers::default();
+    for header in request.headers.iter() {
+        if matches!(
+            header,
+            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
+        ) {
+            headers.push(header.clone());
+        }
+    }
+    Request {
+        method: request.method.clone(),
+        uri: request.uri.clone(),
+        version: request.version.clone(),
+        headers,
+        body: Vec::new(),
+    }
+}
+
 /// Adds a header to a response, before Content-Length.
 pub fn with_header(mut response: Response, header: Header) -> Response {
-    let len = response.headers.len();
-    let mut all: Vec<Header> = response.headers.iter().cloned().collect();
+    let all = &mut response.headers.0;
     let at = all
         .iter()
         .position(|h| matches!(h, Header::ContentLength(_)))
-        .unwrap_or(len);
+        .unwrap_or(all.len());
     all.insert(at, header);
-    response.headers = Headers::default();
-    response.headers.extend(all);
     response
 }
 

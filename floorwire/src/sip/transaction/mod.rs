@@ -33,7 +33,7 @@ use rsipstack::sip::{
 use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{MessageIds, Tag};
 use super::ingress::{Inbound, parse_datagram};
-use super::reply::{response_to, with_header};
+use super::reply::{response_head, response_to, with_header};
 use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
 
@@ -215,10 +215,11 @@ struct Transaction {
     invite: bool,
     /// Where our messages for this transaction go.
     peer: SocketAddr,
-    /// The request. A transaction lets go of it once its final response is sent
-    /// (server) or received (client): what lingers for Timers J/L/M/D/K is the key and
-    /// at most the bytes to resend (a response, an ACK), so 64·T1 of lingering state
-    /// stays small.
+    /// The request: whole for a client (CANCEL and ACK are built from it), what a
+    /// response copies for a server ([`response_head`]). A transaction lets go of it
+    /// once its final response is sent (server) or received (client): what lingers for
+    /// Timers J/L/M/D/K is the key and at most the bytes to resend (a response, an
+    /// ACK), so 64·T1 of lingering state stays small.
     request: Option<Request>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
     accepted_key: Option<(String, u32)>,
@@ -425,7 +426,7 @@ impl TransactionLayer {
             }),
             invite,
             peer: source,
-            request: Some(request.clone()),
+            request: Some(response_head(&request)),
             accepted_key: None,
             last_sent: None,
             last_status: 0,
@@ -658,7 +659,15 @@ impl TransactionLayer {
                 limit: MAX_DATAGRAM,
             });
         }
-        let ids = MessageIds::of(&request);
+        // Our own request: its branch is all a client key needs (§17.1.3); a request
+        // without an RFC 3261 branch is keyed the long way.
+        let ids = match crate::sip::ids::top_branch(&request) {
+            Some(branch) if branch.is_rfc3261() => MessageIds {
+                branch: Some(branch),
+                ..MessageIds::default()
+            },
+            _ => MessageIds::of(&request),
+        };
         let method = request.method.to_string();
         let key = Key::of(&ids, &method, false).ok_or_else(|| {
             Error::MalformedSip("request lacks Via branch, Call-ID or CSeq".into())
