@@ -55,9 +55,9 @@ pub fn response_head(request: &Request) -> Request {
         }
     }
     Request {
-        method: request.method.clone(),
+        method: request.method,
         uri: request.uri.clone(),
-        version: request.version.clone(),
+        version: request.version,
         headers,
         body: Vec::new(),
     }
