@@ -137,6 +137,10 @@ fn drain(a: &mut LegSockets, b: &mut LegSockets) {
     b.idle_since = None;
 }
 
+/// How many of the oldest resting legs are looked at for one whose relay task has
+/// ended, when a leg must be reused before its rest is over.
+const FREE_LEG_SEARCH: usize = 16;
+
 /// How long an ended call's leg waits before a new call gets it, while unbound ports
 /// remain: the old far end may still send for a moment (it has not had our BYE yet).
 pub const LEG_REST: Duration = Duration::from_secs(2);
@@ -298,7 +302,13 @@ impl RelayAnchor {
         // (one worker busy with the SIP core): it cannot run at the same time as this
         // call's relay, and stopped, it reads nothing more. With workers to spare the
         // tasks end at once and a free leg is found.
-        let free = self.idle.iter_mut().position(|l| l.is_free()).unwrap_or(0);
+        // The search is bounded: past the first few, the oldest leg will do.
+        let free = self
+            .idle
+            .iter_mut()
+            .take(FREE_LEG_SEARCH)
+            .position(|l| l.is_free())
+            .unwrap_or(0);
         self.idle.remove(free).ok_or(unbound)
     }
 

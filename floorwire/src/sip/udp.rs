@@ -110,6 +110,7 @@ pub async fn run_udp<U: TransactionUser>(
         reader.run(socket, reader_stop)
     })?;
     let mut layer = TransactionLayer::new(config.layer);
+    let mut last_yield = Instant::now();
     loop {
         let deadline = match (layer.poll_timeout(), user.next_timer()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -169,6 +170,14 @@ pub async fn run_udp<U: TransactionUser>(
         if !transmits.is_empty() && outbound.send(transmits).is_err() {
             tracing::error!("SIP sender thread gone");
             break;
+        }
+        // Under sustained load every receive finds a batch and this task would keep
+        // its worker: the media relays sharing the runtime would wait for tokio's
+        // budget to run out (hundreds of milliseconds at thousands of calls a second:
+        // RTP held back, ended calls' legs not let go). Yield at least this often.
+        if last_yield.elapsed() >= YIELD_EVERY {
+            tokio::task::yield_now().await;
+            last_yield = Instant::now();
         }
         // A core that holds on to one round this long makes peers retransmit (T1).
         let busy = now.elapsed();
@@ -278,6 +287,10 @@ fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) {
 
 /// A round of the core (events handled, answers sent) longer than this is logged.
 const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The core lets other tasks on its runtime (media relays, above all) run at least
+/// this often: a few milliseconds of RTP delay at most, against a 20 ms packet time.
+const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn feed(
     layer: &mut TransactionLayer,
