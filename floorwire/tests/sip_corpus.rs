@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use floorwire::sip::MessageIds;
 use floorwire::sip::auth::{Algorithm, AuthVerdict, DigestServer};
-use floorwire::sip::ingress::{Inbound, Rejection, parse_datagram};
+use floorwire::sip::ingress::{Inbound, Rejection, parse_datagram, parse_datagram_with_ids};
 use floorwire::sip::msg::{Header, Request};
 use floorwire::sip::syntax::{parse_name_addr, split_list};
 use floorwire::sip::uas::{UasPolicy, check_proxy_request, check_request, header_text};
@@ -592,6 +592,45 @@ fn sip_misc_and_fuzz_seeds_never_panic() {
         }
         assert!(seen > 0, "{dir} is empty");
     }
+}
+
+/// The identifiers the ingress checks read on the way (the core uses them instead of
+/// reading the headers again) are those `MessageIds::of` reads, for every message of
+/// every corpus that parses.
+#[test]
+fn identifiers_read_while_checking_are_those_read_afterwards() {
+    let mut compared = 0;
+    for dir in [
+        "rfc4475",
+        "rfc5118",
+        "sip-misc",
+        "fuzz-seeds/pjproject/fuzz-sip",
+        "fuzz-seeds/pjproject/fuzz-sip-dialog",
+        "protos",
+    ] {
+        let mut stack = vec![corpus(dir)];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(
+                    std::fs::read_dir(&p)
+                        .expect("dir")
+                        .map(|e| e.expect("entry").path()),
+                );
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            let read_after = match parse_datagram_with_ids(&bytes) {
+                Ok((Inbound::Request(r), ids)) => (ids, MessageIds::of(&r)),
+                Ok((Inbound::Response(r), ids)) => (ids, MessageIds::of(&r)),
+                _ => continue,
+            };
+            assert_eq!(read_after.0, read_after.1, "{}", p.display());
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "only {compared} messages parsed");
 }
 
 /// Over a stream (TCP), framing is by Content-Length: `clerr` waits for octets that

@@ -101,6 +101,17 @@ impl MessageIds {
         Self::read(message, false)
     }
 
+    /// The branch and sent-by of a Via header's first value.
+    pub fn read_via(value: &str) -> (Option<Branch>, Option<String>) {
+        let (head, params) = top_via(value);
+        let sent_by = head
+            .rsplit('/')
+            .next()
+            .and_then(|t| t.split_whitespace().nth(1))
+            .map(str::to_owned);
+        (branch_in(params), sent_by)
+    }
+
     fn read(message: &impl HasHeaders, via: bool) -> Self {
         let mut ids = Self::default();
         for header in message.headers().iter() {
@@ -112,13 +123,7 @@ impl MessageIds {
                 Header::To(v) if ids.to_tag.is_none() => ids.to_tag = tag_of(v.value()),
                 Header::CSeq(v) if ids.cseq.is_none() => ids.cseq = parse_cseq(v.value()),
                 Header::Via(v) if via && ids.branch.is_none() && ids.sent_by.is_none() => {
-                    let (head, params) = top_via(v.value());
-                    ids.branch = branch_in(params);
-                    ids.sent_by = head
-                        .rsplit('/')
-                        .next()
-                        .and_then(|t| t.split_whitespace().nth(1))
-                        .map(str::to_owned);
+                    (ids.branch, ids.sent_by) = Self::read_via(v.value());
                 }
                 _ => {}
             }

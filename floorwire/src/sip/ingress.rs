@@ -10,9 +10,9 @@ use std::borrow::Cow;
 use rsipstack::sip::{Header, Method, Request, Response, SipMessage, headers::untyped::Allow};
 
 use super::framing::{FramingError, find_head_end, first_line_len, frame_datagram};
-use super::ids::{Tag, parse_cseq};
+use super::ids::{CallId, MessageIds, Tag, parse_cseq};
 use super::reply::{response_to, with_header};
-use super::syntax::{check_via, is_token, parse_name_addr, split_list};
+use super::syntax::{check_via, header_param, is_token, parse_name_addr, split_list};
 
 /// Methods this stack implements, for `Allow` in 405/501 answers.
 pub const ALLOWED_METHODS: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
@@ -80,9 +80,15 @@ fn has_reply_headers(request: &Request) -> bool {
 
 /// Frames, parses and validates one UDP datagram.
 pub fn parse_datagram(datagram: &[u8]) -> Result<Inbound, Rejection> {
+    parse_datagram_with_ids(datagram).map(|(inbound, _)| inbound)
+}
+
+/// [`parse_datagram`], with the message's identifiers as its checks read them (what
+/// [`MessageIds::of`] would read again; default for a keep-alive).
+pub fn parse_datagram_with_ids(datagram: &[u8]) -> Result<(Inbound, MessageIds), Rejection> {
     match frame_datagram(datagram) {
-        Ok(message) => parse_message(message),
-        Err(FramingError::KeepAlive) => Ok(Inbound::KeepAlive),
+        Ok(message) => parse_message_with_ids(message),
+        Err(FramingError::KeepAlive) => Ok((Inbound::KeepAlive, MessageIds::default())),
         Err(FramingError::NoHeaderEnd) => Err(Rejection::drop("no end of headers")),
         Err(e @ FramingError::TooLarge(_)) => {
             Err(Rejection::reply(513, e.to_string(), lenient_head(datagram)))
@@ -104,6 +110,11 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Inbound, Rejection> {
 /// Parses and validates one framed message (from [`frame_datagram`] or a stream's
 /// `StreamFramer`).
 pub fn parse_message(message: &[u8]) -> Result<Inbound, Rejection> {
+    parse_message_with_ids(message).map(|(inbound, _)| inbound)
+}
+
+/// [`parse_message`], with the identifiers its checks read.
+pub fn parse_message_with_ids(message: &[u8]) -> Result<(Inbound, MessageIds), Rejection> {
     let Some(head @ (head_len, _)) = find_head_end(message) else {
         return Err(Rejection::drop("no end of headers"));
     };
@@ -129,7 +140,7 @@ fn parse_response(
     message: &[u8],
     head: (usize, usize),
     start_line: &str,
-) -> Result<Inbound, Rejection> {
+) -> Result<(Inbound, MessageIds), Rejection> {
     let mut parts = start_line.splitn(3, ' ');
     let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -151,15 +162,15 @@ fn parse_response(
     let mut response = response;
     // As for requests (see `parse_request`): framing decided the body.
     response.body = message[head.1..].to_vec();
-    check_headers(&response.headers).map_err(Rejection::drop)?;
-    Ok(Inbound::Response(response))
+    let ids = check_headers(&response.headers).map_err(Rejection::drop)?;
+    Ok((Inbound::Response(response), ids))
 }
 
 fn parse_request(
     message: &[u8],
     head: (usize, usize),
     start_line: &str,
-) -> Result<Inbound, Rejection> {
+) -> Result<(Inbound, MessageIds), Rejection> {
     let parts: Vec<&str> = start_line.split(' ').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.contains('\t')) {
         return Err(Rejection::reply(
@@ -210,14 +221,11 @@ fn parse_request(
     // (§18.3, RFC 4475 `inv2543`), and framing has already cut the message to size.
     request.body = message[head.1..].to_vec();
     repair_user_part(&mut request.uri, uri);
-    if let Err(e) = check_headers(&request.headers) {
-        return Err(Rejection::reply(400, e, Some(request)));
-    }
-    let cseq = request.headers.iter().find_map(|h| match h {
-        Header::CSeq(c) => parse_cseq(c.value()),
-        _ => None,
-    });
-    if let Some((_, cseq_method)) = &cseq
+    let ids = match check_headers(&request.headers) {
+        Ok(ids) => ids,
+        Err(e) => return Err(Rejection::reply(400, e, Some(request))),
+    };
+    if let Some((_, cseq_method)) = &ids.cseq
         && cseq_method != method
     {
         return Err(Rejection::reply(
@@ -226,7 +234,7 @@ fn parse_request(
             Some(request),
         ));
     }
-    Ok(Inbound::Request(request))
+    Ok((Inbound::Request(request), ids))
 }
 
 /// rsipstack reads `sip:user;par=u%40example.net@example.com` (RFC 4475 `semiuri`) as
@@ -273,22 +281,35 @@ fn check_request_uri(uri: &str) -> Result<(), String> {
 }
 
 /// Header checks (RFC 3261 §8.1.1, §20, RFC 4475 §3.1.2 and §3.3.8).
-fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
+/// Checks the headers; on success, the message's identifiers as they were read (each
+/// of From, To, Call-ID and CSeq is there exactly once; the Via read is the first).
+fn check_headers(headers: &rsipstack::sip::Headers) -> Result<MessageIds, String> {
     let mut counts = [0usize; 5]; // Via, From, To, Call-ID, CSeq
     let mut max_forwards = 0usize;
+    let mut ids = MessageIds::default();
+    let tag = |params: &str| {
+        header_param(params, "tag")
+            .filter(|t| !t.is_empty())
+            .map(Tag::new)
+    };
     for header in headers.iter() {
         match header {
             Header::Via(v) => {
                 counts[0] += 1;
                 check_via(v.value())?;
+                if counts[0] == 1 {
+                    (ids.branch, ids.sent_by) = MessageIds::read_via(v.value());
+                }
             }
             Header::From(v) => {
                 counts[1] += 1;
-                parse_name_addr(v.value()).map_err(|e| format!("From: {e}"))?;
+                let parts = parse_name_addr(v.value()).map_err(|e| format!("From: {e}"))?;
+                ids.from_tag = tag(parts.params);
             }
             Header::To(v) => {
                 counts[2] += 1;
-                parse_name_addr(v.value()).map_err(|e| format!("To: {e}"))?;
+                let parts = parse_name_addr(v.value()).map_err(|e| format!("To: {e}"))?;
+                ids.to_tag = tag(parts.params);
             }
             Header::CallId(v) => {
                 counts[3] += 1;
@@ -296,10 +317,14 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
                 if value.is_empty() || value.bytes().any(|b| matches!(b, b' ' | b'\t' | b',')) {
                     return Err(format!("Call-ID {value:?} malformed"));
                 }
+                ids.call_id = Some(CallId::new(value.trim_ascii()));
             }
             Header::CSeq(v) => {
                 counts[4] += 1;
-                parse_cseq(v.value()).ok_or_else(|| format!("CSeq {:?} malformed", v.value()))?;
+                ids.cseq = Some(
+                    parse_cseq(v.value())
+                        .ok_or_else(|| format!("CSeq {:?} malformed", v.value()))?,
+                );
             }
             Header::MaxForwards(v) => {
                 max_forwards += 1;
@@ -333,7 +358,7 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<(), String> {
     if max_forwards > 1 {
         return Err("Max-Forwards appears more than once".into());
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// RFC 5118 §4.10: tolerate `[2001:db8:::192.0.2.1]` (the RFC 3261 ABNF bug) by

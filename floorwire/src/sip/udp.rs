@@ -15,12 +15,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{MAX_DATAGRAM, ToWire};
+use super::ids::MessageIds;
 use super::ids::Tag;
-use super::ingress::{Inbound, parse_datagram};
+use super::ingress::{Inbound, parse_datagram_with_ids};
 use super::metrics::SipMetrics;
 use super::reply::{response_to, with_header};
 use super::transaction::{Event, LayerConfig, LayerStats, TransactionLayer, Transmit};
 use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
+
+/// A datagram the reader parsed, for the core: its source, the message and the
+/// identifiers read while checking it (so the core does not read them again).
+type Parsed = (SocketAddr, Inbound, MessageIds);
 
 /// Decides what to do with what the transaction layer reports.
 pub trait TransactionUser: Send + 'static {
@@ -82,7 +87,7 @@ pub async fn run_udp<U: TransactionUser>(
 ) -> std::io::Result<LayerStats> {
     // Bounded by `queued`: the reader admits a datagram only while fewer than
     // `ingress_queue` are waiting for the core.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(SocketAddr, Inbound)>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Parsed>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let counters = Arc::new(ReaderCounters::default());
     let mut metrics = config.metrics;
@@ -292,15 +297,10 @@ const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(100);
 /// this often: a few milliseconds of RTP delay at most, against a 20 ms packet time.
 const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
-fn feed(
-    layer: &mut TransactionLayer,
-    queued: &AtomicUsize,
-    now: Instant,
-    batch: Vec<(SocketAddr, Inbound)>,
-) {
+fn feed(layer: &mut TransactionLayer, queued: &AtomicUsize, now: Instant, batch: Vec<Parsed>) {
     queued.fetch_sub(batch.len(), Ordering::Relaxed);
-    for (source, inbound) in batch {
-        layer.handle_inbound(now, source, inbound);
+    for (source, inbound, ids) in batch {
+        layer.handle_parsed(now, source, inbound, ids);
     }
 }
 
@@ -314,7 +314,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// The socket reader: receives, parses, answers what is malformed, sheds what does not
 /// fit, and hands the rest to the core in batches.
 struct Reader {
-    queue: mpsc::UnboundedSender<Vec<(SocketAddr, Inbound)>>,
+    queue: mpsc::UnboundedSender<Vec<Parsed>>,
     queued: Arc<AtomicUsize>,
     limit: usize,
     retry_after: u32,
@@ -389,14 +389,14 @@ impl Reader {
         socket: &std::net::UdpSocket,
         source: SocketAddr,
         bytes: &[u8],
-    ) -> Option<(SocketAddr, Inbound)> {
+    ) -> Option<Parsed> {
         if bytes.len() > MAX_DATAGRAM {
             tracing::warn!(%source, "dropped oversized SIP datagram");
             return None;
         }
-        let inbound = match parse_datagram(bytes) {
-            Ok(Inbound::KeepAlive) => return None,
-            Ok(inbound) => inbound,
+        let (inbound, ids) = match parse_datagram_with_ids(bytes) {
+            Ok((Inbound::KeepAlive, _)) => return None,
+            Ok(parsed) => parsed,
             Err(rejection) => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
                 if let Some(m) = &self.metrics {
@@ -410,7 +410,7 @@ impl Reader {
             }
         };
         if self.queued.fetch_add(1, Ordering::Relaxed) < self.limit {
-            return Some((source, inbound));
+            return Some((source, inbound, ids));
         }
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.counters.shed.fetch_add(1, Ordering::Relaxed);

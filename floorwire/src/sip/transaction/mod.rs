@@ -32,7 +32,7 @@ use rsipstack::sip::{
 
 use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{MessageIds, Tag};
-use super::ingress::{Inbound, parse_datagram};
+use super::ingress::{Inbound, parse_datagram_with_ids};
 use super::reply::{response_head, response_to, with_header};
 use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
@@ -348,8 +348,8 @@ impl TransactionLayer {
 
     /// One datagram from `source`: parsed, validated, matched.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
-        match parse_datagram(datagram) {
-            Ok(inbound) => self.handle_inbound(now, source, inbound),
+        match parse_datagram_with_ids(datagram) {
+            Ok((inbound, ids)) => self.handle_parsed(now, source, inbound, ids),
             Err(rejection) => {
                 self.stats.rejected_malformed += 1;
                 tracing::debug!(%source, detail = %rejection.detail, status = ?rejection.status, "rejected SIP message");
@@ -362,16 +362,38 @@ impl TransactionLayer {
 
     /// A message already parsed (by a stream transport, say).
     pub fn handle_inbound(&mut self, now: Instant, source: SocketAddr, inbound: Inbound) {
+        let ids = match &inbound {
+            Inbound::Request(request) => MessageIds::of(request),
+            Inbound::Response(response) => MessageIds::of(response),
+            Inbound::KeepAlive => return,
+        };
+        self.handle_parsed(now, source, inbound, ids);
+    }
+
+    /// A message parsed with its identifiers ([`parse_datagram_with_ids`]: read once,
+    /// by whoever parsed it).
+    pub fn handle_parsed(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        inbound: Inbound,
+        ids: MessageIds,
+    ) {
         match inbound {
-            Inbound::Request(request) => self.handle_request(now, source, request),
-            Inbound::Response(response) => self.handle_response(now, response),
+            Inbound::Request(request) => self.handle_request(now, source, request, ids),
+            Inbound::Response(response) => self.handle_response(now, response, ids),
             Inbound::KeepAlive => {}
         }
     }
 
-    fn handle_request(&mut self, now: Instant, source: SocketAddr, request: Request) {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        request: Request,
+        ids: MessageIds,
+    ) {
         self.stats.requests_received += 1;
-        let ids = MessageIds::of(&request);
         let method = request.method.to_string();
         let Some(key) = Key::of(&ids, &method, true) else {
             return;
@@ -529,7 +551,7 @@ impl TransactionLayer {
         }
     }
 
-    fn handle_response(&mut self, now: Instant, response: Response) {
+    fn handle_response(&mut self, now: Instant, response: Response, ids: MessageIds) {
         self.stats.responses_received += 1;
         // §18.1.2: a response with more than one Via is not for a UA; discard it.
         if response.has_multiple_vias() {
@@ -537,7 +559,6 @@ impl TransactionLayer {
             tracing::debug!("discarded a response with more than one Via");
             return;
         }
-        let ids = MessageIds::of(&response);
         let Some((_, method)) = &ids.cseq else {
             return;
         };
