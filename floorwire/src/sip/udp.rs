@@ -180,12 +180,20 @@ pub async fn run_udp<U: TransactionUser>(
         // its worker: the media relays sharing the runtime would wait for tokio's
         // budget to run out (hundreds of milliseconds at thousands of calls a second:
         // RTP held back, ended calls' legs not let go). Yield at least this often.
-        if last_yield.elapsed() >= YIELD_EVERY {
-            tokio::task::yield_now().await;
-            last_yield = Instant::now();
-        }
         // A core that holds on to one round this long makes peers retransmit (T1).
         let busy = now.elapsed();
+        if last_yield.elapsed() >= YIELD_EVERY {
+            let yielded = Instant::now();
+            tokio::task::yield_now().await;
+            last_yield = Instant::now();
+            let held = last_yield - yielded;
+            if held >= SLOW_ROUND {
+                tracing::warn!(
+                    held_ms = held.as_millis() as u64,
+                    "other tasks on the runtime held the SIP core back"
+                );
+            }
+        }
         if busy >= SLOW_ROUND {
             tracing::warn!(
                 busy_ms = busy.as_millis() as u64,
