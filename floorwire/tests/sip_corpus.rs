@@ -576,8 +576,19 @@ fn sip_misc_and_fuzz_seeds_never_panic() {
         "fuzz-seeds/pjproject/fuzz-sip-dialog",
         "protos",
     ] {
-        let mut stack = vec![corpus(dir)];
         let mut seen = 0;
+        for (_, bytes) in corpus_files(dir) {
+            let _ = parse_datagram(&bytes);
+            seen += 1;
+        }
+        assert!(seen > 0, "{dir} is empty");
+    }
+}
+
+/// Every file under corpus folder `dir`, with its bytes, read one at a time.
+fn corpus_files(dir: &str) -> impl Iterator<Item = (PathBuf, Vec<u8>)> {
+    let mut stack = vec![corpus(dir)];
+    std::iter::from_fn(move || {
         while let Some(p) = stack.pop() {
             if p.is_dir() {
                 stack.extend(
@@ -586,12 +597,11 @@ fn sip_misc_and_fuzz_seeds_never_panic() {
                         .map(|e| e.expect("entry").path()),
                 );
             } else if let Ok(bytes) = std::fs::read(&p) {
-                let _ = parse_datagram(&bytes);
-                seen += 1;
+                return Some((p, bytes));
             }
         }
-        assert!(seen > 0, "{dir} is empty");
-    }
+        None
+    })
 }
 
 /// The identifiers the ingress checks read on the way (the core uses them instead of
@@ -608,19 +618,7 @@ fn identifiers_read_while_checking_are_those_read_afterwards() {
         "fuzz-seeds/pjproject/fuzz-sip-dialog",
         "protos",
     ] {
-        let mut stack = vec![corpus(dir)];
-        while let Some(p) = stack.pop() {
-            if p.is_dir() {
-                stack.extend(
-                    std::fs::read_dir(&p)
-                        .expect("dir")
-                        .map(|e| e.expect("entry").path()),
-                );
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(&p) else {
-                continue;
-            };
+        for (p, bytes) in corpus_files(dir) {
             let read_after = match parse_datagram_with_ids(&bytes) {
                 Ok((Inbound::Request(r), ids)) => (ids, MessageIds::of(&r)),
                 Ok((Inbound::Response(r), ids)) => (ids, MessageIds::of(&r)),

@@ -286,7 +286,8 @@ impl RelayAnchor {
 
     /// A leg for a new call: the oldest idle one if it has rested, else a newly bound
     /// pair, else (no pair left to bind) the oldest idle one whose relay task has
-    /// ended, else the oldest idle one (its relay stopped, its task yet to run).
+    /// ended among the 16 oldest ([`FREE_LEG_SEARCH`]), else the oldest idle one (its
+    /// relay stopped, its task yet to run).
     fn take_leg(&mut self) -> Result<LegSockets, Error> {
         let rest = self.rest;
         if self.idle.front_mut().is_some_and(|l| l.has_rested(rest))

@@ -823,7 +823,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Pending::Own | Pending::Recording { .. } => true,
         });
         for server in unanswered {
-            if let Some(request) = layer.server_request(server) {
+            if let Some(request) = layer.server_response_head(server) {
                 let _ = layer.respond(now, server, response_to(&request, 487, None));
             }
         }
@@ -2058,8 +2058,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         {
             body = anchored;
         }
-        // The server transaction still holds the request; answer from the layer's copy.
-        let Some(request) = layer.server_request(server) else {
+        // The server transaction still holds the request's response head; answer from it.
+        let Some(request) = layer.server_response_head(server) else {
             return;
         };
         let mut r = response_to(&request, status, None);
@@ -2278,7 +2278,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     self.branch_failed(now, layer, call, branch, 408);
                 }
                 Some(Pending::Relayed { server, .. }) => {
-                    if let Some(request) = layer.server_request(server) {
+                    if let Some(request) = layer.server_response_head(server) {
                         let _ = layer.respond(now, server, response_to(&request, 408, None));
                     }
                 }

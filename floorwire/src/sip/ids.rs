@@ -101,12 +101,14 @@ impl MessageIds {
         Self::read(message, false)
     }
 
-    /// The branch and sent-by of a Via header's first value.
+    /// The branch and sent-by of a Via header's first value. The sent-protocol is split
+    /// as [`check_via`](super::syntax::check_via) splits it (at the first two `/`), so a
+    /// host holding a `/` reads the same here as there.
     pub fn read_via(value: &str) -> (Option<Branch>, Option<String>) {
         let (head, params) = top_via(value);
         let sent_by = head
-            .rsplit('/')
-            .next()
+            .splitn(3, '/')
+            .nth(2)
             .and_then(|t| t.split_whitespace().nth(1))
             .map(str::to_owned);
         (branch_in(params), sent_by)
@@ -114,6 +116,8 @@ impl MessageIds {
 
     fn read(message: &impl HasHeaders, via: bool) -> Self {
         let mut ids = Self::default();
+        // Only the first Via header is read, whatever it holds (as the ingress checks do).
+        let mut via_read = !via;
         for header in message.headers().iter() {
             match header {
                 Header::CallId(v) if ids.call_id.is_none() => {
@@ -122,7 +126,8 @@ impl MessageIds {
                 Header::From(v) if ids.from_tag.is_none() => ids.from_tag = tag_of(v.value()),
                 Header::To(v) if ids.to_tag.is_none() => ids.to_tag = tag_of(v.value()),
                 Header::CSeq(v) if ids.cseq.is_none() => ids.cseq = parse_cseq(v.value()),
-                Header::Via(v) if via && ids.branch.is_none() && ids.sent_by.is_none() => {
+                Header::Via(v) if !via_read => {
+                    via_read = true;
                     (ids.branch, ids.sent_by) = Self::read_via(v.value());
                 }
                 _ => {}
@@ -239,5 +244,39 @@ mod tests {
                 "{value}"
             );
         }
+    }
+    /// Only the first Via header counts: when it has no branch, the second's is not
+    /// taken; a `/` in the sent-by host is split as the ingress check splits it, and
+    /// the identifiers read afterwards equal those the check returned.
+    #[test]
+    fn only_the_first_via_is_read_and_split_as_checked() {
+        assert_eq!(
+            MessageIds::read_via("SIP/2.0/UDP h/x:5060"),
+            (None, Some("h/x:5060".to_owned()))
+        );
+        assert_eq!(
+            MessageIds::read_via("SIP / 2.0 / UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP b"),
+            (
+                Some(Branch::new("z9hG4bK1")),
+                Some("10.0.0.1:5060".to_owned())
+            )
+        );
+        let message = b"OPTIONS sip:tpo SIP/2.0\r\n\
+Via: SIP/2.0/UDP h/x:5060\r\n\
+Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKsecond\r\n\
+From: <sip:a@b>;tag=1\r\n\
+To: <sip:tpo>\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 OPTIONS\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n";
+        let (inbound, checked) =
+            crate::sip::ingress::parse_datagram_with_ids(message).expect("valid OPTIONS");
+        let crate::sip::Inbound::Request(request) = inbound else {
+            panic!("a request")
+        };
+        assert_eq!(checked.branch, None);
+        assert_eq!(checked.sent_by.as_deref(), Some("h/x:5060"));
+        assert_eq!(MessageIds::of(&request), checked);
     }
 }

@@ -180,7 +180,6 @@ pub async fn run_udp<U: TransactionUser>(
         // its worker: the media relays sharing the runtime would wait for tokio's
         // budget to run out (hundreds of milliseconds at thousands of calls a second:
         // RTP held back, ended calls' legs not let go). Yield at least this often.
-        // A core that holds on to one round this long makes peers retransmit (T1).
         let busy = now.elapsed();
         if last_yield.elapsed() >= YIELD_EVERY {
             let yielded = Instant::now();
@@ -194,6 +193,7 @@ pub async fn run_udp<U: TransactionUser>(
                 );
             }
         }
+        // A core that holds on to one round this long makes peers retransmit (T1).
         if busy >= SLOW_ROUND {
             tracing::warn!(
                 busy_ms = busy.as_millis() as u64,

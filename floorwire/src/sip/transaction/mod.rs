@@ -657,8 +657,10 @@ impl TransactionLayer {
         }
     }
 
-    /// The request of a server transaction that has not sent its final response yet.
-    pub fn server_request(&self, id: TransactionId) -> Option<Request> {
+    /// What a response to a server transaction's request copies (its response head:
+    /// Via, From, To, Call-ID, CSeq; no body, Contact or Record-Route), while the
+    /// transaction has not sent its final response yet.
+    pub fn server_response_head(&self, id: TransactionId) -> Option<Request> {
         let t = self.transactions.get(&id)?;
         match t.role {
             Role::Server(_) => t.request.clone(),
