@@ -15,13 +15,14 @@
 //! - sheds load: past `max_server_transactions`, new requests get 503 + Retry-After
 //!   statelessly instead of queueing.
 
+mod deadlines;
 mod state;
 #[cfg(test)]
 mod tests;
 
 use crate::util::FastMap;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use deadlines::Deadlines;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -252,7 +253,7 @@ pub struct TransactionLayer {
     accepted: FastMap<(String, u32), TransactionId>,
     /// Server transactions still waiting for the TU's final response.
     server_pending: usize,
-    timers: BinaryHeap<Reverse<(Instant, TransactionId, Timer)>>,
+    timers: Deadlines<(TransactionId, Timer)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: LayerStats,
@@ -279,7 +280,7 @@ impl TransactionLayer {
             by_key: FastMap::default(),
             accepted: FastMap::default(),
             server_pending: 0,
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: LayerStats::default(),
@@ -293,11 +294,7 @@ impl TransactionLayer {
         crate::util::shrink_map(&mut self.transactions);
         crate::util::shrink_map(&mut self.by_key);
         crate::util::shrink_map(&mut self.accepted);
-        if self.timers.capacity() > crate::util::SHRINK_ABOVE
-            && self.timers.len() * 4 < self.timers.capacity()
-        {
-            self.timers.shrink_to(self.timers.len() * 2);
-        }
+        self.timers.shrink();
     }
 
     /// Counters since start.
@@ -327,7 +324,7 @@ impl TransactionLayer {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.timers.peek()
     }
 
     /// State of a client transaction, for tests and diagnostics.
@@ -537,8 +534,8 @@ impl TransactionLayer {
                 t.deadlines[Timer::G as usize] = None;
                 t.deadlines[Timer::H as usize] = None;
                 // Timer I = T4 over UDP (§17.2.1).
-                let at = now + self.config.timers.t4;
-                self.schedule(id, Timer::I, at);
+                let t4 = self.config.timers.t4;
+                self.schedule(id, Timer::I, now, t4);
             }
             self.stats.retransmissions_absorbed += 1;
             return;
@@ -607,7 +604,7 @@ impl TransactionLayer {
                     if !t.cancel_sent {
                         t.deadlines[Timer::B as usize] = None;
                     }
-                    self.schedule(id, Timer::C, now + timers.timer_c);
+                    self.schedule(id, Timer::C, now, timers.timer_c);
                 }
                 Proceeding => {
                     // Timer E keeps firing, now at T2 (§17.1.2.2).
@@ -618,7 +615,7 @@ impl TransactionLayer {
                     // Lingering for Timer M only passes 2xx retransmissions on.
                     t.request = None;
                     t.last_sent = None;
-                    self.schedule(id, Timer::M, now + 64 * timers.t1);
+                    self.schedule(id, Timer::M, now, 64 * timers.t1);
                 }
                 Completed if t.invite => {
                     t.deadlines = [None; Timer::COUNT];
@@ -634,14 +631,15 @@ impl TransactionLayer {
                     self.schedule(
                         id,
                         Timer::D,
-                        now + Duration::from_secs(32).max(64 * timers.t1),
+                        now,
+                        Duration::from_secs(32).max(64 * timers.t1),
                     );
                 }
                 Completed => {
                     t.deadlines = [None; Timer::COUNT];
                     t.request = None;
                     t.last_sent = None;
-                    self.schedule(id, Timer::K, now + timers.t4);
+                    self.schedule(id, Timer::K, now, timers.t4);
                 }
                 _ => {}
             }
@@ -718,11 +716,11 @@ impl TransactionLayer {
         });
         self.transmit(destination, bytes);
         if invite {
-            self.schedule(id, Timer::A, now + t1);
-            self.schedule(id, Timer::B, now + 64 * t1);
+            self.schedule(id, Timer::A, now, t1);
+            self.schedule(id, Timer::B, now, 64 * t1);
         } else {
-            self.schedule(id, Timer::E, now + t1);
-            self.schedule(id, Timer::F, now + 64 * t1);
+            self.schedule(id, Timer::E, now, t1);
+            self.schedule(id, Timer::F, now, 64 * t1);
         }
         Ok(id)
     }
@@ -756,8 +754,8 @@ impl TransactionLayer {
                 let peer = t.peer;
                 t.cancel_sent = true;
                 // §9.1: without a final response 64·T1 after the CANCEL, give up.
-                let guard = now + 64 * self.config.timers.t1;
-                self.schedule(invite, Timer::B, guard);
+                let guard = 64 * self.config.timers.t1;
+                self.schedule(invite, Timer::B, now, guard);
                 match self.send_request(now, peer, cancel) {
                     Ok(id) => CancelOutcome::Sent(id),
                     Err(_) => CancelOutcome::TooLate,
@@ -833,15 +831,15 @@ impl TransactionLayer {
             match next {
                 Accepted if state != Accepted => {
                     t.interval = timers.t1;
-                    self.schedule(id, Timer::G, now + timers.t1);
-                    self.schedule(id, Timer::L, now + 64 * timers.t1);
+                    self.schedule(id, Timer::G, now, timers.t1);
+                    self.schedule(id, Timer::L, now, 64 * timers.t1);
                 }
                 Completed if t.invite => {
                     t.interval = timers.t1;
-                    self.schedule(id, Timer::G, now + timers.t1);
-                    self.schedule(id, Timer::H, now + 64 * timers.t1);
+                    self.schedule(id, Timer::G, now, timers.t1);
+                    self.schedule(id, Timer::H, now, 64 * timers.t1);
                 }
-                Completed => self.schedule(id, Timer::J, now + 64 * timers.t1),
+                Completed => self.schedule(id, Timer::J, now, 64 * timers.t1),
                 _ => {}
             }
         }
@@ -852,11 +850,7 @@ impl TransactionLayer {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.shrink_tables();
-        while let Some(Reverse((at, id, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, (id, timer))) = self.timers.pop_due(now) {
             let live = self
                 .transactions
                 .get(&id)
@@ -886,12 +880,12 @@ impl TransactionLayer {
                     }
                     _ => (t.interval * 2).min(timers.t2),
                 };
-                let next = now + t.interval;
+                let interval = t.interval;
                 if let Some(bytes) = bytes {
                     self.stats.retransmissions_sent += 1;
                     self.transmit(peer, bytes);
                 }
-                self.schedule(id, timer, next);
+                self.schedule(id, timer, now, interval);
             }
             Timer::B | Timer::C | Timer::F | Timer::H => {
                 self.stats.timeouts += 1;
@@ -935,10 +929,10 @@ impl TransactionLayer {
         }
     }
 
-    fn schedule(&mut self, id: TransactionId, timer: Timer, at: Instant) {
+    /// Sets `timer` of transaction `id` due `delay` after `from`.
+    fn schedule(&mut self, id: TransactionId, timer: Timer, from: Instant, delay: Duration) {
         if let Some(t) = self.transactions.get_mut(&id) {
-            t.deadlines[timer as usize] = Some(at);
-            self.timers.push(Reverse((at, id, timer)));
+            t.deadlines[timer as usize] = Some(self.timers.push(from, delay, (id, timer)));
         }
     }
 

@@ -1,0 +1,140 @@
+//! The layer's deadlines, one queue per delay.
+//!
+//! Every timer of §17 is set to one of a handful of delays (T1 doubled a few times,
+//! T2, T4, 64·T1, 32 s, Timer C), and from a clock that only moves forward, so the
+//! deadlines set with one delay come due in the order they were set: a FIFO per delay
+//! keeps them sorted for free. Setting and taking a deadline is then O(1), against
+//! O(log n) for a binary heap holding every transaction's timers (a few hundred
+//! thousand at thousands of calls a second, most of them 32 s away), whose every
+//! pop walks its depth through memory no cache holds.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Deadlines of entries `E` (ordered, to break ties the same way every time).
+#[derive(Debug)]
+pub(super) struct Deadlines<E> {
+    /// (delay, its deadlines in order). A few entries: searched linearly.
+    queues: Vec<(Duration, VecDeque<(Instant, E)>)>,
+}
+
+impl<E: Copy + Ord> Default for Deadlines<E> {
+    fn default() -> Self {
+        Self { queues: Vec::new() }
+    }
+}
+
+impl<E: Copy + Ord> Deadlines<E> {
+    /// Sets `entry` due `delay` after `from`; returns when that is.
+    pub fn push(&mut self, from: Instant, delay: Duration, entry: E) -> Instant {
+        let at = from + delay;
+        let queue = match self.queues.iter().position(|(d, _)| *d == delay) {
+            Some(i) => &mut self.queues[i].1,
+            None => {
+                self.queues.push((delay, VecDeque::new()));
+                &mut self.queues.last_mut().expect("just pushed").1
+            }
+        };
+        // A deadline set from an earlier instant than the last one (a timer fired
+        // late and re-armed from its own due time) goes in its place.
+        match queue.back() {
+            Some(&(last, _)) if last > at => {
+                let place = queue.partition_point(|&(t, _)| t <= at);
+                queue.insert(place, (at, entry));
+            }
+            _ => queue.push_back((at, entry)),
+        }
+        at
+    }
+
+    /// The earliest deadline.
+    pub fn peek(&self) -> Option<Instant> {
+        self.queues
+            .iter()
+            .filter_map(|(_, q)| q.front().map(|&(at, _)| at))
+            .min()
+    }
+
+    /// The earliest deadline if it is due at `now`, taken out.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, E)> {
+        let (i, _) = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, q))| q.front().map(|&front| (i, front)))
+            .filter(|(_, (at, _))| *at <= now)
+            .min_by_key(|&(_, front)| front)?;
+        self.queues[i].1.pop_front()
+    }
+
+    /// Deadlines set and not taken yet.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queues.iter().map(|(_, q)| q.len()).sum()
+    }
+
+    /// Gives back the room a burst left: a queue four times larger than what it holds
+    /// is shrunk to twice that.
+    pub fn shrink(&mut self) {
+        for (_, queue) in &mut self.queues {
+            if queue.capacity() > crate::util::SHRINK_ABOVE && queue.len() * 4 < queue.capacity() {
+                queue.shrink_to(queue.len() * 2);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the order deadlines are set in, from whatever instants and with
+    /// whatever delays, they come out in time order (ties by entry), each once.
+    #[test]
+    fn deadlines_come_due_in_time_order() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Deadlines::default();
+        let mut expected = Vec::new();
+        // From a clock moving forward, with delays shared and not, and two re-armed
+        // late (from an instant before the last one set with their delay).
+        let sets = [
+            (0, 500, 1u32),
+            (0, 32_000, 2),
+            (10, 500, 3),
+            (20, 1_000, 4),
+            (20, 500, 5),
+            (5, 500, 6),
+            (600, 32_000, 7),
+            (0, 510, 8),
+            (10, 500, 9),
+        ];
+        for (from, delay, entry) in sets {
+            let at = d.push(t0 + ms(from), ms(delay), entry);
+            assert_eq!(at, t0 + ms(from + delay));
+            expected.push((at, entry));
+        }
+        expected.sort();
+        assert_eq!(d.len(), sets.len());
+        assert_eq!(d.peek(), Some(expected[0].0));
+        // Nothing is due before the first deadline.
+        assert_eq!(d.pop_due(expected[0].0 - ms(1)), None);
+        let mut got = Vec::new();
+        while let Some(e) = d.pop_due(t0 + ms(20_000)) {
+            got.push(e);
+        }
+        let due: Vec<_> = expected
+            .iter()
+            .copied()
+            .filter(|(at, _)| *at <= t0 + ms(20_000))
+            .collect();
+        assert_eq!(got, due);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.peek(), Some(t0 + ms(32_000)));
+        while let Some(e) = d.pop_due(t0 + ms(40_000)) {
+            got.push(e);
+        }
+        assert_eq!(got, expected);
+        assert_eq!((d.len(), d.peek()), (0, None));
+    }
+}
