@@ -23,7 +23,7 @@ use floorwire::sdp::Codec;
 use floorwire::sip::b2bua::{CallSummary, Fork, Outbound, RecordingPlan, RouteRefusal, Router};
 use floorwire::sip::msg::{Header, Request};
 use floorwire::sip::siprec::{Participant, RecordingMetadata};
-use floorwire::sip::syntax::{name_addr_user, uri_user};
+use floorwire::sip::syntax::{name_addr_user, sip_uri_user};
 use floorwire::sip::uas::header_text;
 
 use crate::call_records::CallRecord;
@@ -317,10 +317,8 @@ impl TpoRouter {
             reason: "no configuration from the TSS yet".into(),
             retry_after: Some(5),
         })?;
-        let uri = invite.uri.to_string();
-        let mut number = uri_user(&uri)
-            .ok_or_else(|| refuse(484, "no number in the Request-URI"))?
-            .to_owned();
+        let mut number =
+            sip_uri_user(&invite.uri).ok_or_else(|| refuse(484, "no number in the Request-URI"))?;
         let registrar = self
             .registrar
             .lock()

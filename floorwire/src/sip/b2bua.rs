@@ -31,7 +31,7 @@ use super::framing::ToWire;
 use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
 use super::reply::{request_with_body, response_to, with_body, with_header};
 use super::siprec;
-use super::syntax::{name_addr_user, parse_name_addr, uri_user};
+use super::syntax::{name_addr_user, parse_name_addr, sip_uri_user};
 use super::transaction::{CancelOutcome, Event, TransactionId, TransactionLayer};
 use super::uas::{UasPolicy, check_proxy_request, check_request};
 use super::udp::TransactionUser;
@@ -592,9 +592,7 @@ fn numbers_of(request: &Request) -> (String, String) {
             _ => None,
         })
         .unwrap_or_else(|| "anonymous".into());
-    let called = uri_user(&request.uri.to_string())
-        .unwrap_or_default()
-        .to_owned();
+    let called = sip_uri_user(&request.uri).unwrap_or_default();
     (calling, called)
 }
 
@@ -982,7 +980,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if status < 200 {
             return;
         }
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let Some(r) = self
             .calls
             .get_mut(&call)
@@ -1053,7 +1051,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     /// The call ends: BYE to every recorder that took it, CANCEL to those still
     /// deciding.
     fn stop_recordings(&mut self, now: Instant, layer: &mut TransactionLayer, c: &mut Call) {
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         for r in &mut c.recordings {
             if let Some(tag) = r
                 .dialog
@@ -1115,7 +1113,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 
     /// Sends BYE on `side` of `call`, if that leg has a dialog.
     fn send_bye(&mut self, now: Instant, layer: &mut TransactionLayer, call: u64, side: Side) {
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1789,7 +1787,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         branch: usize,
         response: &Response,
     ) {
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let Some(b) = self.calls.get(&call).and_then(|c| c.branches.get(branch)) else {
             return;
         };
@@ -1817,7 +1815,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         response: Response,
         b_sdp: Option<Session>,
     ) {
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1939,7 +1937,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         side: Side,
     ) {
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             let _ = layer.respond(now, id, response_to(&request, 481, None));
             return;
@@ -2036,7 +2034,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if status < 200 {
             return;
         }
-        let local = self.config.local.to_string();
+        let local = self.local_text.clone();
         let contact = self.contact();
         let Some(c) = self.calls.get_mut(&call) else {
             return;

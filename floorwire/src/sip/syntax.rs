@@ -197,6 +197,24 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     (!user.is_empty()).then_some(user)
 }
 
+/// The user part of a parsed SIP or SIPS URI: what [`uri_user`] reads from the URI's
+/// text, without writing the URI out first when the parser found a user (the common
+/// case). A user with parameters (`sip:+33142685300;npdi@sbc`) the parser leaves in
+/// the host part, so the text is read then.
+pub fn sip_uri_user(uri: &rsipstack::sip::Uri) -> Option<String> {
+    use rsipstack::sip::uri::Scheme;
+    if !matches!(uri.scheme, Some(Scheme::Sip | Scheme::Sips)) {
+        return None;
+    }
+    match &uri.auth {
+        Some(auth) => {
+            let user = auth.user.split(';').next().unwrap_or(&auth.user);
+            (!user.is_empty()).then(|| user.to_owned())
+        }
+        None => uri_user(&uri.to_string()).map(str::to_owned),
+    }
+}
+
 /// The user part of the URI in a name-addr header value (From, To).
 pub fn name_addr_user(value: &str) -> Option<&str> {
     parse_name_addr(value).ok().and_then(|a| uri_user(a.uri))
@@ -261,6 +279,22 @@ mod tests {
         assert_eq!(uri_user("sip:floorwire"), None);
         assert_eq!(uri_user("sip:@h"), None);
         assert_eq!(uri_user("tel:+33142685300"), None);
+        for text in [
+            "sip:dev-T-0001@floorwire",
+            "sips:a;x=y@h:5061",
+            "sip:+33142685300;npdi@sbc",
+            "sip:floorwire",
+            "sip:7101@127.0.0.1:5060;transport=udp",
+            "tel:+33142685300",
+        ] {
+            let parsed = rsipstack::sip::Uri::try_from(text).expect("a URI");
+            let written = parsed.to_string();
+            assert_eq!(
+                super::sip_uri_user(&parsed).as_deref(),
+                uri_user(&written),
+                "{text} ({written})"
+            );
+        }
         assert_eq!(
             name_addr_user("\"Desk\" <sip:7100@tpo>;tag=x"),
             Some("7100")
