@@ -163,7 +163,7 @@ fn top_via(value: &str) -> (&str, &str) {
 }
 
 /// The non-empty `branch` among a Via value's parameters.
-fn branch_in(params: &str) -> Option<Branch> {
+pub(crate) fn branch_in(params: &str) -> Option<Branch> {
     super::syntax::header_param(params, "branch")
         .filter(|b| !b.is_empty())
         .map(Branch::new)

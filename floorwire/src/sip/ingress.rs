@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use rsipstack::sip::{Header, Method, Request, Response, SipMessage, headers::untyped::Allow};
 
 use super::framing::{FramingError, find_head_end, first_line_len, frame_datagram};
-use super::ids::{CallId, MessageIds, Tag, parse_cseq};
+use super::ids::{CallId, MessageIds, Tag, branch_in, parse_cseq};
 use super::reply::{response_to, with_header};
 use super::syntax::{check_via, header_param, is_token, parse_name_addr, split_list};
 
@@ -296,9 +296,10 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<MessageIds, String
         match header {
             Header::Via(v) => {
                 counts[0] += 1;
-                check_via(v.value())?;
+                let top = check_via(v.value())?;
                 if counts[0] == 1 {
-                    (ids.branch, ids.sent_by) = MessageIds::read_via(v.value());
+                    ids.branch = branch_in(top.params);
+                    ids.sent_by = Some(top.sent_by.to_owned());
                 }
             }
             Header::From(v) => {

@@ -234,10 +234,21 @@ pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 
+/// The first value of a Via header, as [`check_via`] read it on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViaTop<'a> {
+    /// host[:port].
+    pub sent_by: &'a str,
+    /// The parameters, from the first `;` (or empty).
+    pub params: &'a str,
+}
+
 /// Checks one Via header (possibly several comma-separated values): every value is
 /// `SIP/2.0/transport sent-by` followed by non-empty `;params` (`badinv01`). LWS is
-/// allowed around the slashes (RFC 4475 `wsinv`).
-pub fn check_via(value: &str) -> Result<(), String> {
+/// allowed around the slashes (RFC 4475 `wsinv`). Returns the first value's sent-by
+/// and parameters, so the header is not read twice.
+pub fn check_via(value: &str) -> Result<ViaTop<'_>, String> {
+    let mut top = None;
     for part in split_list(value) {
         if part.is_empty() {
             return Err("empty Via value".into());
@@ -265,8 +276,9 @@ pub fn check_via(value: &str) -> Result<(), String> {
             ));
         }
         check_params(params.trim())?;
+        top.get_or_insert(ViaTop { sent_by, params });
     }
-    Ok(())
+    top.ok_or_else(|| "empty Via value".into())
 }
 
 #[cfg(test)]
@@ -323,7 +335,13 @@ mod tests {
     fn via_forms() {
         assert!(check_via("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
         assert!(check_via("SIP  /   2.0 /UDP    192.0.2.2;branch=390skdjuw").is_ok());
-        assert!(check_via("SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b").is_ok());
+        assert_eq!(
+            check_via("SIP/2.0/UDP a:5060 ;branch=z9hG4bK1, SIP/2.0/TCP b"),
+            Ok(ViaTop {
+                sent_by: "a:5060",
+                params: ";branch=z9hG4bK1"
+            })
+        );
         assert!(check_via("SIP/2.0/UDP").is_err());
     }
 }
