@@ -17,9 +17,11 @@
 # skip the memory part, TPO_LOG=FILTER for the TPO's RUST_LOG (warn), PERF=FILE to record a perf profile of the TPO's runs in FILE.
 # PERF_GRAPH="--call-graph dwarf" for call graphs through code without frame pointers.
 # TPO_BIN=PATH runs that tpo binary instead of building this tree's (A/B of two builds).
+# HOLD_MS=N keeps each call up N ms before the uac hangs up (0, the default: at once),
+# so that RATE x N/1000 calls are established at once during the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}
+RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}; HOLD_MS=${HOLD_MS:-0}
 PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
@@ -91,8 +93,8 @@ start_uas() { # ip port
 run_uac() { # target -> "elapsed_s failed"; the SIPp pair's CPU a call to stderr
   local start end ok uas0
   start=$(date +%s.%N); uas0=$(cpu_ns "$uas")
-  if (cd "$work" && exec "${uac_timer[@]}" sipp "$1" -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r "$RATE" -m "$CALLS" -l $((RATE * 2)) \
-      -nostdin -buff_size 4194304 -timeout $((SECS * 3))s -timeout_error \
+  if (cd "$work" && exec "${uac_timer[@]}" sipp "$1" -sn uac -s 7101 -i 127.0.20.1 -p 5061 -r "$RATE" -m "$CALLS" -l $((RATE * (2 + HOLD_MS / 1000))) \
+      -d "$HOLD_MS" -nostdin -buff_size 4194304 -timeout $((SECS * 3 + HOLD_MS / 1000))s -timeout_error \
       -trace_stat -stf "$work/stat.csv" > "$work/uac.txt" 2>&1); then :; fi
   end=$(date +%s.%N)
   echo "  SIPp uac $( [ -s "$work/uac-cpu.txt" ] && awk -F, -v c="$CALLS" '/task-clock/{printf "%.1f", $1 * 1000 / c}' "$work/uac-cpu.txt" || echo -) us/call," \

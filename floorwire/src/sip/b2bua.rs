@@ -304,6 +304,11 @@ struct Call {
     relayed_notice: Option<Vec<u8>>,
     /// Its recording sessions, one per recorder.
     recordings: Vec<Recording>,
+    /// The client transactions of requests relayed within the call whose final
+    /// response has not come yet (some may have ended since): what `end` answers 487.
+    relayed: Vec<TransactionId>,
+    /// Leg A's INVITE transaction while its 2xx waits for the ACK.
+    awaiting_ack: Option<TransactionId>,
 }
 
 /// One recording session of a call (we are its SRC).
@@ -311,6 +316,8 @@ struct Call {
 struct Recording {
     recorder: SocketAddr,
     call_id: String,
+    /// Our tag in the recording session (its `recording_legs` key with `call_id`).
+    tag: Tag,
     invite: Request,
     tx: Option<TransactionId>,
     dialog: Option<Dialog>,
@@ -759,6 +766,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             held: false,
             relayed_notice: None,
             recordings: Vec::new(),
+            relayed: Vec::new(),
+            awaiting_ack: None,
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
         self.calls.insert(call.id, call);
@@ -796,30 +805,36 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if let Some((tx, _)) = &c.a_invite {
             self.a_invites.remove(tx);
         }
-        self.awaiting_ack.retain(|_, v| *v != call);
-        let offered: Vec<usize> = c
+        if let Some(tx) = c.awaiting_ack {
+            self.awaiting_ack.remove(&tx);
+        }
+        // The call's own client transactions are let go of by their ids, not by a
+        // search of every call's (a table as large as the calls up).
+        let mut unanswered = Vec::new();
+        for tx in c
+            .branches
+            .iter()
+            .filter_map(|b| b.invite.as_ref().map(|(tx, _)| *tx))
+        {
+            if matches!(self.client.get(&tx), Some(Pending::Invite { call: x, .. }) if *x == call) {
+                self.client.remove(&tx);
+            }
+        }
+        for tx in &c.relayed {
+            if let Some(Pending::Relayed { server, .. }) = self.client.remove(tx) {
+                unanswered.push(server);
+            }
+        }
+        // A recording's INVITE still unanswered outlives the call: a late answer is
+        // hung up.
+        for tx in c
             .recordings
             .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state == RecordingState::Offered)
-            .map(|(i, _)| i)
-            .collect();
-        let mut unanswered = Vec::new();
-        self.client.retain(|_, p| match p {
-            Pending::Invite { call: c, .. } => *c != call,
-            Pending::Relayed {
-                call: c, server, ..
-            } => {
-                if *c == call {
-                    unanswered.push(*server);
-                }
-                *c != call
-            }
-            // A recording's INVITE still unanswered outlives the call: a late answer is
-            // hung up.
-            Pending::Recording { call: c, index, .. } if *c == call => offered.contains(index),
-            Pending::Own | Pending::Recording { .. } => true,
-        });
+            .filter(|r| r.state != RecordingState::Offered)
+            .filter_map(|r| r.tx)
+        {
+            self.client.remove(&tx);
+        }
         for server in unanswered {
             if let Some(request) = layer.server_response_head(server) {
                 let _ = layer.respond(now, server, response_to(&request, 487, None));
@@ -940,6 +955,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             recordings.push(Recording {
                 recorder,
                 call_id,
+                tag,
                 invite,
                 tx,
                 dialog: None,
@@ -1053,13 +1069,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     fn stop_recordings(&mut self, now: Instant, layer: &mut TransactionLayer, c: &mut Call) {
         let local = self.local_text.clone();
         for r in &mut c.recordings {
-            if let Some(tag) = r
-                .dialog
-                .as_ref()
-                .map(|d| d.id.local_tag.as_str().to_owned())
-            {
-                self.recording_legs.remove(&(r.call_id.clone(), tag));
-            }
+            self.recording_legs
+                .remove(&(r.call_id.clone(), r.tag.as_str().to_owned()));
             match r.state {
                 RecordingState::Confirmed => {
                     let recorder = r.recorder;
@@ -1078,7 +1089,6 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 RecordingState::Failed => {}
             }
         }
-        self.recording_legs.retain(|_, (call, _)| *call != c.id);
     }
 
     /// A request from a recorder within its recording session: BYE ends that
@@ -1364,6 +1374,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             held: false,
             relayed_notice: None,
             recordings: Vec::new(),
+            relayed: Vec::new(),
+            awaiting_ack: None,
         };
         self.legs
             .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
@@ -1920,6 +1932,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.next_media_check = Some(now + timeout.min(MEDIA_CHECK));
         }
         self.awaiting_ack.insert(tx, call);
+        c.awaiting_ack = Some(tx);
         self.stats.calls_answered += 1;
         tracing::info!(call, answered_by = %c.branches[branch].fork.party, "call answered");
         self.changed(call);
@@ -2009,6 +2022,10 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                         cseq,
                     },
                 );
+                // Those answered since are dropped from the list as it grows.
+                let client = &self.client;
+                c.relayed.retain(|tx| client.contains_key(tx));
+                c.relayed.push(tx);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not relay in-dialog request");
@@ -2164,8 +2181,12 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                         .legs
                         .get(&(call_id.as_str().to_owned(), tag.as_str().to_owned()))
                         .copied()
+                    && let Some(tx) = self
+                        .calls
+                        .get_mut(&call)
+                        .and_then(|c| c.awaiting_ack.take())
                 {
-                    self.awaiting_ack.retain(|_, c| *c != call);
+                    self.awaiting_ack.remove(&tx);
                 }
             }
             Event::AckTimeout { id } => {
