@@ -19,6 +19,8 @@
 # TPO_BIN=PATH runs that tpo binary instead of building this tree's (A/B of two builds).
 # HOLD_MS=N keeps each call up N ms before the uac hangs up (0, the default: at once),
 # so that RATE x N/1000 calls are established at once during the run.
+# FLOOR=N adds a trading floor to the configuration: N more users with a turret each,
+# 5N lines and 20 line appearances a user (none registered): what routing reads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}; HOLD_MS=${HOLD_MS:-0}
@@ -44,7 +46,7 @@ metric() { curl -s "http://127.0.20.10:9100/metrics" | awk -v n="$1" '$1==n{prin
 
 # The TSS's answer to /api/tpo/config, as a file: two devices, line 7101 on trader02.
 mkdir -p "$work/www/api/tpo"
-python3 - "$work/www/api/tpo/config" <<'PY'
+python3 - "$work/www/api/tpo/config" "${FLOOR:-0}" <<'PY'
 import hashlib, json, sys
 def ha1(u, p, alg): return getattr(hashlib, alg)(f"{u}:floorwire:{p}".encode()).hexdigest()
 devices = [{"username": f"dev-T-000{n}", "device_id": f"T-000{n}", "user": f"trader0{n}",
@@ -55,6 +57,20 @@ json.dump({"revision": 1, "devices": devices,
            "appearances": [{"user": "trader02", "line": "DT-2", "access": "talk", "button": 1}],
            "dial_plan": [{"prefix": "7", "route": "internal"}],
            "users": [], "sites": []}, open(sys.argv[1], "w"))
+floor = int(sys.argv[2])
+if floor:
+    config = json.load(open(sys.argv[1]))
+    # The bench's own devices, line and appearance go in the middle of the floor's.
+    middle = lambda ours, floor_items: floor_items[:len(floor_items) // 2] + ours + floor_items[len(floor_items) // 2:]
+    config["devices"] = middle(config["devices"], [{"username": f"dev-F-{n}", "device_id": f"F-{n}", "user": f"floor{n}",
+                           "realm": "floorwire", "ha1_md5": "0" * 32, "ha1_sha256": "0" * 64}
+                          for n in range(floor)])
+    config["lines"] = middle(config["lines"], [{"id": f"FL-{n}", "kind": "dial_tone", "number": f"8{n:06d}", "label": ""}
+                        for n in range(5 * floor)])
+    config["appearances"] = middle(config["appearances"], [{"user": f"floor{n}", "line": f"FL-{(n * 7 + k * 13) % (5 * floor)}",
+                               "access": "talk" if k % 2 else "listen", "button": k + 1}
+                              for n in range(floor) for k in range(20)])
+    json.dump(config, open(sys.argv[1], "w"))
 PY
 python3 bench/tss-stand-in.py "$work/www" 127.0.20.9 8080 > "$work/http.txt" 2>&1 &
 stand_in=$!

@@ -93,6 +93,9 @@ pub enum RegisterOutcome {
 pub struct Registrar {
     policy: ExpiryPolicy,
     bindings: HashMap<String, Vec<Binding>>,
+    /// Source address → the devices (AoRs) with a binding from it, in the order they
+    /// registered: a call's caller is found without reading every binding.
+    by_source: HashMap<SocketAddr, Vec<String>>,
 }
 
 impl Registrar {
@@ -100,6 +103,7 @@ impl Registrar {
         Registrar {
             policy,
             bindings: HashMap::new(),
+            by_source: HashMap::new(),
         }
     }
 
@@ -116,7 +120,9 @@ impl Registrar {
             if request.expires != Some(0) {
                 return RegisterOutcome::Invalid("Contact: * needs Expires: 0".into());
             }
-            self.bindings.remove(aor);
+            if let Some(old) = self.bindings.remove(aor) {
+                Self::unindex(&mut self.by_source, aor, &old);
+            }
             return RegisterOutcome::Bound(Vec::new());
         }
         let asked = |param: &Option<u32>| {
@@ -133,6 +139,7 @@ impl Registrar {
             return RegisterOutcome::IntervalTooBrief(self.policy.min_expires);
         }
         let mut current = self.bindings.remove(aor).unwrap_or_default();
+        Self::unindex(&mut self.by_source, aor, &current);
         for (contact, param) in &request.contacts {
             let asked = asked(param);
             let existing = current.iter().position(|b| &b.contact == contact);
@@ -166,6 +173,12 @@ impl Registrar {
             .map(|b| (b.contact.clone(), remaining(now, b.expires_at)))
             .collect();
         if !current.is_empty() {
+            for b in &current {
+                let aors = self.by_source.entry(b.source).or_default();
+                if !aors.iter().any(|a| a == aor) {
+                    aors.push(aor.to_owned());
+                }
+            }
             self.bindings.insert(aor.to_owned(), current);
         }
         RegisterOutcome::Bound(answer)
@@ -180,7 +193,31 @@ impl Registrar {
             gone += before - list.len();
             !list.is_empty()
         });
+        if gone > 0 {
+            // Rare (a device that stopped re-registering): the index is built again.
+            self.by_source.clear();
+            for (aor, list) in &self.bindings {
+                for b in list {
+                    let aors = self.by_source.entry(b.source).or_default();
+                    if !aors.contains(aor) {
+                        aors.push(aor.clone());
+                    }
+                }
+            }
+        }
         gone
+    }
+
+    /// Takes `aor` out of the source index for each of `bindings`.
+    fn unindex(index: &mut HashMap<SocketAddr, Vec<String>>, aor: &str, bindings: &[Binding]) {
+        for b in bindings {
+            if let Some(aors) = index.get_mut(&b.source) {
+                aors.retain(|a| a != aor);
+                if aors.is_empty() {
+                    index.remove(&b.source);
+                }
+            }
+        }
     }
 
     /// The live bindings of `aor`.
@@ -193,10 +230,15 @@ impl Registrar {
 
     /// The device (AoR) with a live binding registered from `source`.
     pub fn device_at(&self, now: Instant, source: SocketAddr) -> Option<&str> {
-        self.bindings
+        self.by_source
+            .get(&source)?
             .iter()
-            .find(|(_, l)| l.iter().any(|b| b.source == source && b.expires_at > now))
-            .map(|(aor, _)| aor.as_str())
+            .find(|aor| {
+                self.bindings
+                    .get(aor.as_str())
+                    .is_some_and(|l| l.iter().any(|b| b.source == source && b.expires_at > now))
+            })
+            .map(String::as_str)
     }
 
     /// The devices (AoRs) with at least one live binding.
@@ -239,6 +281,47 @@ mod tests {
 
     fn src() -> SocketAddr {
         "127.0.10.5:5060".parse().unwrap()
+    }
+
+    /// The device at a source address follows its bindings: found while bound from
+    /// there, not once it moved, unregistered or expired; two devices behind one
+    /// address are both found until one leaves.
+    #[test]
+    fn the_device_at_an_address_follows_its_bindings() {
+        let mut r = Registrar::new(POLICY);
+        let t0 = Instant::now();
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+            "127.0.10.1:5060".parse().unwrap(),
+            "127.0.10.2:5060".parse().unwrap(),
+            "127.0.10.3:5060".parse().unwrap(),
+        );
+        r.register(t0, "d1", &req(&[("sip:d1@a", None)], Some(120), 1), a);
+        r.register(t0, "d2", &req(&[("sip:d2@b", None)], Some(600), 1), b);
+        assert_eq!(r.device_at(t0, a), Some("d1"));
+        assert_eq!(r.device_at(t0, b), Some("d2"));
+        assert_eq!(r.device_at(t0, c), None);
+        // d1 moves to c: its old contact goes (Expires 0), the new one is bound from c.
+        r.register(
+            t0,
+            "d1",
+            &req(&[("sip:d1@a", Some(0)), ("sip:d1@c", None)], Some(120), 2),
+            c,
+        );
+        assert_eq!(r.device_at(t0, a), None);
+        assert_eq!(r.device_at(t0, c), Some("d1"));
+        // A second device behind d2's address; d2 unregisters everything.
+        r.register(t0, "d3", &req(&[("sip:d3@b", None)], Some(600), 1), b);
+        assert_eq!(r.device_at(t0, b), Some("d2"));
+        let mut all = req(&[], Some(0), 2);
+        all.wildcard = true;
+        r.register(t0, "d2", &all, b);
+        assert_eq!(r.device_at(t0, b), Some("d3"));
+        // d1's binding runs out: not found before the sweep, nor after it.
+        let later = t0 + Duration::from_secs(121);
+        assert_eq!(r.device_at(later, c), None);
+        assert_eq!(r.expire(later), 1);
+        assert_eq!(r.device_at(later, c), None);
+        assert_eq!(r.device_at(later, b), Some("d3"));
     }
 
     #[test]

@@ -269,12 +269,8 @@ impl TpoRouter {
         } else {
             Vec::new()
         };
-        for appearance in config
-            .appearances
-            .iter()
-            .filter(|a| a.line == line.id && a.access == "talk")
-        {
-            for device in config.devices.iter().filter(|d| d.user == appearance.user) {
+        for appearance in config.talk_appearances(&line.id) {
+            for device in config.devices_of(&appearance.user) {
                 if caller_device == Some(device.username.as_str()) {
                     continue;
                 }
@@ -359,13 +355,8 @@ impl TpoRouter {
         let mut auto_answer = from_peer
             && header_text(invite, "Call-Info").is_some_and(|v| v.contains("answer-after=0"));
         if let Some(user) = &caller_user
-            && let Some(seized) = config.lines.iter().find(|l| {
-                l.number == number
-                    && rings_far_end(&l.kind)
-                    && config
-                        .appearances
-                        .iter()
-                        .any(|a| a.line == l.id && &a.user == user && a.access == "talk")
+            && let Some(seized) = config.lines_numbered(&number).find(|l| {
+                rings_far_end(&l.kind) && config.talk_appearances(&l.id).any(|a| &a.user == user)
             })
         {
             let Some(far_end) = &seized.far_end else {
@@ -402,7 +393,7 @@ impl TpoRouter {
                 })
             }
             Route::Internal => {
-                let Some(line) = config.lines.iter().find(|l| l.number == number) else {
+                let Some(line) = config.lines_numbered(&number).next() else {
                     return Err(refuse(404, format!("no line {number}")));
                 };
                 if routed.line.is_none() {

@@ -3,6 +3,7 @@
 //! as ETag, so an unchanged store costs a 304; the last good configuration stays in
 //! force while the TSS is unreachable.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -100,9 +101,23 @@ pub struct TpoConfig {
     pub users: Vec<User>,
     #[serde(default)]
     pub sites: Vec<Site>,
-    /// Device username → index in `devices` (built by [`TpoConfig::indexed`]).
+    /// Device username → index in `devices` (built by [`TpoConfig::indexed`], as are
+    /// the maps below: a call's routing looks its lines, appearances and devices up
+    /// instead of reading the whole floor's configuration).
     #[serde(skip)]
-    by_username: std::collections::HashMap<String, usize>,
+    by_username: HashMap<String, usize>,
+    /// Line number → indexes in `lines`, in configuration order.
+    #[serde(skip)]
+    lines_by_number: HashMap<String, Vec<usize>>,
+    /// Line id → indexes in `appearances` of its talk appearances.
+    #[serde(skip)]
+    talk_by_line: HashMap<String, Vec<usize>>,
+    /// User → indexes in `devices`.
+    #[serde(skip)]
+    devices_by_user: HashMap<String, Vec<usize>>,
+    /// User name → index in `users` (the first of that name).
+    #[serde(skip)]
+    user_by_name: HashMap<String, usize>,
 }
 
 /// Largest configuration body accepted from the TSS.
@@ -120,7 +135,65 @@ impl TpoConfig {
             .enumerate()
             .map(|(i, d)| (d.username.clone(), i))
             .collect();
+        let (mut lines, mut talk, mut devices) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for (i, line) in self.lines.iter().enumerate() {
+            lines
+                .entry(line.number.clone())
+                .or_insert_with(Vec::new)
+                .push(i);
+        }
+        for (i, a) in self.appearances.iter().enumerate() {
+            if a.access == "talk" {
+                talk.entry(a.line.clone()).or_insert_with(Vec::new).push(i);
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            devices
+                .entry(d.user.clone())
+                .or_insert_with(Vec::new)
+                .push(i);
+        }
+        let mut users = HashMap::new();
+        for (i, u) in self.users.iter().enumerate() {
+            users.entry(u.name.clone()).or_insert(i);
+        }
+        (
+            self.lines_by_number,
+            self.talk_by_line,
+            self.devices_by_user,
+            self.user_by_name,
+        ) = (lines, talk, devices, users);
         self
+    }
+
+    /// The lines numbered `number`, in configuration order.
+    pub fn lines_numbered<'a>(&'a self, number: &str) -> impl Iterator<Item = &'a Line> + 'a {
+        let found = self.lines_by_number.get(number).map(Vec::as_slice);
+        found
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| self.lines.get(i))
+    }
+
+    /// The talk appearances of line `line_id`, in configuration order.
+    pub fn talk_appearances<'a>(
+        &'a self,
+        line_id: &str,
+    ) -> impl Iterator<Item = &'a Appearance> + 'a {
+        let found = self.talk_by_line.get(line_id).map(Vec::as_slice);
+        found
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| self.appearances.get(i))
+    }
+
+    /// The devices (turrets) of `user`, in configuration order.
+    pub fn devices_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Device> + 'a {
+        let found = self.devices_by_user.get(user).map(Vec::as_slice);
+        found
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| self.devices.get(i))
     }
 
     /// The device whose credential username is `username`.
@@ -133,7 +206,12 @@ impl TpoConfig {
     /// The recorders of `user`'s site, as addresses (entries that are not `IP:port`
     /// are skipped: the TPO does not resolve names).
     pub fn recorders_of(&self, user: &str) -> Vec<std::net::SocketAddr> {
-        let Some(site) = self.users.iter().find(|u| u.name == user).map(|u| &u.site) else {
+        let site = self
+            .user_by_name
+            .get(user)
+            .and_then(|&i| self.users.get(i))
+            .map(|u| &u.site);
+        let Some(site) = site else {
             return Vec::new();
         };
         self.sites
@@ -207,7 +285,7 @@ impl std::fmt::Debug for TssClient {
 /// A fetch's result.
 #[derive(Debug)]
 pub enum Fetched {
-    Changed(TpoConfig),
+    Changed(Box<TpoConfig>),
     Unchanged,
 }
 
@@ -311,7 +389,7 @@ impl TssClient {
             200 => {
                 let config: TpoConfig = serde_json::from_slice(&body)
                     .map_err(|e| Error::Tss(format!("configuration: {e}")))?;
-                Ok(Fetched::Changed(config.indexed()))
+                Ok(Fetched::Changed(Box::new(config.indexed())))
             }
             status => Err(Error::Tss(format!("GET /api/tpo/config answered {status}"))),
         }
@@ -576,7 +654,7 @@ pub async fn poll(
                 on_change(&config);
                 *shared
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(config));
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(*config));
                 failing = false;
             }
             Ok(Fetched::Unchanged) => failing = false,
@@ -591,5 +669,62 @@ pub async fn poll(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The indexes answer what a search of the lists would, in configuration order:
+    /// lines by number (two may share one), talk appearances only, devices by user,
+    /// recorders through the user's site.
+    #[test]
+    fn the_indexes_answer_as_the_lists_would() {
+        let device = |username: &str, user: &str| {
+            serde_json::json!({"username": username, "device_id": username, "user": user,
+                "realm": "floorwire", "ha1_md5": "", "ha1_sha256": ""})
+        };
+        let config: TpoConfig = serde_json::from_value(serde_json::json!({
+            "revision": 1,
+            "devices": [device("t1", "alice"), device("t2", "bob"), device("t3", "alice")],
+            "lines": [
+                {"id": "L1", "kind": "dial_tone", "number": "7100"},
+                {"id": "PW", "kind": "private_wire", "number": "7100", "far_end": "7200"},
+                {"id": "L2", "kind": "dial_tone", "number": "7101"}
+            ],
+            "appearances": [
+                {"user": "alice", "line": "L1", "access": "talk", "button": 1},
+                {"user": "bob", "line": "L1", "access": "listen", "button": 1},
+                {"user": "bob", "line": "PW", "access": "talk", "button": 2},
+                {"user": "bob", "line": "L1", "access": "talk", "button": 3}
+            ],
+            "users": [{"name": "alice", "site": "paris"}, {"name": "bob", "site": "none"}],
+            "sites": [{"name": "paris", "recorders": ["127.0.0.1:5070", "recorder.example"]}]
+        }))
+        .expect("a configuration");
+        let config = config.indexed();
+        let ids = |lines: Vec<&Line>| lines.iter().map(|l| l.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(config.lines_numbered("7100").collect()), ["L1", "PW"]);
+        assert_eq!(
+            ids(config.lines_numbered("7999").collect()),
+            Vec::<String>::new()
+        );
+        let talk: Vec<_> = config
+            .talk_appearances("L1")
+            .map(|a| (a.user.as_str(), a.button))
+            .collect();
+        assert_eq!(talk, [("alice", 1), ("bob", 3)]);
+        let alice: Vec<_> = config
+            .devices_of("alice")
+            .map(|d| d.username.as_str())
+            .collect();
+        assert_eq!(alice, ["t1", "t3"]);
+        assert_eq!(config.devices_of("carol").count(), 0);
+        assert_eq!(
+            config.recorders_of("alice"),
+            vec!["127.0.0.1:5070".parse::<std::net::SocketAddr>().unwrap()]
+        );
+        assert!(config.recorders_of("bob").is_empty());
     }
 }
