@@ -93,8 +93,9 @@ pub enum RegisterOutcome {
 pub struct Registrar {
     policy: ExpiryPolicy,
     bindings: HashMap<String, Vec<Binding>>,
-    /// Source address → the devices (AoRs) with a binding from it, in the order they
-    /// registered: a call's caller is found without reading every binding.
+    /// Source address → the devices (AoRs) with a binding from it: a call's caller is
+    /// found without reading every binding. A device goes to the back of a source's
+    /// list when it registers again from there; `device_at` gives the first.
     by_source: HashMap<SocketAddr, Vec<String>>,
 }
 
@@ -187,21 +188,29 @@ impl Registrar {
     /// Drops bindings whose time is up; returns how many went.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut gone = 0;
-        self.bindings.retain(|_, list| {
+        let mut expired: Vec<(String, SocketAddr)> = Vec::new();
+        self.bindings.retain(|aor, list| {
             let before = list.len();
-            list.retain(|b| b.expires_at > now);
+            list.retain(|b| {
+                let live = b.expires_at > now;
+                if !live {
+                    expired.push((aor.clone(), b.source));
+                }
+                live
+            });
             gone += before - list.len();
             !list.is_empty()
         });
-        if gone > 0 {
-            // Rare (a device that stopped re-registering): the index is built again.
-            self.by_source.clear();
-            for (aor, list) in &self.bindings {
-                for b in list {
-                    let aors = self.by_source.entry(b.source).or_default();
-                    if !aors.contains(aor) {
-                        aors.push(aor.clone());
-                    }
+        // A device leaves a source's list when no binding of it is left from there.
+        for (aor, source) in expired {
+            let still_there = self
+                .bindings
+                .get(&aor)
+                .is_some_and(|l| l.iter().any(|b| b.source == source));
+            if !still_there && let Some(aors) = self.by_source.get_mut(&source) {
+                aors.retain(|a| *a != aor);
+                if aors.is_empty() {
+                    self.by_source.remove(&source);
                 }
             }
         }
@@ -316,7 +325,10 @@ mod tests {
         all.wildcard = true;
         r.register(t0, "d2", &all, b);
         assert_eq!(r.device_at(t0, b), Some("d3"));
-        // d1's binding runs out: not found before the sweep, nor after it.
+        // A fourth device behind the same address comes after d3.
+        r.register(t0, "d4", &req(&[("sip:d4@b", None)], Some(600), 1), b);
+        // d1's binding runs out: not found before the sweep, nor after it, and the
+        // sweep leaves the others' order alone.
         let later = t0 + Duration::from_secs(121);
         assert_eq!(r.device_at(later, c), None);
         assert_eq!(r.expire(later), 1);

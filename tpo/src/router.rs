@@ -220,7 +220,7 @@ impl TpoRouter {
         let user = match routed.direction {
             Direction::Inbound => summary.answered_by.clone().filter(|party| {
                 tss_client::current(&self.config)
-                    .is_some_and(|c| c.devices.iter().any(|d| &d.user == party))
+                    .is_some_and(|c| c.devices_of(party).next().is_some())
             }),
             _ => routed.user,
         };

@@ -197,10 +197,12 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     (!user.is_empty()).then_some(user)
 }
 
-/// The user part of a parsed SIP or SIPS URI: what [`uri_user`] reads from the URI's
-/// text, without writing the URI out first when the parser found a user (the common
-/// case). A user with parameters (`sip:+33142685300;npdi@sbc`) the parser leaves in
-/// the host part, so the text is read then.
+/// The user part of a parsed SIP or SIPS URI, as it came on the wire, without writing
+/// the URI out first when the parser found a user (the common case). Writing it out
+/// would add to what [`uri_user`] reads of the text: the password (`sip:7101:pw@h`
+/// gave `7101:pw`) and a second percent-encoding (`%2B33` gave `%252B33`); here they
+/// read `7101` and `%2B33`. A user with parameters (`sip:+33142685300;npdi@sbc`) the
+/// parser leaves in the host part, so the text is read then.
 pub fn sip_uri_user(uri: &rsipstack::sip::Uri) -> Option<String> {
     use rsipstack::sip::uri::Scheme;
     if !matches!(uri.scheme, Some(Scheme::Sip | Scheme::Sips)) {
@@ -305,6 +307,18 @@ mod tests {
                 super::sip_uri_user(&parsed).as_deref(),
                 uri_user(&written),
                 "{text} ({written})"
+            );
+        }
+        // No password, no second encoding.
+        for (text, user) in [
+            ("sip:7101:pw@h", "7101"),
+            ("sip:%2B33142685300@sbc", "%2B33142685300"),
+        ] {
+            let parsed = rsipstack::sip::Uri::try_from(text).expect("a URI");
+            assert_eq!(
+                super::sip_uri_user(&parsed).as_deref(),
+                Some(user),
+                "{text}"
             );
         }
         assert_eq!(

@@ -6,7 +6,10 @@
 //! keeps them sorted for free. Setting and taking a deadline is then O(1), against
 //! O(log n) for a binary heap holding every transaction's timers (a few hundred
 //! thousand at thousands of calls a second, most of them 32 s away), whose every
-//! pop walks its depth through memory no cache holds.
+//! pop walks its depth through memory no cache holds. The exception, a timer re-armed
+//! from its own due time after firing late, is put in its place (a search and a move
+//! of what was set after it). Deadlines come out as the heap gave them: by time, then
+//! by entry.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -36,10 +39,11 @@ impl<E: Copy + Ord> Deadlines<E> {
             }
         };
         // A deadline set from an earlier instant than the last one (a timer fired
-        // late and re-armed from its own due time) goes in its place.
+        // late and re-armed from its own due time), or due at the same instant with a
+        // smaller entry, goes in its place.
         match queue.back() {
-            Some(&(last, _)) if last > at => {
-                let place = queue.partition_point(|&(t, _)| t <= at);
+            Some(&last) if last > (at, entry) => {
+                let place = queue.partition_point(|&e| e <= (at, entry));
                 queue.insert(place, (at, entry));
             }
             _ => queue.push_back((at, entry)),
@@ -108,6 +112,8 @@ mod tests {
             (600, 32_000, 7),
             (0, 510, 8),
             (10, 500, 9),
+            // Due with entry 9 (and 3), set after it with a smaller entry.
+            (10, 500, 0),
         ];
         for (from, delay, entry) in sets {
             let at = d.push(t0 + ms(from), ms(delay), entry);
