@@ -60,6 +60,9 @@ pub struct Config {
 pub struct RecordingSection {
     /// Recorders (`IP:port`) for calls whose user's site names none.
     pub default_recorders: Vec<String>,
+    /// Each recording session is asked (in-dialog OPTIONS) this often whether its
+    /// recorder still has it; 0: never.
+    pub keepalive_secs: u64,
 }
 
 /// `[media]`: the RTP relay.
@@ -290,6 +293,8 @@ pub async fn run(
         (config.calls.max_calls_per_second > 0).then_some(config.calls.max_calls_per_second);
     b2bua_config.media_timeout = (config.media.rtp_timeout_secs > 0)
         .then(|| Duration::from_secs(config.media.rtp_timeout_secs));
+    b2bua_config.recording_keepalive = (config.recording.keepalive_secs > 0)
+        .then(|| Duration::from_secs(config.recording.keepalive_secs));
     let calls = floorwire::sip::b2bua::B2bua::new(b2bua_config, router, anchor);
     let core = core::TpoCore::new(
         registrar,

@@ -8,7 +8,9 @@
 //! recorders that check the metadata and ask for each stream on a port the test
 //! listens on; the test finds the caller's tone in stream 1 and the callee's in
 //! stream 2 at both recorders. A second call with one recorder down is still recorded
-//! by the other.
+//! by the other. In a third call one recorder dies mid-call (its SIPp killed): the
+//! in-dialog OPTIONS the TPO sends every second (SIPp answers them, `-aa`) go
+//! unanswered, the recording is counted lost, and the call keeps one copy.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -117,6 +119,8 @@ impl Recorder {
                 &port.to_string(),
                 "-m",
                 "1",
+                // The TPO's keepalive OPTIONS in the recording session get a 200.
+                "-aa",
                 "-nostdin",
                 "-timeout",
                 "30s",
@@ -137,6 +141,13 @@ impl Recorder {
             caller_stream,
             callee_stream,
         }
+    }
+
+    /// The recorder dies: its SIPp is killed (we started it), its sinks stop.
+    fn kill(mut self) {
+        let _ = self.sipp.kill();
+        let _ = self.sipp.wait();
+        let _ = (self.caller_stream.audio(), self.callee_stream.audio());
     }
 
     /// Waits for the recording session to end; what each stream carried.
@@ -219,7 +230,14 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
     let sip: SocketAddr = format!("127.0.15.10:{}", common::free_port("127.0.15.10"))
         .parse()
         .unwrap();
-    let tpo = common::start_tpo(tss, sip, "[]", &dir.join("spool"), (45000, 45099), &[]);
+    let tpo = common::start_tpo(
+        tss,
+        sip,
+        "[]",
+        &dir.join("spool"),
+        (45000, 45099),
+        &[("TPO__RECORDING__KEEPALIVE_SECS", "1")],
+    );
     let metric = |name: &str| service::metric(tpo.admin, name);
 
     let mut caller = Phone::start(
@@ -304,13 +322,72 @@ fn baresip_phones_call_through_the_tpo_hear_each_other_and_are_recorded_twice() 
         metric("floorwire_tpo_recorded_calls_total{copies=\"1\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        metric("floorwire_tpo_calls_recordings_lost_total"),
+        Some(0.0),
+        "recorders that answered the keepalives kept their copies"
+    );
+
+    // Two recorders take the third call; one dies during it.
+    let (kept, dying) = (
+        Recorder::start(&dir, "127.0.15.42"),
+        Recorder::start(&dir, "127.0.15.43"),
+    );
+    *fixture.config.lock().unwrap() = floor_recorded_at(3, &[kept.address, dying.address]);
+    service::wait_until(Duration::from_secs(10), "revision 3", || {
+        metric("floorwire_tpo_config_revision") == Some(3.0)
+    });
+    caller.command(&format!("/dial sip:7101@{sip}"));
+    service::wait_until(Duration::from_secs(10), "the third call answered", || {
+        metric("floorwire_tpo_calls_answered_total") == Some(3.0)
+    });
+    service::wait_until(
+        Duration::from_secs(15),
+        "a second of audio each way",
+        || caller.heard_in_call(2) >= 8_000 && callee.heard_in_call(2) >= 8_000,
+    );
+    dying.kill();
+    service::wait_until(
+        Duration::from_secs(10),
+        "the dead recorder's copy lost",
+        || metric("floorwire_tpo_calls_recordings_lost_total") == Some(1.0),
+    );
+    assert_eq!(
+        metric("floorwire_tpo_calls_active"),
+        Some(1.0),
+        "the call goes on"
+    );
+    service::wait_until(Duration::from_secs(15), "3 s of audio each way", || {
+        caller.heard_in_call(2) >= 24_000 && callee.heard_in_call(2) >= 24_000
+    });
+    caller.command("/hangup");
+    service::wait_until(Duration::from_secs(10), "the third call over", || {
+        metric("floorwire_tpo_calls_ended_total") == Some(3.0)
+    });
+    let (caller_stream, callee_stream) = kept.finish();
+    assert_tones(
+        "the recorder kept, stream 1",
+        &caller_stream,
+        1000.0,
+        1400.0,
+    );
+    assert_tones(
+        "the recorder kept, stream 2",
+        &callee_stream,
+        1400.0,
+        1000.0,
+    );
+    assert_eq!(
+        metric("floorwire_tpo_recorded_calls_total{copies=\"1\"}"),
+        Some(2.0)
+    );
     // Each call's record names the recordings kept.
     let records = common::spooled(&dir.join("spool"));
     let copies: Vec<usize> = records
         .iter()
         .map(|r| r["recordings"].as_array().map_or(0, Vec::len))
         .collect();
-    assert_eq!(copies, [2, 1], "{records:#?}");
+    assert_eq!(copies, [2, 1, 1], "{records:#?}");
     caller.quit();
     callee.quit();
     assert!(service::terminate(tpo).success());

@@ -211,6 +211,11 @@ pub struct B2buaConfig {
     /// An answered call whose relay has carried no packet (RTP or RTCP, either way)
     /// for this long is hung up on both legs, unless it is on hold; `None`: never.
     pub media_timeout: Option<Duration>,
+    /// Each confirmed recording session gets an in-dialog OPTIONS this often; a
+    /// recorder that has not answered the last one by the next (or answers 481) has
+    /// lost the recording: its copy no longer counts and its media fork stops. `None`:
+    /// recorders are not asked (one that dies unheard still counts).
+    pub recording_keepalive: Option<Duration>,
     /// Queue every change to the table of established calls for
     /// [`B2bua::poll_change`] (an active/standby pair replicates them). Off, nothing is
     /// queued: a core nobody polls must not keep them.
@@ -227,6 +232,7 @@ impl B2buaConfig {
             retry_after_secs: 5,
             max_calls_per_second: None,
             media_timeout: None,
+            recording_keepalive: None,
             replicate: false,
         }
     }
@@ -245,6 +251,9 @@ pub struct B2buaStats {
     pub calls_ended: u64,
     /// Calls taken over from snapshots.
     pub calls_restored: u64,
+    /// Confirmed recordings their recorder lost during the call (no answer to the
+    /// keepalive, or 481).
+    pub recordings_lost: u64,
     /// Calls up now (ringing or established).
     pub calls_active: u64,
     /// Entries in the core's per-call tables (legs, pending transactions, recordings,
@@ -318,6 +327,8 @@ struct Recording {
     call_id: String,
     /// Our tag in the recording session (its `recording_legs` key with `call_id`).
     tag: Tag,
+    /// The keepalive OPTIONS sent and not answered yet.
+    probe: Option<TransactionId>,
     invite: Request,
     tx: Option<TransactionId>,
     dialog: Option<Dialog>,
@@ -448,6 +459,8 @@ enum Pending {
         index: usize,
         invite: Box<Request>,
     },
+    /// A keepalive OPTIONS in a recording session.
+    Probe { call: u64, index: usize },
 }
 
 /// The B2BUA core; drive it as the [`TransactionUser`] of a transaction layer.
@@ -473,6 +486,9 @@ pub struct B2bua<R, M> {
     stats: B2buaStats,
     /// When answered calls' media is checked next (with a media timeout set).
     next_media_check: Option<Instant>,
+    /// When each confirmed recording is next asked whether its recorder still has it:
+    /// (due, call, recording index), in due order (one interval for all).
+    recording_probes: VecDeque<(Instant, u64, usize)>,
     /// Forked calls their caller cancelled, newest last.
     recently_cancelled: VecDeque<Cancelled>,
     /// (Call-ID, our tag) of each recording session → call and its index.
@@ -654,6 +670,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             changes: VecDeque::new(),
             stats: B2buaStats::default(),
             next_media_check: None,
+            recording_probes: VecDeque::new(),
             recently_cancelled: VecDeque::new(),
             recording_legs: FastMap::default(),
             admission: None,
@@ -832,6 +849,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             .iter()
             .filter(|r| r.state != RecordingState::Offered)
             .filter_map(|r| r.tx)
+            .chain(c.recordings.iter().filter_map(|r| r.probe))
         {
             self.client.remove(&tx);
         }
@@ -956,6 +974,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 recorder,
                 call_id,
                 tag,
+                probe: None,
                 invite,
                 tx,
                 dialog: None,
@@ -966,6 +985,94 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if let Some(c) = self.calls.get_mut(&call) {
             c.recordings = recordings;
         }
+    }
+
+    /// Hangs up answered calls whose media went silent (not on hold) for the timeout.
+    fn check_media(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        let Some(timeout) = self.config.media_timeout else {
+            self.next_media_check = None;
+            return;
+        };
+        let answered: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.phase == Phase::Answered)
+            .map(|c| c.id)
+            .collect();
+        for call in &answered {
+            let silent = self
+                .calls
+                .get(call)
+                .is_some_and(|c| !c.held && self.media.idle(*call).is_some_and(|i| i >= timeout));
+            if silent {
+                tracing::info!(call, ?timeout, "no media: hanging the call up");
+                self.send_bye(now, layer, *call, Side::A);
+                self.send_bye(now, layer, *call, Side::B);
+                self.end(now, layer, *call, "no media");
+            }
+        }
+        self.next_media_check = self
+            .calls
+            .values()
+            .any(|c| c.phase == Phase::Answered)
+            .then(|| now + timeout.min(MEDIA_CHECK));
+    }
+
+    /// Sends the keepalive OPTIONS of every confirmed recording that is due; one whose
+    /// last OPTIONS is still unanswered has been lost by its recorder.
+    fn probe_recordings(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        let Some(every) = self.config.recording_keepalive else {
+            self.recording_probes.clear();
+            return;
+        };
+        let local = self.local_text.clone();
+        while let Some(&(at, call, index)) = self.recording_probes.front() {
+            if at > now {
+                break;
+            }
+            self.recording_probes.pop_front();
+            let Some(r) = self
+                .calls
+                .get_mut(&call)
+                .and_then(|c| c.recordings.get_mut(index))
+                .filter(|r| r.state == RecordingState::Confirmed)
+            else {
+                continue;
+            };
+            if let Some(tx) = r.probe.take()
+                && self.client.remove(&tx).is_some()
+            {
+                self.recording_lost(call, index, "no answer to the keepalive OPTIONS");
+                continue;
+            }
+            let recorder = r.recorder;
+            if let Some(dialog) = r.dialog.as_mut()
+                && let Ok(options) = dialog.request(Method::Options, &local, None)
+                && let Ok(tx) = layer.send_request(now, next_hop(dialog, recorder), options)
+            {
+                self.client.insert(tx, Pending::Probe { call, index });
+                r.probe = Some(tx);
+            }
+            self.recording_probes.push_back((now + every, call, index));
+        }
+    }
+
+    /// A confirmed recording that its recorder no longer has: its copy no longer
+    /// counts, and the media stops going there.
+    fn recording_lost(&mut self, call: u64, index: usize, why: &str) {
+        let Some(r) = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.recordings.get_mut(index))
+            .filter(|r| r.state == RecordingState::Confirmed)
+        else {
+            return;
+        };
+        r.state = RecordingState::Failed;
+        r.probe = None;
+        tracing::warn!(call, recorder = %r.recorder, recording = %r.call_id, why, "recording lost");
+        self.stats.recordings_lost += 1;
+        self.fork_media_to_recorders(call);
     }
 
     /// Tells the media plane where the call's confirmed recordings want its streams.
@@ -1048,6 +1155,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 r.state = RecordingState::Confirmed;
                 r.streams = streams;
                 tracing::info!(call, recorder = %r.recorder, recording = %r.call_id, "recording confirmed");
+                if let Some(every) = self.config.recording_keepalive {
+                    self.recording_probes.push_back((now + every, call, index));
+                }
                 self.fork_media_to_recorders(call);
             }
             Err(e) => {
@@ -2091,38 +2201,20 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 
 impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUser for B2bua<R, M> {
     fn next_timer(&self) -> Option<Instant> {
-        self.next_media_check
+        let probe = self.recording_probes.front().map(|&(at, _, _)| at);
+        match (self.next_media_check, probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Hangs up answered calls whose media went silent (not on hold) for the timeout.
+    /// Asks the recorders that are due whether they still have their recordings, and
+    /// hangs up answered calls whose media went silent (not on hold) for the timeout.
     fn on_timer(&mut self, now: Instant, layer: &mut TransactionLayer) {
-        let Some(timeout) = self.config.media_timeout else {
-            self.next_media_check = None;
-            return;
-        };
-        let answered: Vec<u64> = self
-            .calls
-            .values()
-            .filter(|c| c.phase == Phase::Answered)
-            .map(|c| c.id)
-            .collect();
-        for call in &answered {
-            let silent = self
-                .calls
-                .get(call)
-                .is_some_and(|c| !c.held && self.media.idle(*call).is_some_and(|i| i >= timeout));
-            if silent {
-                tracing::info!(call, ?timeout, "no media: hanging the call up");
-                self.send_bye(now, layer, *call, Side::A);
-                self.send_bye(now, layer, *call, Side::B);
-                self.end(now, layer, *call, "no media");
-            }
+        self.probe_recordings(now, layer);
+        if self.next_media_check.is_some_and(|at| at <= now) {
+            self.check_media(now, layer);
         }
-        self.next_media_check = self
-            .calls
-            .values()
-            .any(|c| c.phase == Phase::Answered)
-            .then(|| now + timeout.min(MEDIA_CHECK));
     }
 
     fn on_event(&mut self, now: Instant, event: Event, layer: &mut TransactionLayer) {
@@ -2276,7 +2368,21 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                         }
                         self.on_recording_response(now, layer, call, index, &invite, response);
                     }
-                    Some(Pending::Own) | None => {}
+                    Some(Pending::Probe { call, index }) if is_final => {
+                        let status = response.status_code.code();
+                        if status == 481 {
+                            self.recording_lost(call, index, "the recorder knows it no more (481)");
+                        } else if let Some(r) = self
+                            .calls
+                            .get_mut(&call)
+                            .and_then(|c| c.recordings.get_mut(index))
+                            .filter(|r| r.probe == Some(id))
+                        {
+                            // Any other answer (even 405) says the recorder is there.
+                            r.probe = None;
+                        }
+                    }
+                    Some(Pending::Own | Pending::Probe { .. }) | None => {}
                 }
             }
             Event::Stray2xx { ids, .. } => {
@@ -2311,6 +2417,9 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                         r.state = RecordingState::Failed;
                         tracing::warn!(call, recorder = %r.recorder, "recorder did not answer");
                     }
+                }
+                Some(Pending::Probe { call, index }) => {
+                    self.recording_lost(call, index, "the keepalive OPTIONS timed out");
                 }
                 Some(Pending::Own) | None => {}
             },
@@ -2858,6 +2967,82 @@ From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
         assert!(requests(&out, R2).is_empty());
         let summary = h.core.router_mut().summaries.pop().expect("summary");
         assert_eq!(summary.recordings, vec![header(&to_r1, "Call-ID").unwrap()]);
+    }
+
+    /// With keepalives on, each confirmed recording is asked with an in-dialog OPTIONS
+    /// every interval: a recorder that stops answering loses its copy at the next one
+    /// (media fork and summary), one that answers keeps it, one that answers 481 loses
+    /// it at once; the call carries on throughout.
+    #[test]
+    fn a_recorder_that_stops_answering_mid_call_loses_its_copy() {
+        const R1: &str = "127.0.0.1:5100";
+        const R2: &str = "127.0.0.1:5110";
+        const R3: &str = "127.0.0.1:5120";
+        let every = Duration::from_secs(10);
+        let mut h = Harness::new();
+        h.core.config.recording_keepalive = Some(every);
+        h.core.router_mut().recorders = vec![addr(R1), addr(R2), addr(R3)];
+        let out = h.deliver(A, &invite_from_a());
+        let b_invite = requests(&out, B1)[0].clone();
+        let out = h.deliver(B1, &b_response(&b_invite, 200, "bt", Some(SDP_B)));
+        let srs_sdp = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
+m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
+        let mut call_ids = Vec::new();
+        for (recorder, tag) in [(R1, "r1"), (R2, "r2"), (R3, "r3")] {
+            let invite = requests(&out, recorder)[0].clone();
+            call_ids.push(header(&invite, "Call-ID").unwrap());
+            h.deliver(recorder, &b_response(&invite, 200, tag, Some(srs_sdp)));
+        }
+        let call = *h.core.media.recorded.keys().next().expect("media forked");
+        assert_eq!(h.core.media.recorded[&call].len(), 3);
+        // Nothing is asked before the interval.
+        assert!(h.core.next_timer().is_some_and(|at| at >= h.now + every));
+        let options_to = |h: &mut Harness| {
+            h.now = h.core.next_timer().expect("a keepalive due");
+            h.core.on_timer(h.now, &mut h.layer);
+            let out = h.pump();
+            [R1, R2, R3].map(|r| {
+                let sent = requests(&out, r);
+                assert!(sent.iter().all(|o| o.method == Method::Options), "{r}");
+                sent.first().map(|o| (*o).clone())
+            })
+        };
+        let answer = |h: &mut Harness, recorder: &str, options: &Request, status: u16| {
+            let ok = b_response(options, status, "", None);
+            h.deliver(recorder, &ok);
+        };
+        let [Some(o1), Some(o2), Some(o3)] = options_to(&mut h) else {
+            panic!("an OPTIONS to every recorder")
+        };
+        assert_eq!(
+            header(&o1, "Call-ID").as_ref(),
+            Some(&call_ids[0]),
+            "in its dialog"
+        );
+        answer(&mut h, R1, &o1, 200);
+        answer(&mut h, R3, &o3, 481);
+        // R3 no longer has it: lost at once. R2 says nothing.
+        assert_eq!(h.core.media.recorded[&call].len(), 2);
+        let _ = o2;
+        let [Some(o1), None, None] = options_to(&mut h) else {
+            panic!("R2 unanswered since the last one: lost, not asked again")
+        };
+        assert_eq!(h.core.media.recorded[&call].len(), 1, "only R1's fork left");
+        assert_eq!(h.core.stats().recordings_lost, 2);
+        assert_eq!(h.core.stats().calls_active, 1, "the call carries on");
+        answer(&mut h, R1, &o1, 200);
+        let bye = format!(
+            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbyek\nMax-Forwards: 70\n\
+From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+            header(&b_invite, "To").unwrap(),
+            header(&b_invite, "From").unwrap(),
+            header(&b_invite, "Call-ID").unwrap(),
+        );
+        let out = h.deliver(B1, &bye);
+        assert_eq!(requests(&out, R1)[0].method, Method::Bye);
+        assert!(requests(&out, R2).is_empty() && requests(&out, R3).is_empty());
+        let summary = h.core.router_mut().summaries.pop().expect("summary");
+        assert_eq!(summary.recordings, vec![call_ids[0].clone()]);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub struct CallMetrics {
     unanswered: IntCounter,
     ended: IntCounter,
     restored: IntCounter,
+    recordings_lost: IntCounter,
     active: IntGauge,
     state_entries: IntGauge,
     last: std::sync::Arc<std::sync::Mutex<super::b2bua::B2buaStats>>,
@@ -151,6 +152,10 @@ impl CallMetrics {
                 "restored_total",
                 "established calls taken over from a replicated table",
             )?,
+            recordings_lost: c(
+                "recordings_lost_total",
+                "confirmed recordings their recorder lost during the call (no answer to the keepalive OPTIONS, or 481)",
+            )?,
             active,
             state_entries,
             last: std::sync::Arc::default(),
@@ -173,6 +178,11 @@ impl CallMetrics {
             ),
             (&self.ended, stats.calls_ended, last.calls_ended),
             (&self.restored, stats.calls_restored, last.calls_restored),
+            (
+                &self.recordings_lost,
+                stats.recordings_lost,
+                last.recordings_lost,
+            ),
         ];
         for (counter, now, before) in pairs {
             counter.inc_by(now.saturating_sub(before));

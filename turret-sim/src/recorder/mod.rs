@@ -443,7 +443,11 @@ impl TransactionUser for Recorder {
                     }
                 }
             }
-            Method::Bye | Method::Invite | Method::Update | Method::Info => {
+            // An OPTIONS in a recording session (the SRC's keepalive) is answered 200
+            // only while the session lives here: 481 tells the SRC the copy is gone.
+            Method::Bye | Method::Invite | Method::Update | Method::Info | Method::Options
+                if request.method != Method::Options || ids.to_tag.is_some() =>
+            {
                 let key = (
                     call_id,
                     ids.to_tag
@@ -783,12 +787,24 @@ Call-ID: siprec-unit\r\nCSeq: {cseq} {method}\r\nContact: <sip:tpo@{SRC}>\r\n{ex
         while recorder.metrics.packets.get() < 2 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let bye = request("BYE", 3, &format!(";tag={}", to_tag.as_str()), "", b"");
-        let codes: Vec<u16> = exchange(&mut layer, &mut recorder, &bye)
-            .iter()
-            .map(|r| r.status_code.code())
-            .collect();
-        assert_eq!(codes, vec![200]);
+        // The SRC's keepalive: an OPTIONS in the session gets 200 while it lives.
+        let in_session = format!(";tag={}", to_tag.as_str());
+        let codes = |layer: &mut TransactionLayer, recorder: &mut Recorder, text: &[u8]| {
+            exchange(layer, recorder, text)
+                .iter()
+                .map(|r| r.status_code.code())
+                .collect::<Vec<u16>>()
+        };
+        let keepalive = request("OPTIONS", 3, &in_session, "", b"");
+        assert_eq!(codes(&mut layer, &mut recorder, &keepalive), vec![200]);
+        let bye = request("BYE", 4, &in_session, "", b"");
+        assert_eq!(codes(&mut layer, &mut recorder, &bye), vec![200]);
+        // Once it ended, 481: the recording is not here any more.
+        let late = request("OPTIONS", 5, &in_session, "", b"");
+        assert_eq!(codes(&mut layer, &mut recorder, &late), vec![481]);
+        // Outside any session, OPTIONS is a plain "are you there": 200.
+        let ping = request("OPTIONS", 6, "", "", b"");
+        assert_eq!(codes(&mut layer, &mut recorder, &ping), vec![200]);
         captures.close();
         captures.wait().await;
 
