@@ -168,11 +168,7 @@ impl TpoConfig {
 
     /// The lines numbered `number`, in configuration order.
     pub fn lines_numbered<'a>(&'a self, number: &str) -> impl Iterator<Item = &'a Line> + 'a {
-        let found = self.lines_by_number.get(number).map(Vec::as_slice);
-        found
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|&i| self.lines.get(i))
+        indexed(&self.lines, self.lines_by_number.get(number))
     }
 
     /// The talk appearances of line `line_id`, in configuration order.
@@ -180,20 +176,12 @@ impl TpoConfig {
         &'a self,
         line_id: &str,
     ) -> impl Iterator<Item = &'a Appearance> + 'a {
-        let found = self.talk_by_line.get(line_id).map(Vec::as_slice);
-        found
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|&i| self.appearances.get(i))
+        indexed(&self.appearances, self.talk_by_line.get(line_id))
     }
 
     /// The devices (turrets) of `user`, in configuration order.
     pub fn devices_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Device> + 'a {
-        let found = self.devices_by_user.get(user).map(Vec::as_slice);
-        found
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|&i| self.devices.get(i))
+        indexed(&self.devices, self.devices_by_user.get(user))
     }
 
     /// The device whose credential username is `username`.
@@ -234,6 +222,18 @@ impl TpoConfig {
         lines.dedup();
         lines
     }
+}
+
+/// The items of `list` at the positions an index entry holds (none without one).
+fn indexed<'a, T>(
+    list: &'a [T],
+    positions: Option<&'a Vec<usize>>,
+) -> impl Iterator<Item = &'a T> + 'a {
+    positions
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|&i| list.get(i))
 }
 
 /// The configuration in force, shared with the SIP core.

@@ -2677,6 +2677,21 @@ Call-ID: a-leg-call\nCSeq: 1 INVITE\nContact: <sip:a@{A}>\nRecord-Route: <sip:le
     }
 
     /// The response B sends to leg B's INVITE, built from it.
+    /// A BYE from leg B's side (its To tag `tag`) in the dialog of `invite`, CSeq 2.
+    fn bye_from_b(invite: &Request, tag: &str, branch: &str) -> String {
+        format!(
+            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch={branch}\nMax-Forwards: 70\n\
+From: {};tag={tag}\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+            header(invite, "To").expect("To"),
+            header(invite, "From").expect("From"),
+            header(invite, "Call-ID").expect("Call-ID"),
+        )
+    }
+
+    /// A recorder's answer: stream 1 on port 30000, stream 2 on 30002.
+    const SRS_SDP: &str = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
+m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
+
     fn b_response(invite: &Request, status: u16, tag: &str, sdp: Option<&str>) -> String {
         let mut text = format!("SIP/2.0 {status} Whatever\n");
         for name in ["Via", "From", "Call-ID", "CSeq"] {
@@ -2943,9 +2958,7 @@ Call-ID: a-leg-call\nCSeq: {cseq} INVITE\nContact: <sip:a@{A}>\n"
         }
         assert_ne!(header(&to_r1, "Call-ID"), header(&to_r2, "Call-ID"));
         // R1 takes it; R2 refuses.
-        let srs_sdp = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
-m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
-        let out = h.deliver(R1, &b_response(&to_r1, 200, "r1", Some(srs_sdp)));
+        let out = h.deliver(R1, &b_response(&to_r1, 200, "r1", Some(SRS_SDP)));
         assert_eq!(requests(&out, R1)[0].method, Method::Ack);
         let call = *h.core.media.recorded.keys().next().expect("media forked");
         assert_eq!(
@@ -2955,13 +2968,7 @@ m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label
         h.deliver(R2, &b_response(&to_r2, 503, "r2", None));
         assert_eq!(h.core.stats().calls_active, 1, "the call carries on");
         // The callee hangs up: the recording that was taken gets BYE, the summary names it.
-        let bye = format!(
-            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbyer\nMax-Forwards: 70\n\
-From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
-            header(&b_invite, "To").unwrap(),
-            header(&b_invite, "From").unwrap(),
-            header(&b_invite, "Call-ID").unwrap(),
-        );
+        let bye = bye_from_b(&b_invite, "bt", "z9hG4bKbyer");
         let out = h.deliver(B1, &bye);
         assert_eq!(requests(&out, R1)[0].method, Method::Bye);
         assert!(requests(&out, R2).is_empty());
@@ -2985,13 +2992,11 @@ From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
         let out = h.deliver(A, &invite_from_a());
         let b_invite = requests(&out, B1)[0].clone();
         let out = h.deliver(B1, &b_response(&b_invite, 200, "bt", Some(SDP_B)));
-        let srs_sdp = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
-m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
         let mut call_ids = Vec::new();
         for (recorder, tag) in [(R1, "r1"), (R2, "r2"), (R3, "r3")] {
             let invite = requests(&out, recorder)[0].clone();
             call_ids.push(header(&invite, "Call-ID").unwrap());
-            h.deliver(recorder, &b_response(&invite, 200, tag, Some(srs_sdp)));
+            h.deliver(recorder, &b_response(&invite, 200, tag, Some(SRS_SDP)));
         }
         let call = *h.core.media.recorded.keys().next().expect("media forked");
         assert_eq!(h.core.media.recorded[&call].len(), 3);
@@ -3031,13 +3036,7 @@ m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label
         assert_eq!(h.core.stats().recordings_lost, 2);
         assert_eq!(h.core.stats().calls_active, 1, "the call carries on");
         answer(&mut h, R1, &o1, 200);
-        let bye = format!(
-            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbyek\nMax-Forwards: 70\n\
-From: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
-            header(&b_invite, "To").unwrap(),
-            header(&b_invite, "From").unwrap(),
-            header(&b_invite, "Call-ID").unwrap(),
-        );
+        let bye = bye_from_b(&b_invite, "bt", "z9hG4bKbyek");
         let out = h.deliver(B1, &bye);
         assert_eq!(requests(&out, R1)[0].method, Method::Bye);
         assert!(requests(&out, R2).is_empty() && requests(&out, R3).is_empty());
@@ -3312,13 +3311,7 @@ From: {to};tag=bt\nTo: {from}\nCall-ID: {b_call_id}\nCSeq: 5 BYE\nContent-Length
         assert!(methods.contains(&Method::Bye), "{methods:?}");
         assert!(responses(&out, A).is_empty(), "the caller hears one answer");
         // BYE from the winner ends the call; the summary names who answered.
-        let b_bye = format!(
-            "BYE sip:tpo@{US} SIP/2.0\nVia: SIP/2.0/UDP {B1};branch=z9hG4bKbye1\nMax-Forwards: 70\n\
-From: {};tag=t1\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
-            header(&inv1, "To").expect("To"),
-            header(&inv1, "From").expect("From"),
-            header(&inv1, "Call-ID").expect("Call-ID"),
-        );
+        let b_bye = bye_from_b(&inv1, "t1", "z9hG4bKbye1");
         let out = h.deliver(B1, &b_bye);
         assert_eq!(responses(&out, B1), vec![200]);
         let summary = h.core.router_mut().summaries.pop().expect("summary");
