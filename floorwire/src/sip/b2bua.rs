@@ -507,6 +507,15 @@ const MEDIA_CHECK: Duration = Duration::from_secs(1);
 /// How far a restored dialog's CSeq jumps over the replicated one.
 const CSEQ_MARGIN: u32 = 100;
 
+/// Recording `index` of `call`, if both are still there.
+fn recording_mut(
+    calls: &mut FastMap<u64, Call>,
+    call: u64,
+    index: usize,
+) -> Option<&mut Recording> {
+    calls.get_mut(&call)?.recordings.get_mut(index)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1031,10 +1040,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 break;
             }
             self.recording_probes.pop_front();
-            let Some(r) = self
-                .calls
-                .get_mut(&call)
-                .and_then(|c| c.recordings.get_mut(index))
+            let Some(r) = recording_mut(&mut self.calls, call, index)
                 .filter(|r| r.state == RecordingState::Confirmed)
             else {
                 continue;
@@ -1060,10 +1066,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     /// A confirmed recording that its recorder no longer has: its copy no longer
     /// counts, and the media stops going there.
     fn recording_lost(&mut self, call: u64, index: usize, why: &str) {
-        let Some(r) = self
-            .calls
-            .get_mut(&call)
-            .and_then(|c| c.recordings.get_mut(index))
+        let Some(r) = recording_mut(&mut self.calls, call, index)
             .filter(|r| r.state == RecordingState::Confirmed)
         else {
             return;
@@ -1104,11 +1107,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         }
         let local = self.local_text.clone();
-        let Some(r) = self
-            .calls
-            .get_mut(&call)
-            .and_then(|c| c.recordings.get_mut(index))
-        else {
+        let Some(r) = recording_mut(&mut self.calls, call, index) else {
             // The call ended before the recorder answered: hang a late answer up.
             if (200..300).contains(&status)
                 && let Some(recorder) = uri_address(&invite.uri.to_string())
@@ -1214,11 +1213,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     ) {
         let status = match request.method {
             Method::Bye => {
-                if let Some(r) = self
-                    .calls
-                    .get_mut(&call)
-                    .and_then(|c| c.recordings.get_mut(index))
-                {
+                if let Some(r) = recording_mut(&mut self.calls, call, index) {
                     r.state = RecordingState::Failed;
                     tracing::warn!(call, recorder = %r.recorder, "recorder hung up the recording");
                 }
@@ -2372,10 +2367,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                         let status = response.status_code.code();
                         if status == 481 {
                             self.recording_lost(call, index, "the recorder knows it no more (481)");
-                        } else if let Some(r) = self
-                            .calls
-                            .get_mut(&call)
-                            .and_then(|c| c.recordings.get_mut(index))
+                        } else if let Some(r) = recording_mut(&mut self.calls, call, index)
                             .filter(|r| r.probe == Some(id))
                         {
                             // Any other answer (even 405) says the recorder is there.
@@ -2408,10 +2400,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     }
                 }
                 Some(Pending::Recording { call, index, .. }) => {
-                    if let Some(r) = self
-                        .calls
-                        .get_mut(&call)
-                        .and_then(|c| c.recordings.get_mut(index))
+                    if let Some(r) = recording_mut(&mut self.calls, call, index)
                         .filter(|r| r.state == RecordingState::Offered)
                     {
                         r.state = RecordingState::Failed;
