@@ -88,6 +88,16 @@ pub enum RegisterOutcome {
     Invalid(String),
 }
 
+/// Takes `aor` out of `source`'s list in the source index (the list goes when empty).
+fn unindex(index: &mut HashMap<SocketAddr, Vec<String>>, source: SocketAddr, aor: &str) {
+    if let Some(aors) = index.get_mut(&source) {
+        aors.retain(|a| a != aor);
+        if aors.is_empty() {
+            index.remove(&source);
+        }
+    }
+}
+
 /// Every device's bindings.
 #[derive(Debug)]
 pub struct Registrar {
@@ -121,8 +131,8 @@ impl Registrar {
             if request.expires != Some(0) {
                 return RegisterOutcome::Invalid("Contact: * needs Expires: 0".into());
             }
-            if let Some(old) = self.bindings.remove(aor) {
-                Self::unindex(&mut self.by_source, aor, &old);
+            for b in self.bindings.remove(aor).unwrap_or_default() {
+                unindex(&mut self.by_source, b.source, aor);
             }
             return RegisterOutcome::Bound(Vec::new());
         }
@@ -140,7 +150,9 @@ impl Registrar {
             return RegisterOutcome::IntervalTooBrief(self.policy.min_expires);
         }
         let mut current = self.bindings.remove(aor).unwrap_or_default();
-        Self::unindex(&mut self.by_source, aor, &current);
+        for b in &current {
+            unindex(&mut self.by_source, b.source, aor);
+        }
         for (contact, param) in &request.contacts {
             let asked = asked(param);
             let existing = current.iter().position(|b| &b.contact == contact);
@@ -207,26 +219,11 @@ impl Registrar {
                 .bindings
                 .get(&aor)
                 .is_some_and(|l| l.iter().any(|b| b.source == source));
-            if !still_there && let Some(aors) = self.by_source.get_mut(&source) {
-                aors.retain(|a| *a != aor);
-                if aors.is_empty() {
-                    self.by_source.remove(&source);
-                }
+            if !still_there {
+                unindex(&mut self.by_source, source, &aor);
             }
         }
         gone
-    }
-
-    /// Takes `aor` out of the source index for each of `bindings`.
-    fn unindex(index: &mut HashMap<SocketAddr, Vec<String>>, aor: &str, bindings: &[Binding]) {
-        for b in bindings {
-            if let Some(aors) = index.get_mut(&b.source) {
-                aors.retain(|a| a != aor);
-                if aors.is_empty() {
-                    index.remove(&b.source);
-                }
-            }
-        }
     }
 
     /// The live bindings of `aor`.

@@ -2197,10 +2197,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUser for B2bua<R, M> {
     fn next_timer(&self) -> Option<Instant> {
         let probe = self.recording_probes.front().map(|&(at, _, _)| at);
-        match (self.next_media_check, probe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_media_check.into_iter().chain(probe).min()
     }
 
     /// Asks the recorders that are due whether they still have their recordings, and
@@ -2665,7 +2662,6 @@ Call-ID: a-leg-call\nCSeq: 1 INVITE\nContact: <sip:a@{A}>\nRecord-Route: <sip:le
         )
     }
 
-    /// The response B sends to leg B's INVITE, built from it.
     /// A BYE from leg B's side (its To tag `tag`) in the dialog of `invite`, CSeq 2.
     fn bye_from_b(invite: &Request, tag: &str, branch: &str) -> String {
         format!(
@@ -2681,6 +2677,7 @@ From: {};tag={tag}\nTo: {}\nCall-ID: {}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
     const SRS_SDP: &str = "v=0\no=srs 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
 m=audio 30000 RTP/AVP 8\na=label:1\na=recvonly\nm=audio 30002 RTP/AVP 8\na=label:2\na=recvonly\n";
 
+    /// The response B sends to leg B's INVITE, built from it.
     fn b_response(invite: &Request, status: u16, tag: &str, sdp: Option<&str>) -> String {
         let mut text = format!("SIP/2.0 {status} Whatever\n");
         for name in ["Via", "From", "Call-ID", "CSeq"] {

@@ -101,15 +101,13 @@ impl MessageIds {
         Self::read(message, false)
     }
 
-    /// The branch and sent-by of a Via header's first value. The sent-protocol is split
-    /// as [`check_via`](super::syntax::check_via) splits it (at the first two `/`), so a
-    /// host holding a `/` reads the same here as there.
+    /// The branch and sent-by of a Via header's first value, split as
+    /// [`check_via`](super::syntax::check_via) splits it
+    /// ([`split_via_value`](super::syntax::split_via_value)), without its checks.
     pub fn read_via(value: &str) -> (Option<Branch>, Option<String>) {
-        let (head, params) = top_via(value);
-        let sent_by = head
-            .splitn(3, '/')
-            .nth(2)
-            .and_then(|t| t.split_whitespace().nth(1))
+        let (protocol, params) = top_via(value);
+        let sent_by = protocol
+            .and_then(|[_, _, rest]| rest.split_whitespace().nth(1))
             .map(str::to_owned);
         (branch_in(params), sent_by)
     }
@@ -155,11 +153,10 @@ pub fn top_branch(message: &impl HasHeaders) -> Option<Branch> {
     branch_in(top_via(via).1)
 }
 
-/// The first value of a Via header, split at its parameters: (sent-protocol and
-/// sent-by, parameters).
-fn top_via(value: &str) -> (&str, &str) {
-    let top = super::syntax::split_list(value).next().unwrap_or_default();
-    top.split_once(';').unwrap_or((top, ""))
+/// The first value of a Via header, split
+/// ([`split_via_value`](super::syntax::split_via_value)).
+fn top_via(value: &str) -> (Option<[&str; 3]>, &str) {
+    super::syntax::split_via_value(super::syntax::split_list(value).next().unwrap_or_default())
 }
 
 /// The non-empty `branch` among a Via value's parameters.

@@ -236,6 +236,22 @@ pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 
+/// One Via value split, unchecked, as both [`check_via`] and the identifier reads
+/// (`MessageIds::read_via`) split it: the sent-protocol at its first two `/` (name,
+/// version, then transport and sent-by as one text), each trimmed, `None` without two
+/// `/`; and the parameters from the first `;` (or empty).
+pub fn split_via_value(part: &str) -> (Option<[&str; 3]>, &str) {
+    let (head, params) = part
+        .find(';')
+        .map_or((part, ""), |i| (&part[..i], &part[i..]));
+    let mut fields = head.splitn(3, '/').map(str::trim);
+    let protocol = match (fields.next(), fields.next(), fields.next()) {
+        (Some(name), Some(version), Some(rest)) => Some([name, version, rest]),
+        _ => None,
+    };
+    (protocol, params)
+}
+
 /// The first value of a Via header, as [`check_via`] read it on the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViaTop<'a> {
@@ -255,14 +271,8 @@ pub fn check_via(value: &str) -> Result<ViaTop<'_>, String> {
         if part.is_empty() {
             return Err("empty Via value".into());
         }
-        let (head, params) = match part.find(';') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        let mut fields = head.splitn(3, '/').map(str::trim);
-        let (Some(proto), Some(version), Some(rest)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
+        let (protocol, params) = split_via_value(part);
+        let Some([proto, version, rest]) = protocol else {
             return Err(format!("Via {part:?}: expected SIP/2.0/transport"));
         };
         if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" {
