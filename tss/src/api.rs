@@ -994,9 +994,9 @@ const MAX_BATCH_RECORDS: usize = 1000;
 
 /// Several call records in one request, each ingested as `POST /api/call-records`
 /// would: answered 200 with one result a record, in order — its `status` (201
-/// stored, 200 already stored, 400 refused, with `error` and `field`). A store that
-/// fails stops the batch (5xx): the records before it are stored, and posting the
-/// batch again is safe.
+/// stored, 200 already stored, 400 refused, with `error` and `field`). The records
+/// that are valid are stored in one transaction: a store that fails stores none of
+/// them (5xx), and posting the batch again is safe.
 async fn ingest_call_records(
     State(s): State<ApiState>,
     TpoCaller(_): TpoCaller,
@@ -1013,24 +1013,43 @@ async fn ingest_call_records(
         )
         .into());
     }
-    let mut results = Vec::with_capacity(items.len());
+    // Each item read and checked on its own: a refused one is answered 400 and the
+    // others are still stored.
+    let mut checked = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let record_id = item["record_id"].clone();
-        let record = serde_path_to_error::deserialize::<_, CallRecord>(item).map_err(|e| {
-            let path = e.path().to_string();
-            invalid(
-                if path == "." {
-                    format!("[{i}]")
-                } else {
-                    format!("[{i}].{path}")
-                },
-                e.into_inner().to_string(),
-            )
-        });
-        let result = match record {
-            Ok(record) => s.store.ingest_call_record(&record).await,
-            Err(e) => Err(e),
-        };
+        let record = serde_path_to_error::deserialize::<_, CallRecord>(item)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                invalid(
+                    if path == "." {
+                        format!("[{i}]")
+                    } else {
+                        format!("[{i}].{path}")
+                    },
+                    e.into_inner().to_string(),
+                )
+            })
+            .and_then(|record| record.validate().map(|_| record));
+        checked.push((record_id, record));
+    }
+    let valid: Vec<CallRecord> = checked
+        .iter()
+        .filter_map(|(_, record)| record.as_ref().ok().cloned())
+        .collect();
+    let stored = match s.store.ingest_call_records(&valid).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            for _ in &valid {
+                s.metrics.call_record("failed");
+            }
+            return Err(e.into());
+        }
+    };
+    let mut stored = stored.into_iter();
+    let mut results = Vec::with_capacity(checked.len());
+    for (record_id, record) in checked {
+        let result = record.map(|_| stored.next().expect("one result a valid record"));
         s.metrics.call_record(ingest_result(&result));
         results.push(match result {
             Ok(Ingested::Stored) => json!({"record_id": record_id, "status": 201}),

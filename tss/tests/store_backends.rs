@@ -293,6 +293,69 @@ async fn exercise(backend: &str, url: &str) {
     bad.ended_at = "2026-11-30T08:00:00Z".into();
     assert_eq!(field_of(store.ingest_call_record(&bad).await), "ended_at");
 
+    // A batch is one transaction: one record stored before, one posted twice in it,
+    // and more than one statement's worth (64) of new ones.
+    let mut batch = vec![r2.clone()];
+    for n in 0..130 {
+        let start = format!("12:{:02}:{:02}", n / 60, n % 60);
+        batch.push(record(
+            &format!("batch-{n}"),
+            "trader02",
+            "7101",
+            &start,
+            true,
+        ));
+    }
+    batch.push(batch[5].clone());
+    let ingested = store.ingest_call_records(&batch).await.unwrap();
+    assert_eq!(ingested.len(), 132, "{backend}");
+    assert_eq!(ingested[0], Ingested::AlreadyStored, "{backend}");
+    assert!(
+        ingested[1..131].iter().all(|i| *i == Ingested::Stored),
+        "{backend}"
+    );
+    assert_eq!(ingested[131], Ingested::AlreadyStored, "{backend}");
+    let count = |store: Store| async move {
+        store
+            .call_records(&CallFilter::default())
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(store.clone()).await, 133, "{backend}");
+    // Posted again: every one already there, nothing doubled.
+    let again = store.ingest_call_records(&batch).await.unwrap();
+    assert!(again.iter().all(|i| *i == Ingested::AlreadyStored));
+    assert_eq!(count(store.clone()).await, 133, "{backend}");
+    // One invalid record refuses the batch whole, naming it; none of it lands.
+    let mut refused = vec![record("batch-new", "trader02", "7101", "13:00:00", true)];
+    refused.push(bad.clone());
+    assert_eq!(
+        field_of(store.ingest_call_records(&refused).await),
+        "[1].ended_at"
+    );
+    assert_eq!(count(store.clone()).await, 133, "{backend}");
+    assert!(store.ingest_call_records(&[]).await.unwrap().is_empty());
+
+    // Two TSS on one database take the same records at once (a TPO that posted to
+    // one, timed out and posted to the other): both answer, each record is stored once.
+    let other = Store::connect(url, 4).await.expect("connect a second TSS");
+    let racing: Vec<_> = (0..200)
+        .map(|n| {
+            let start = format!("14:{:02}:{:02}", n / 60, n % 60);
+            record(&format!("race-{n}"), "trader01", "7101", &start, true)
+        })
+        .collect();
+    let (here, there) = tokio::join!(
+        store.ingest_call_records(&racing),
+        other.ingest_call_records(&racing[50..])
+    );
+    let stored = |v: &[Ingested]| v.iter().filter(|i| **i == Ingested::Stored).count();
+    let (here, there) = (here.unwrap(), there.unwrap());
+    assert_eq!(stored(&here) + stored(&there), 200, "{backend}");
+    assert_eq!(count(store.clone()).await, 333, "{backend}");
+    other.close().await;
+
     // Writers are serialised: concurrent changes each get their own revision.
     let start = store.revision().await.unwrap();
     let mut tasks = Vec::new();
