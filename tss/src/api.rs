@@ -1014,11 +1014,12 @@ async fn ingest_call_records(
         .into());
     }
     // Each item read and checked on its own: a refused one is answered 400 and the
-    // others are still stored.
+    // others are still stored. The valid ones move on with the times their check read.
     let mut checked = Vec::with_capacity(items.len());
+    let (mut valid, mut times) = (Vec::new(), Vec::new());
     for (i, item) in items.into_iter().enumerate() {
         let record_id = item["record_id"].clone();
-        let record = serde_path_to_error::deserialize::<_, CallRecord>(item)
+        let check = serde_path_to_error::deserialize::<_, CallRecord>(item)
             .map_err(|e| {
                 let path = e.path().to_string();
                 invalid(
@@ -1030,14 +1031,14 @@ async fn ingest_call_records(
                     e.into_inner().to_string(),
                 )
             })
-            .and_then(|record| record.validate().map(|_| record));
-        checked.push((record_id, record));
+            .and_then(|record| record.validate().map(|t| (record, t)))
+            .map(|(record, t)| {
+                valid.push(record);
+                times.push(t);
+            });
+        checked.push((record_id, check));
     }
-    let valid: Vec<CallRecord> = checked
-        .iter()
-        .filter_map(|(_, record)| record.as_ref().ok().cloned())
-        .collect();
-    let stored = match s.store.ingest_call_records(&valid).await {
+    let stored = match s.store.store_call_records(&valid, &times).await {
         Ok(stored) => stored,
         Err(e) => {
             for _ in &valid {
@@ -1048,8 +1049,8 @@ async fn ingest_call_records(
     };
     let mut stored = stored.into_iter();
     let mut results = Vec::with_capacity(checked.len());
-    for (record_id, record) in checked {
-        let result = record.map(|_| stored.next().expect("one result a valid record"));
+    for (record_id, check) in checked {
+        let result = check.map(|()| stored.next().expect("one result a valid record"));
         s.metrics.call_record(ingest_result(&result));
         results.push(match result {
             Ok(Ingested::Stored) => json!({"record_id": record_id, "status": 201}),

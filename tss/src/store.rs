@@ -782,8 +782,9 @@ impl Store {
     }
 
     /// [`Self::ingest_call_records`] of records already validated (`times` from
-    /// [`CallRecord::validate`], one entry a record).
-    async fn store_call_records(
+    /// [`CallRecord::validate`], one entry a record): for a caller that checked them
+    /// itself, so that they are not checked twice.
+    pub(crate) async fn store_call_records(
         &self,
         records: &[CallRecord],
         times: &[(i64, Option<i64>, i64)],
@@ -837,8 +838,8 @@ impl Store {
             }
         }
         let received = now_ms();
+        let row = format!("({})", vec!["?"; 14].join(", "));
         for chunk in fresh.chunks(CHUNK) {
-            let row = format!("({})", vec!["?"; 14].join(", "));
             let sql = format!(
                 "INSERT INTO call_records ({CALL_COLS}, received_at) VALUES {}",
                 vec![row.as_str(); chunk.len()].join(", ")
