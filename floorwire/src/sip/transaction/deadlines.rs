@@ -27,6 +27,25 @@ impl<E: Copy + Ord> Default for Deadlines<E> {
     }
 }
 
+/// How far from the back [`place_near_back`] looks before a binary search does.
+const NEAR_BACK: usize = 32;
+
+/// Where `item` goes in `queue` (sorted, its last element larger than `item`) when
+/// that is among the last [`NEAR_BACK`] places. The usual case: a round of the SIP
+/// core sets many deadlines at one instant, each after a transaction newer than its
+/// own, so it goes just before the back. A binary search of the whole queue (hundreds
+/// of thousands of deadlines 32 s away) would read memory no cache holds.
+fn place_near_back<E: Copy + Ord>(
+    queue: &VecDeque<(Instant, E)>,
+    item: (Instant, E),
+) -> Option<usize> {
+    let len = queue.len();
+    (1..=NEAR_BACK.min(len))
+        .map(|back| len - back)
+        .find(|&i| queue[i] <= item)
+        .map(|i| i + 1)
+}
+
 impl<E: Copy + Ord> Deadlines<E> {
     /// Sets `entry` due `delay` after `from`; returns when that is.
     pub fn push(&mut self, from: Instant, delay: Duration, entry: E) -> Instant {
@@ -43,7 +62,8 @@ impl<E: Copy + Ord> Deadlines<E> {
         // smaller entry, goes in its place.
         match queue.back() {
             Some(&last) if last > (at, entry) => {
-                let place = queue.partition_point(|&e| e <= (at, entry));
+                let place = place_near_back(queue, (at, entry))
+                    .unwrap_or_else(|| queue.partition_point(|&e| e <= (at, entry)));
                 queue.insert(place, (at, entry));
             }
             _ => queue.push_back((at, entry)),
@@ -142,5 +162,31 @@ mod tests {
         }
         assert_eq!(got, expected);
         assert_eq!((d.len(), d.peek()), (0, None));
+    }
+
+    /// Deadlines set at one instant out of entry order, near the back and far from
+    /// it, and one from an earlier instant: out in time, then entry, order.
+    #[test]
+    fn ties_set_out_of_order_far_and_near_come_out_sorted() {
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(32);
+        let mut d = Deadlines::default();
+        let mut expected = Vec::new();
+        // Each pair swapped: the second goes just before the back.
+        for pair in 0..2 * NEAR_BACK as u32 {
+            for entry in [2 * pair + 1, 2 * pair] {
+                expected.push((d.push(t0, delay, entry), entry));
+            }
+        }
+        // Smaller than all of them: past the look near the back.
+        expected.push((d.push(t0, delay, 0), 0));
+        // Set from an earlier instant: before everything.
+        expected.push((d.push(t0 - Duration::from_millis(5), delay, 1_000), 1_000));
+        expected.sort();
+        let mut got = Vec::new();
+        while let Some(e) = d.pop_due(t0 + delay) {
+            got.push(e);
+        }
+        assert_eq!(got, expected);
     }
 }
