@@ -92,7 +92,10 @@ pub struct NameAddr<'a> {
 /// unquoted non-token display names (`baddn`), whitespace inside `< >` (`badaspec`),
 /// an `addr-spec` holding `?` or `,` (`regbadct`), and empty parameters (`badinv01`).
 pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
-    let value = value.trim();
+    // Bytes, not chars, for every search below: all delimiters are ASCII and no byte
+    // of a multi-byte character is, so every cut falls on a character boundary. This
+    // runs for From, To and each Contact of every message received.
+    let value = value.trim_ascii();
     if value.is_empty() {
         return Err("empty value".into());
     }
@@ -100,20 +103,20 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
     let (display_name, rest_start) = if bytes[0] == b'"' {
         let mut escaped = false;
         let mut end = None;
-        for (i, c) in value.char_indices().skip(1) {
+        for (i, &c) in bytes.iter().enumerate().skip(1) {
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if c == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if c == b'"' {
                 end = Some(i);
                 break;
             }
         }
         let end = end.ok_or("unterminated quoted display name")?;
         (Some(&value[..=end]), end + 1)
-    } else if let Some(lt) = value.find('<') {
-        let name = value[..lt].trim();
+    } else if let Some(lt) = memchr::memchr(b'<', bytes) {
+        let name = value[..lt].trim_ascii();
         if !name.is_empty()
             && !name
                 .split([' ', '\t'])
@@ -126,15 +129,15 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
     } else {
         (None, 0)
     };
-    let rest = value[rest_start..].trim_start();
+    let rest = value[rest_start..].trim_ascii_start();
     let rest_offset = value.len() - rest.len();
     if let Some(inner) = rest.strip_prefix('<') {
-        let close = inner.find('>').ok_or("missing '>'")?;
+        let close = memchr::memchr(b'>', inner.as_bytes()).ok_or("missing '>'")?;
         let uri = &inner[..close];
         if uri.is_empty() || has_whitespace(uri) {
             return Err(format!("whitespace inside <{uri}>"));
         }
-        let params = inner[close + 1..].trim();
+        let params = inner[close + 1..].trim_ascii();
         check_params(params)?;
         Ok(NameAddr {
             display_name,
@@ -147,9 +150,9 @@ pub fn parse_name_addr(value: &str) -> Result<NameAddr<'_>, String> {
             return Err("display name without <URI>".into());
         }
         let rest = &value[rest_offset..];
-        let (uri, params) = match rest.find(';') {
-            Some(i) => (rest[..i].trim(), rest[i..].trim()),
-            None => (rest.trim(), ""),
+        let (uri, params) = match memchr::memchr(b';', rest.as_bytes()) {
+            Some(i) => (rest[..i].trim_ascii(), rest[i..].trim_ascii()),
+            None => (rest.trim_ascii(), ""),
         };
         if uri.is_empty() || has_whitespace(uri) || uri.bytes().any(|b| b == b'<' || b == b'>') {
             return Err(format!("malformed URI {uri:?}"));
@@ -178,8 +181,11 @@ fn check_params(params: &str) -> Result<(), String> {
         return Err(format!("unexpected text {params:?} after the URI"));
     };
     for param in params.split(';') {
-        let name = param.split('=').next().unwrap_or("").trim();
-        if !is_token(name) {
+        let name = match memchr::memchr(b'=', param.as_bytes()) {
+            Some(i) => &param[..i],
+            None => param,
+        };
+        if !is_token(name.trim_ascii()) {
             return Err(format!("empty or malformed parameter {param:?}"));
         }
     }
@@ -241,10 +247,9 @@ pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 /// version, then transport and sent-by as one text), each trimmed, `None` without two
 /// `/`; and the parameters from the first `;` (or empty).
 pub fn split_via_value(part: &str) -> (Option<[&str; 3]>, &str) {
-    let (head, params) = part
-        .find(';')
-        .map_or((part, ""), |i| (&part[..i], &part[i..]));
-    let mut fields = head.splitn(3, '/').map(str::trim);
+    let (head, params) =
+        memchr::memchr(b';', part.as_bytes()).map_or((part, ""), |i| (&part[..i], &part[i..]));
+    let mut fields = head.splitn(3, '/').map(str::trim_ascii);
     let protocol = match (fields.next(), fields.next(), fields.next()) {
         (Some(name), Some(version), Some(rest)) => Some([name, version, rest]),
         _ => None,
@@ -287,7 +292,7 @@ pub fn check_via(value: &str) -> Result<ViaTop<'_>, String> {
                 "Via {part:?}: malformed transport or sent-by {sent_by:?}"
             ));
         }
-        check_params(params.trim())?;
+        check_params(params.trim_ascii())?;
         top.get_or_insert(ViaTop { sent_by, params });
     }
     top.ok_or_else(|| "empty Via value".into())
