@@ -229,8 +229,9 @@ struct Transaction {
     /// response copies for a server ([`response_head`]). A transaction lets go of it
     /// once its final response is sent (server) or received (client): what lingers for
     /// Timers J/L/M/D/K is the key and at most the bytes to resend (a response, an
-    /// ACK), so 64·T1 of lingering state stays small.
-    request: Option<Request>,
+    /// ACK), so 64·T1 of lingering state stays small; boxed, so a lingering
+    /// transaction does not carry the room of one (576 bytes a transaction, now 368).
+    request: Option<Box<Request>>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
     accepted_key: Option<(String, u32)>,
     /// What to resend: the request (client, until a final) or its ACK (client INVITE
@@ -454,7 +455,7 @@ impl TransactionLayer {
             }),
             invite,
             peer: source,
-            request: Some(response_head(&request)),
+            request: Some(Box::new(response_head(&request))),
             accepted_key: None,
             last_sent: None,
             last_status: 0,
@@ -495,7 +496,7 @@ impl TransactionLayer {
         if let Some(request) = self
             .transactions
             .get(&cancel_id)
-            .and_then(|t| t.request.clone())
+            .and_then(|t| t.request.as_deref().cloned())
         {
             let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&tag)));
         }
@@ -524,8 +525,11 @@ impl TransactionLayer {
             return false;
         };
         if let Some(t) = self.transactions.get_mut(&id) {
-            // Stop retransmitting the 2xx; Timer L keeps absorbing INVITE copies.
+            // Stop retransmitting the 2xx; Timer L keeps absorbing INVITE copies, and
+            // absorbs them without an answer now (RFC 6026 §8.7): the 2xx, kept for
+            // 64·T1 otherwise, is let go.
             t.deadlines[Timer::G as usize] = None;
+            t.last_sent = None;
         }
         true
     }
@@ -670,7 +674,7 @@ impl TransactionLayer {
     pub fn server_response_head(&self, id: TransactionId) -> Option<Request> {
         let t = self.transactions.get(&id)?;
         match t.role {
-            Role::Server(_) => t.request.clone(),
+            Role::Server(_) => t.request.as_deref().cloned(),
             Role::Client(_) => None,
         }
     }
@@ -713,7 +717,7 @@ impl TransactionLayer {
             }),
             invite,
             peer: destination,
-            request: Some(request),
+            request: Some(Box::new(request)),
             accepted_key: None,
             last_sent: Some(bytes.clone()),
             last_status: 0,
@@ -757,7 +761,7 @@ impl TransactionLayer {
                 CancelOutcome::Pending
             }
             Role::Client(ClientState::Proceeding) if t.invite => {
-                let Some(cancel) = t.request.as_ref().map(build_cancel) else {
+                let Some(cancel) = t.request.as_deref().map(build_cancel) else {
                     return CancelOutcome::TooLate;
                 };
                 let peer = t.peer;
@@ -826,7 +830,7 @@ impl TransactionLayer {
             && state != Accepted
             && let Some((call_id, cseq)) = t
                 .request
-                .as_ref()
+                .as_deref()
                 .and_then(crate::sip::ids::call_id_and_seq)
         {
             let key = (call_id.as_str().to_owned(), cseq);

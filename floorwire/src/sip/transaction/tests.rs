@@ -228,13 +228,23 @@ fn uas_2xx_retransmitted_until_its_ack() {
     assert_eq!(layer.server_state(id), Some(ServerState::Accepted));
     let (sent, _) = run_clock(&mut layer, t0, Duration::from_millis(2000));
     assert_eq!(sent, ms(&[0, 500, 1500]));
+    // A copy of the INVITE before the ACK: the 2xx again.
+    let at = t0 + Duration::from_millis(2000);
+    layer.handle_datagram(at, addr(UAC), &invite.to_bytes());
+    let (t, e) = drain(&mut layer);
+    let statuses: Vec<_> = t.iter().map(|t| status_of(&t.bytes)).collect();
+    assert_eq!((statuses, e.len()), (vec![Some(200)], 0));
     // ACK for the 2xx: new branch, same Call-ID and CSeq number.
     let mut dialog = Dialog::from_uac(&invite, &ok).expect("dialog");
     let ack = dialog.ack(7, "127.0.0.1:5070").expect("ack");
-    let at = t0 + Duration::from_millis(2000);
     layer.handle_datagram(at, addr(UAC), &ack.to_bytes());
     let (_, e) = drain(&mut layer);
     assert!(matches!(e.as_slice(), [Event::Ack { answered: true, .. }]));
+    // After it, a copy is absorbed without an answer (RFC 6026 §8.7): the 2xx is
+    // not kept for Timer L's 32 s.
+    layer.handle_datagram(at, addr(UAC), &invite.to_bytes());
+    let (t, e) = drain(&mut layer);
+    assert_eq!((t.len(), e.len()), (0, 0), "absorbed: {t:?}");
     let (sent, events) = run_clock(&mut layer, at, Duration::from_secs(40));
     assert!(sent.is_empty(), "no 2xx after the ACK: {sent:?}");
     assert!(events.is_empty(), "no AckTimeout: {events:?}");
