@@ -147,9 +147,10 @@ for _ in $(seq "$RUNS"); do
   register dev-T-0001 pass-1 127.0.20.1 5061
   start_uas 127.0.20.2 5062
   if [ -n "$PERF" ]; then perf record -q -F 999 ${PERF_GRAPH:--g} -o "$PERF" -p "$tpo" 2>/dev/null & perf=$!; fi
-  before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"
+  before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"; stand_in0=$(cpu_ns $stand_in)
   read -r elapsed failed < <(run_uac 127.0.20.10:5060)
   after=$(cpu_ns $tpo); threads $tpo > "$work/threads1.txt"
+  echo "  TSS stand-in (not the TPO's) $(echo "scale=1; ($(cpu_ns $stand_in) - $stand_in0) / 1000 / $CALLS" | bc) us/call during the run" >&2
   # CPU per call by thread name, to stderr.
   awk -v calls="$CALLS" 'NR==FNR{b[$1]+=$2; w[$1]+=$3; next} {a[$1]+=$2; x[$1]+=$3}
     END{for(t in a) printf "  %s %.1f us/call, %.1f context switches/call\n", t, (a[t]-b[t])/1000/calls, (x[t]-w[t])/calls}' \
