@@ -1559,7 +1559,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         cseq: u32,
         method: Method,
     ) -> Headers {
-        let mut headers = Headers::default();
+        let mut headers = crate::sip::framing::headers_with_room();
         headers.push(Header::Via(Via::new(format!(
             "SIP/2.0/UDP {};branch={};rport",
             self.local_text,

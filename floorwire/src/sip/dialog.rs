@@ -225,7 +225,7 @@ impl Dialog {
         };
         let uri = Uri::try_from(uri_text.as_str())
             .map_err(|e| Error::Dialog(format!("remote target {uri_text:?}: {e}")))?;
-        let mut headers = Headers::default();
+        let mut headers = crate::sip::framing::headers_with_room();
         headers.push(Header::Via(Via::new(format!(
             "SIP/2.0/UDP {via_sent_by};branch={};rport",
             Branch::generate()

@@ -21,6 +21,16 @@ pub const MAX_STREAM_BODY: usize = 1024 * 1024;
 /// INVITE head is ~500 bytes, so one allocation usually holds the whole message.
 const HEAD_ROOM: usize = 1024;
 
+/// Headers room for a message we build: a B2BUA's requests and responses carry ten
+/// to fourteen, and a `Headers::default()` grown by pushes reallocated twice a
+/// message (4, 8, then 16 headers).
+const HEADERS_ROOM: usize = 16;
+
+/// An empty header list with room for a whole message's headers.
+pub fn headers_with_room() -> rsipstack::sip::Headers {
+    rsipstack::sip::Headers(Vec::with_capacity(HEADERS_ROOM))
+}
+
 /// A message's bytes for the wire, in one allocation.
 ///
 /// rsipstack's `to_bytes` formats into a `String` that starts small and grows by
@@ -123,13 +133,36 @@ pub fn first_line_len(bytes: &[u8]) -> Option<usize> {
     CRLF.find(bytes)
 }
 
+/// The lines of a header section, split at LF by memchr (a split by a closure
+/// tested every byte: most of what reading Content-Length cost, for every message).
+struct HeadLines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for HeadLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// The message's Content-Length, strictly: one value (or repeats of the same one),
 /// decimal digits only. `Ok(None)` when absent. Scans the header section without
 /// allocating; a folded value (rare) is joined before it is read.
 pub fn content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
     let mut found: Option<usize> = None;
-    let mut lines = head
-        .split(|&b| b == b'\n')
+    let mut lines = HeadLines { rest: Some(head) }
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .skip(1)
         .peekable();

@@ -11,7 +11,7 @@ use super::ids::{Tag, tag_of};
 /// (§8.2.6.2), a To tag added for anything but 100 when the request had none, and
 /// `Content-Length: 0`. The reason phrase is the standard one unless `reason` is given.
 pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Response {
-    let mut headers = Headers::default();
+    let mut headers = crate::sip::framing::headers_with_room();
     for header in request.headers.iter() {
         match header {
             Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
@@ -45,7 +45,7 @@ pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Resp
 /// version, and its Via, From, To, Call-ID and CSeq headers; no body. A server
 /// transaction keeps this much to answer later, not the whole request.
 pub fn response_head(request: &Request) -> Request {
-    let mut headers = Headers::default();
+    let mut headers = crate::sip::framing::headers_with_room();
     for header in request.headers.iter() {
         if matches!(
             header,

@@ -48,6 +48,20 @@ impl<'a> Iterator for ListParts<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let value = self.rest?;
+        // Most values (every Via, most Contacts) hold no quote and no `<`: then every
+        // comma separates, and memchr finds it.
+        if memchr::memchr2(b'"', b'<', value.as_bytes()).is_none() {
+            return Some(match memchr::memchr(b',', value.as_bytes()) {
+                Some(i) => {
+                    self.rest = Some(&value[i + 1..]);
+                    value[..i].trim_ascii()
+                }
+                None => {
+                    self.rest = None;
+                    value.trim_ascii()
+                }
+            });
+        }
         let (mut in_quote, mut escaped, mut depth) = (false, false, 0usize);
         // Bytes, not chars: every delimiter is ASCII, and no byte of a multi-byte UTF-8
         // character is, so each cut falls on a character boundary.
@@ -358,6 +372,23 @@ mod tests {
         assert!(parse_name_addr("sip:a@b?Route=x").is_err());
         assert!(parse_name_addr("<sip:a@b>;;;").is_err());
         assert!(parse_name_addr("J Rosenberg <sip:a@b>").is_ok());
+    }
+
+    #[test]
+    fn lists_split_on_commas_outside_quotes_and_brackets() {
+        let parts = |v| split_list(v).collect::<Vec<_>>();
+        assert_eq!(parts(" a , b,c "), ["a", "b", "c"]);
+        assert_eq!(parts("a,"), ["a", ""]);
+        assert_eq!(parts("only"), ["only"]);
+        assert_eq!(
+            parts("\"B, \\\"x\" <sip:b@h;p=1,2>;q=1, <sip:c@h>"),
+            ["\"B, \\\"x\" <sip:b@h;p=1,2>;q=1", "<sip:c@h>"]
+        );
+        // A plain part before one that needs the careful read.
+        assert_eq!(
+            parts("sip:a@h, \"C, D\" <sip:c@h>"),
+            ["sip:a@h", "\"C, D\" <sip:c@h>"]
+        );
     }
 
     #[test]

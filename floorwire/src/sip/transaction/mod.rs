@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::{
-    Header, Headers, HeadersExt, Method, Request, Response,
+    Header, HeadersExt, Method, Request, Response,
     headers::untyped::{CSeq, ContentLength, MaxForwards, RetryAfter, Via},
 };
 
@@ -957,7 +957,7 @@ impl TransactionLayer {
 /// The ACK for a non-2xx final response (§17.1.1.3): same Request-URI, top Via,
 /// Call-ID, From, CSeq number and Route as the INVITE; To from the response.
 pub fn build_ack(invite: &Request, response: &Response) -> Request {
-    let mut headers = Headers::default();
+    let mut headers = crate::sip::framing::headers_with_room();
     let mut via_done = false;
     for header in invite.headers.iter() {
         match header {
@@ -1005,7 +1005,7 @@ pub fn build_cancel(invite: &Request) -> Request {
         .iter()
         .find(|h| matches!(h, Header::To(_)))
         .cloned();
-    let mut headers = Headers::default();
+    let mut headers = crate::sip::framing::headers_with_room();
     for header in ack.headers.iter() {
         match header {
             Header::CSeq(c) => {
