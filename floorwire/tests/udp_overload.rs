@@ -155,6 +155,111 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     server.await.expect("join").expect("server");
 }
 
+/// With the core stuck and the queue past its limit, what moves on calls already up
+/// (here BYEs inside a dialog) still queues, up to four times the limit, while a new
+/// request gets 503; past four times, they are refused 503 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_new_requests_but_keeps_what_calls_in_progress_need() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let uas = socket.local_addr().expect("addr");
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let user = StuckUser {
+        entered: entered_tx,
+        release: release_rx,
+        first: true,
+    };
+    let config = UdpConfig {
+        ingress_queue: 2,
+        ..UdpConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(run_udp(socket, config, user, shutdown.clone()));
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    let me = client.local_addr().expect("addr");
+    let request = |method: &str, i: usize, to_tag: &str| {
+        format!(
+            "{method} sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKp{method}{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:p@{me}>;tag=p{i}\r\nTo: <sip:uas@{uas}>{to_tag}\r\n\
+Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let send = |text: String| {
+        let client = &client;
+        async move { client.send_to(text.as_bytes(), uas).await.expect("send") }
+    };
+    send(request("OPTIONS", 0, "")).await;
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the core is now busy with request 0");
+    // Eight BYEs fill the room of calls in progress (4 x 2); two new requests after
+    // them find the queue past its limit; a ninth BYE finds no room at all.
+    for i in 1..=8 {
+        send(request("BYE", i, ";tag=up")).await;
+    }
+    for i in 9..=10 {
+        send(request("OPTIONS", i, "")).await;
+    }
+    send(request("BYE", 11, ";tag=up")).await;
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        refused.push(answer(&client).await);
+    }
+    let cseqs: Vec<_> = refused
+        .iter()
+        .map(|a| {
+            assert!(a.starts_with("SIP/2.0 503"), "{a}");
+            a.lines()
+                .find(|l| l.starts_with("CSeq:"))
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        cseqs,
+        ["CSeq: 2 OPTIONS", "CSeq: 2 OPTIONS", "CSeq: 2 BYE"],
+        "the new requests, then the BYE past the room, are refused: {refused:?}"
+    );
+    release_tx.send(()).expect("release");
+    // Then request 0 and the eight queued BYEs are answered by the core.
+    let mut answered = Vec::new();
+    for _ in 0..9 {
+        answered.push(answer(&client).await);
+    }
+    let byes = answered
+        .iter()
+        .filter(|a| a.contains("CSeq: 2 BYE"))
+        .count();
+    assert!(
+        answered.iter().all(|a| a.starts_with("SIP/2.0 200")),
+        "{answered:?}"
+    );
+    assert_eq!(byes, 8, "{answered:?}");
+    // Nothing else: each request got one answer.
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            client.recv_from(&mut [0u8; 4096])
+        )
+        .await
+        .is_err(),
+        "one answer a request"
+    );
+    shutdown.cancel();
+    server.await.expect("join").expect("server");
+}
+
+/// The next datagram `client` receives, as text; fails after 5 s.
+async fn answer(client: &UdpSocket) -> String {
+    let mut buf = [0u8; 4096];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("recv");
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
 /// The SIP socket gets the receive buffer asked for (as far as `net.core.rmem_max`
 /// lets it): a burst waits in the kernel instead of being dropped.
 #[tokio::test]

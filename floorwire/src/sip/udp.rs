@@ -2,8 +2,9 @@
 //! [`TransactionUser`] that decides what to do with requests and responses.
 //!
 //! Ingress is bounded twice: the socket reader hands datagrams to the core through a
-//! bounded queue and, when it is full, answers requests 503 + Retry-After itself; the
-//! layer refuses new server transactions beyond its limit the same way.
+//! bounded queue and, when it is full, answers new requests 503 + Retry-After itself
+//! (what moves on calls already up has four times the room); the layer refuses new
+//! server transactions beyond its limit the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,10 @@ pub trait TransactionUser: Send + 'static {
 pub struct UdpConfig {
     pub layer: LayerConfig,
     /// Parsed messages waiting between the socket reader and the core; past this the
-    /// reader answers requests 503 + Retry-After itself.
+    /// reader answers new requests (outside a dialog, not ACK or CANCEL) 503 +
+    /// Retry-After itself. Responses, ACK, CANCEL and in-dialog requests, which move
+    /// on what is already up, are admitted up to four times this; past that requests
+    /// get 503 too, and responses and ACKs are dropped.
     pub ingress_queue: usize,
     /// Counters to keep up to date, if the service exports them.
     pub metrics: Option<SipMetrics>,
@@ -85,8 +89,8 @@ pub async fn run_udp<U: TransactionUser>(
     mut user: U,
     shutdown: CancellationToken,
 ) -> std::io::Result<LayerStats> {
-    // Bounded by `queued`: the reader admits a datagram only while fewer than
-    // `ingress_queue` are waiting for the core.
+    // Bounded by `queued`: the reader admits a new request only while fewer than
+    // `ingress_queue` are waiting for the core (anything else up to four times that).
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Parsed>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let counters = Arc::new(ReaderCounters::default());
@@ -110,6 +114,7 @@ pub async fn run_udp<U: TransactionUser>(
         retry_after: config.layer.retry_after_secs,
         metrics: metrics.clone(),
         counters: counters.clone(),
+        shed_log: std::cell::Cell::new((None, 0)),
     };
     let reader_thread = spawn_socket_thread("sip-udp-reader", reader_socket, move |socket| {
         reader.run(socket, reader_stop)
@@ -328,7 +333,17 @@ struct Reader {
     retry_after: u32,
     metrics: Option<SipMetrics>,
     counters: Arc<ReaderCounters>,
+    /// When shedding was last logged, and what was shed since (a line a message
+    /// would add its own cost to an overload).
+    shed_log: std::cell::Cell<(Option<Instant>, u64)>,
 }
+
+/// How many times the ingress limit messages that move on what is already up
+/// (responses, ACK, CANCEL, in-dialog requests) may queue before they too are shed.
+const IN_PROGRESS_ROOM: usize = 4;
+
+/// Shedding is logged at most this often, with what was shed since.
+const SHED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Datagrams taken per wake-up (one recvmmsg) before handing a batch to the core.
 const READ_BATCH: usize = 32;
@@ -391,6 +406,24 @@ impl Reader {
         }
     }
 
+    /// Logs shedding: the first message shed, then at most once per
+    /// [`SHED_LOG_EVERY`] with how many were shed since.
+    fn log_shed(&self, source: SocketAddr) {
+        let (last, mut since) = self.shed_log.get();
+        since += 1;
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < SHED_LOG_EVERY) {
+            self.shed_log.set((last, since));
+            return;
+        }
+        tracing::warn!(
+            %source,
+            shed = since,
+            "SIP ingress queue full: shedding with 503 (new requests first)"
+        );
+        self.shed_log.set((Some(now), 0));
+    }
+
     /// Parses one datagram; answers or drops it here, or returns it for the core.
     fn admit(
         &self,
@@ -417,7 +450,24 @@ impl Reader {
                 return None;
             }
         };
-        if self.queued.fetch_add(1, Ordering::Relaxed) < self.limit {
+        // New work (a request outside any dialog: a new call, a registration) is
+        // admitted while fewer than `limit` messages wait; what moves on what is
+        // already up (responses, ACK, CANCEL, requests inside a dialog) while fewer
+        // than `IN_PROGRESS_ROOM` times that do. Shedding a 200, an ACK or a BYE
+        // would fail calls the TPO already took on (their peers retransmit, adding
+        // load), where refusing new INVITEs sheds load.
+        let new_work = match &inbound {
+            Inbound::Request(request) => {
+                !matches!(request.method, Method::Ack | Method::Cancel) && ids.to_tag.is_none()
+            }
+            _ => false,
+        };
+        let limit = if new_work {
+            self.limit
+        } else {
+            self.limit.saturating_mul(IN_PROGRESS_ROOM)
+        };
+        if self.queued.fetch_add(1, Ordering::Relaxed) < limit {
             return Some((source, inbound, ids));
         }
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -425,7 +475,7 @@ impl Reader {
         if let Some(m) = &self.metrics {
             m.shed();
         }
-        tracing::warn!(%source, "SIP ingress queue full: answering 503");
+        self.log_shed(source);
         // Overload: answer requests 503 + Retry-After without creating any state.
         if let Inbound::Request(request) = &inbound
             && request.method != Method::Ack
