@@ -59,7 +59,7 @@ impl SipMetrics {
             rejected_overload: counter(
                 registry,
                 "floorwire_sip_rejected_overload_total",
-                "SIP requests answered 503 because of load",
+                "SIP messages shed because of load: requests answered 503, responses and ACKs past the reader's room dropped",
             )?,
             timeouts: counter(
                 registry,
@@ -100,7 +100,7 @@ impl SipMetrics {
         self.rejected_malformed.inc();
     }
 
-    /// Counts a request the socket reader shed before it reached the layer.
+    /// Counts a message the socket reader shed before it reached the layer.
     pub fn shed(&self) {
         self.rejected_overload.inc();
     }

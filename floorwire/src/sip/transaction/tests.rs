@@ -881,3 +881,33 @@ fn retransmitted_final_to_an_invite_gets_the_same_ack_again() {
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(layer.client_state(id), None);
 }
+
+/// Timer stamps tell deadlines a millisecond apart from each other, are never the
+/// "not set" value, and a cleared timer holds none.
+#[test]
+fn timer_stamps_tell_deadlines_apart_by_the_millisecond() {
+    let epoch = Instant::now();
+    let at = |us: u64| epoch + Duration::from_micros(us);
+    assert_eq!(
+        Armed::stamp(epoch, at(32_000_100)),
+        Armed::stamp(epoch, at(32_000_900))
+    );
+    assert_ne!(
+        Armed::stamp(epoch, at(32_000_900)),
+        Armed::stamp(epoch, at(32_001_000))
+    );
+    // Before the epoch, at it, and where the milliseconds wrap: set, not 0.
+    for t in [
+        epoch - Duration::from_millis(5),
+        epoch,
+        epoch + Duration::from_millis(u32::MAX as u64),
+    ] {
+        assert_ne!(Armed::stamp(epoch, t), 0);
+    }
+    let mut armed = Armed::default();
+    let stamp = Armed::stamp(epoch, at(500_000));
+    armed.set(Timer::G, stamp);
+    assert!(armed.is(Timer::G, stamp) && armed.is_set(Timer::G) && !armed.is_set(Timer::H));
+    armed.clear(Timer::G);
+    assert!(!armed.is(Timer::G, stamp) && !armed.is_set(Timer::G));
+}
