@@ -93,7 +93,9 @@ pub fn parse(body: &[u8]) -> Result<Session, Error> {
 
 /// Serialises a session (CRLF line ends).
 pub fn to_bytes(session: &Session) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Room for a usual offer or answer (~250-400 bytes) at once: grown from empty it
+    // was reallocated three or four times, for every SDP a call relays.
+    let mut out = Vec::with_capacity(512);
     // Writing to a Vec cannot fail.
     let _ = session.write(&mut out);
     out
