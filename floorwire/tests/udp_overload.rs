@@ -87,25 +87,60 @@ impl floorwire::sip::udp::TransactionUser for StuckUser {
     }
 }
 
+/// A driver whose core a [`StuckUser`] can hold, with its ingress queue's limit, and
+/// a client socket to talk to it.
+struct StuckServer {
+    uas: std::net::SocketAddr,
+    client: UdpSocket,
+    me: std::net::SocketAddr,
+    entered_rx: std::sync::mpsc::Receiver<()>,
+    release_tx: std::sync::mpsc::Sender<()>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<floorwire::sip::transaction::LayerStats>>,
+}
+
+impl StuckServer {
+    async fn start(ingress_queue: usize) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let uas = socket.local_addr().expect("addr");
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let user = StuckUser {
+            entered: entered_tx,
+            release: release_rx,
+            first: true,
+        };
+        let config = UdpConfig {
+            ingress_queue,
+            ..UdpConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run_udp(socket, config, user, shutdown.clone()));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        let me = client.local_addr().expect("addr");
+        Self {
+            uas,
+            client,
+            me,
+            entered_rx,
+            release_tx,
+            shutdown,
+            server,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_ingress_queue_is_answered_503_by_the_reader() {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let uas = socket.local_addr().expect("addr");
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let user = StuckUser {
-        entered: entered_tx,
-        release: release_rx,
-        first: true,
-    };
-    let config = UdpConfig {
-        ingress_queue: 1,
-        ..UdpConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run_udp(socket, config, user, shutdown.clone()));
-    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
-    let me = client.local_addr().expect("addr");
+    let StuckServer {
+        uas,
+        client,
+        me,
+        entered_rx,
+        release_tx,
+        shutdown,
+        server,
+    } = StuckServer::start(1).await;
     let options = |i: usize| {
         format!(
             "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKq{i}\r\n\
@@ -160,23 +195,15 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 /// request gets 503; past four times, they are refused 503 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_new_requests_but_keeps_what_calls_in_progress_need() {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let uas = socket.local_addr().expect("addr");
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let user = StuckUser {
-        entered: entered_tx,
-        release: release_rx,
-        first: true,
-    };
-    let config = UdpConfig {
-        ingress_queue: 2,
-        ..UdpConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(run_udp(socket, config, user, shutdown.clone()));
-    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
-    let me = client.local_addr().expect("addr");
+    let StuckServer {
+        uas,
+        client,
+        me,
+        entered_rx,
+        release_tx,
+        shutdown,
+        server,
+    } = StuckServer::start(2).await;
     let request = |method: &str, i: usize, to_tag: &str| {
         format!(
             "{method} sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKp{method}{i}\r\n\
