@@ -128,19 +128,29 @@ impl StuckServer {
             server,
         }
     }
+
+    /// Returns once the core is held by the first request (a multi-thread runtime
+    /// keeps running meanwhile).
+    fn wait_until_held(&self) {
+        tokio::task::block_in_place(|| self.entered_rx.recv_timeout(Duration::from_secs(10)))
+            .expect("the core is now busy with request 0");
+    }
+
+    /// Lets the held core go on.
+    fn release(&self) {
+        self.release_tx.send(()).expect("release");
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.expect("join").expect("server");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_ingress_queue_is_answered_503_by_the_reader() {
-    let StuckServer {
-        uas,
-        client,
-        me,
-        entered_rx,
-        release_tx,
-        shutdown,
-        server,
-    } = StuckServer::start(1).await;
+    let stuck = StuckServer::start(1).await;
+    let (uas, me, client) = (stuck.uas, stuck.me, &stuck.client);
     let options = |i: usize| {
         format!(
             "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKq{i}\r\n\
@@ -152,10 +162,7 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         .send_to(options(0).as_bytes(), uas)
         .await
         .expect("send");
-    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .expect("join")
-        .expect("the core is now busy with request 0");
+    stuck.wait_until_held();
     for i in 1..=10 {
         client
             .send_to(options(i).as_bytes(), uas)
@@ -177,7 +184,7 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             .all(|a| a.starts_with("SIP/2.0 503") && a.contains("Retry-After: 5")),
         "{answers:?}"
     );
-    release_tx.send(()).expect("release");
+    stuck.release();
     // Request 0 and the one that fitted in the queue are then answered normally.
     for _ in 0..2 {
         let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
@@ -186,8 +193,7 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             .expect("recv");
         assert!(buf[..len].starts_with(b"SIP/2.0 200"));
     }
-    shutdown.cancel();
-    server.await.expect("join").expect("server");
+    stuck.stop().await;
 }
 
 /// With the core stuck and the queue past its limit, what moves on calls already up
@@ -195,15 +201,8 @@ Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 /// request gets 503; past four times, they are refused 503 too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_new_requests_but_keeps_what_calls_in_progress_need() {
-    let StuckServer {
-        uas,
-        client,
-        me,
-        entered_rx,
-        release_tx,
-        shutdown,
-        server,
-    } = StuckServer::start(2).await;
+    let stuck = StuckServer::start(2).await;
+    let (uas, me, client) = (stuck.uas, stuck.me, &stuck.client);
     let request = |method: &str, i: usize, to_tag: &str| {
         format!(
             "{method} sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKp{method}{i}\r\n\
@@ -212,14 +211,10 @@ Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         )
     };
     let send = |text: String| {
-        let client = &client;
         async move { client.send_to(text.as_bytes(), uas).await.expect("send") }
     };
     send(request("OPTIONS", 0, "")).await;
-    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .expect("join")
-        .expect("the core is now busy with request 0");
+    stuck.wait_until_held();
     // Eight BYEs fill the room of calls in progress (4 x 2); two new requests after
     // them find the queue past its limit; a ninth BYE finds no room at all.
     for i in 1..=8 {
@@ -231,7 +226,7 @@ Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
     send(request("BYE", 11, ";tag=up")).await;
     let mut refused = Vec::new();
     for _ in 0..3 {
-        refused.push(answer(&client).await);
+        refused.push(answer(client).await);
     }
     let cseqs: Vec<_> = refused
         .iter()
@@ -248,11 +243,11 @@ Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         ["CSeq: 2 OPTIONS", "CSeq: 2 OPTIONS", "CSeq: 2 BYE"],
         "the new requests, then the BYE past the room, are refused: {refused:?}"
     );
-    release_tx.send(()).expect("release");
+    stuck.release();
     // Then request 0 and the eight queued BYEs are answered by the core.
     let mut answered = Vec::new();
     for _ in 0..9 {
-        answered.push(answer(&client).await);
+        answered.push(answer(client).await);
     }
     let byes = answered
         .iter()
@@ -273,8 +268,7 @@ Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         .is_err(),
         "one answer a request"
     );
-    shutdown.cancel();
-    server.await.expect("join").expect("server");
+    stuck.stop().await;
 }
 
 /// The next datagram `client` receives, as text; fails after 5 s.
