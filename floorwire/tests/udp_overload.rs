@@ -210,9 +210,8 @@ Max-Forwards: 70\r\nFrom: <sip:p@{me}>;tag=p{i}\r\nTo: <sip:uas@{uas}>{to_tag}\r
 Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    let send = |text: String| {
-        async move { client.send_to(text.as_bytes(), uas).await.expect("send") }
-    };
+    let send =
+        |text: String| async move { client.send_to(text.as_bytes(), uas).await.expect("send") };
     send(request("OPTIONS", 0, "")).await;
     stuck.wait_until_held();
     // Eight BYEs fill the room of calls in progress (4 x 2); two new requests after
