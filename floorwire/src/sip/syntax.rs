@@ -34,13 +34,20 @@ fn has_whitespace(s: &str) -> bool {
 /// Splits a header value on commas that are outside quotes and `< >`; each part is
 /// trimmed. An iterator, so the hot path allocates nothing.
 pub fn split_list(value: &str) -> ListParts<'_> {
-    ListParts { rest: Some(value) }
+    ListParts {
+        rest: Some(value),
+        // Most values (every Via, most Contacts) hold no quote and no `<`: then every
+        // comma separates, and memchr finds it. Looked at once for the whole value.
+        plain: memchr::memchr2(b'"', b'<', value.as_bytes()).is_none(),
+    }
 }
 
 /// Iterator returned by [`split_list`].
 #[derive(Debug, Clone)]
 pub struct ListParts<'a> {
     rest: Option<&'a str>,
+    /// No quote and no `<` anywhere in the value.
+    plain: bool,
 }
 
 impl<'a> Iterator for ListParts<'a> {
@@ -48,9 +55,7 @@ impl<'a> Iterator for ListParts<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let value = self.rest?;
-        // Most values (every Via, most Contacts) hold no quote and no `<`: then every
-        // comma separates, and memchr finds it.
-        if memchr::memchr2(b'"', b'<', value.as_bytes()).is_none() {
+        if self.plain {
             return Some(match memchr::memchr(b',', value.as_bytes()) {
                 Some(i) => {
                     self.rest = Some(&value[i + 1..]);
