@@ -455,19 +455,18 @@ impl Reader {
         // already up (responses, ACK, CANCEL, requests inside a dialog) while fewer
         // than `IN_PROGRESS_ROOM` times that do. Shedding a 200, an ACK or a BYE
         // would fail calls the TPO already took on (their peers retransmit, adding
-        // load), where refusing new INVITEs sheds load.
-        let new_work = match &inbound {
+        // load), where refusing new INVITEs sheds load. Which kind a message is only
+        // matters past `limit`, so it is only looked at then.
+        let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
+        let new_work = || match &inbound {
             Inbound::Request(request) => {
                 !matches!(request.method, Method::Ack | Method::Cancel) && ids.to_tag.is_none()
             }
             _ => false,
         };
-        let limit = if new_work {
-            self.limit
-        } else {
-            self.limit.saturating_mul(IN_PROGRESS_ROOM)
-        };
-        if self.queued.fetch_add(1, Ordering::Relaxed) < limit {
+        if waiting < self.limit
+            || (waiting < self.limit.saturating_mul(IN_PROGRESS_ROOM) && !new_work())
+        {
             return Some((source, inbound, ids));
         }
         self.queued.fetch_sub(1, Ordering::Relaxed);
