@@ -40,7 +40,12 @@ fn start() -> Lab {
     std::fs::write(software.join("turret-fw-4.2.0.bin"), FIRMWARE).unwrap();
     std::fs::write(dir.0.join("secret.txt"), "outside the home").unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.0.join("tss.sqlite3").display());
-    let first = 32000 + (std::process::id() % 500) as u16 * 10;
+    // Each lab of this process gets its own ten passive ports (the tests run in
+    // parallel), below Linux's ephemeral range (32768-60999), where a client socket of
+    // some other test could hold a port and make the gate answer 425.
+    static LABS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let lab = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+    let first = 20000 + (std::process::id() % 300) as u16 * 40 + lab * 10;
     let (first, last) = (first.to_string(), (first + 9).to_string());
     let (cert, key, sw) = (
         pki.cert.display().to_string(),
