@@ -8,7 +8,10 @@
 #   child, 127.0.0.1:5060) -> the same built-in uas on 127.0.0.1:5080.
 # The TPO's configuration is a static file served over HTTP, and its call records are
 # taken with 201, by bench/tss-stand-in.py (a TSS that refused them would make the
-# records pile up in the spool and be retried during the runs).
+# records pile up in the spool and be retried during the runs). TSS=real puts the real
+# TSS (release, SQLite store, plain HTTP API) in its place: seeded with the same two
+# turrets and line, the turrets' SIP credentials minted through its API, and after each
+# run the call records in its store are counted against the calls SIPp completed.
 # Then memory per established call: 400 calls held up 20 s, the TPO's heap and RSS
 # before and with them up.
 # Loopback only; every run is bounded by -m and -timeout.
@@ -21,17 +24,22 @@
 # so that RATE x N/1000 calls are established at once during the run.
 # FLOOR=N adds a trading floor to the configuration: N more users with a turret each,
 # 5N lines and 20 line appearances a user (none registered): what routing reads.
+# TSS=real (stand-in by default) runs against the real TSS; TSS_BIN=PATH for its binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-2000}; SECS=${2:-10}; RUNS=${3:-3}; HOLD_MS=${HOLD_MS:-0}; FLOOR=${FLOOR:-0}
 for v in RATE SECS RUNS HOLD_MS FLOOR; do
   [[ ${!v} =~ ^(0|[1-9][0-9]*)$ ]] || { echo "$v: a whole number expected, got '${!v}'" >&2; exit 2; }
 done
-PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}
+PATHS=${PATHS:-kamailio tpo}; MEMORY=${MEMORY:-1}; PERF=${PERF:-}; TSS=${TSS:-stand-in}
+case $TSS in stand-in|real) ;; *) echo "TSS: stand-in or real expected, got '$TSS'" >&2; exit 2 ;; esac
+if [ "$TSS" = real ] && [ "$FLOOR" != 0 ]; then echo "FLOOR is for the stand-in only (TSS=stand-in)" >&2; exit 2; fi
 CALLS=$((RATE * SECS))
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true' EXIT; echo "logs: $work" >&2
 TPO_BIN=${TPO_BIN:-}
 [ -n "$TPO_BIN" ] || { cargo build --quiet --release -p tpo; TPO_BIN=target/release/tpo; }
+TSS_BIN=${TSS_BIN:-}
+if [ "$TSS" = real ] && [ -z "$TSS_BIN" ]; then cargo build --quiet --release -p tss; TSS_BIN=target/release/tss; fi
 command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install kamailio" >&2; exit 1; }
 # perf, when there, times the SIPp uac's CPU (it exits before /proc could tell).
 uac_timer=()
@@ -75,12 +83,54 @@ if floor:
                               for n in range(floor) for k in range(20)])
     json.dump(config, open(sys.argv[1], "w"))
 PY
+# SIP credentials of the two turrets (username password); the real TSS mints its own.
+creds1=(dev-T-0001 pass-1); creds2=(dev-T-0002 pass-2)
+revision=1  # of the configuration the TPO must have before a run
+if [ "$TSS" = stand-in ]; then
 python3 bench/tss-stand-in.py "$work/www" 127.0.20.9 8080 > "$work/http.txt" 2>&1 &
-stand_in=$!
+tss_pid=$!
 until curl -sf -o /dev/null http://127.0.20.9:8080/api/tpo/config; do
-  kill -0 "$stand_in" 2>/dev/null || { echo "the TSS stand-in did not start:" >&2; cat "$work/http.txt" >&2; exit 1; }
+  kill -0 "$tss_pid" 2>/dev/null || { echo "the TSS stand-in did not start:" >&2; cat "$work/http.txt" >&2; exit 1; }
   sleep 0.1
 done
+else
+# The same floor as the stand-in's file, as a seed: trader01 calls line 7101 (DT-2),
+# which appears on trader02's turret; no recorder (the stand-in names none either).
+cat > "$work/seed.json" <<'JSON'
+{"sites": [{"name": "bench", "tpos": ["127.0.20.10:5060"], "recorders": []}],
+ "users": [{"name": "admin", "role": "admin", "site": "bench", "password": "bench-admin"},
+           {"name": "trader01", "site": "bench"}, {"name": "trader02", "site": "bench"}],
+ "lines": [{"id": "DT-2", "kind": "dial_tone", "number": "7101", "label": "DT"}],
+ "profiles": {"trader02": {"appearances": [{"line": "DT-2", "button": 1}]}},
+ "turrets": [{"device_id": "T-0001", "user": "trader01", "model": "IQMAX", "site": "bench"},
+             {"device_id": "T-0002", "user": "trader02", "model": "IQMAX", "site": "bench"}],
+ "dial_plan": [{"prefix": "7", "route": "internal"}]}
+JSON
+tss_env=(TSS__STORE__URL="sqlite://$work/tss.sqlite3?mode=rwc" TSS__ADMIN__LISTEN=127.0.20.9:9200
+  TSS__API__LISTEN=127.0.20.9:8080 TSS__API__TLS=false TSS__API__TPO_TOKENS='["bench"]'
+  TSS__FTPES__ENABLED=false)
+env "${tss_env[@]}" "$TSS_BIN" seed "$work/seed.json" > "$work/tss-seed.txt" 2>&1 \
+  || { echo "tss seed failed:" >&2; cat "$work/tss-seed.txt" >&2; exit 1; }
+env "${tss_env[@]}" RUST_LOG=warn "$TSS_BIN" serve > "$work/tss.txt" 2>&1 &
+tss_pid=$!
+until grep -q "tss ready:" "$work/tss.txt"; do
+  kill -0 "$tss_pid" 2>/dev/null || { echo "the TSS did not start:" >&2; cat "$work/tss.txt" >&2; exit 1; }
+  sleep 0.1
+done
+mint() { # device -> "username password", minted by the TSS
+  curl -sf -u admin:bench-admin -X POST "http://127.0.20.9:8080/api/turrets/$1/sip-credential" \
+    | python3 -c 'import json,sys; c=json.load(sys.stdin)["credential"]; print(c["username"], c["password"])' \
+    || { echo "minting $1's SIP credential failed" >&2; exit 1; }
+}
+read -ra creds1 < <(mint T-0001); read -ra creds2 < <(mint T-0002)
+[ ${#creds1[@]} = 2 ] && [ ${#creds2[@]} = 2 ] || { echo "the TSS minted no credential" >&2; exit 1; }
+revision=$(curl -sf -H "Authorization: Bearer bench" http://127.0.20.9:8080/api/tpo/config \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["revision"])')
+fi
+stored_records() { # call records in the real TSS's store
+  python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM call_records").fetchone()[0])' \
+    "$work/tss.sqlite3"
+}
 
 start_tpo() {
   TPO__ADMIN__LISTEN=127.0.20.10:9100 TPO__SIP__LISTEN=127.0.20.10:5060 \
@@ -90,8 +140,8 @@ start_tpo() {
   RUST_LOG=${TPO_LOG:-warn} "$TPO_BIN" serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
   until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
-  for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "1" ] && break; sleep 0.1; done
-  [ "$(metric floorwire_tpo_config_revision)" = "1" ] || { echo "the TPO got no configuration in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
+  for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] && break; sleep 0.1; done
+  [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] || { echo "the TPO got no configuration (revision $revision) in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
 }
 
 register() { # device password ip port
@@ -143,14 +193,15 @@ for _ in $(seq "$RUNS"); do
  fi
  if [[ " $PATHS " == *" tpo "* ]]; then
   start_tpo
-  register dev-T-0002 pass-2 127.0.20.2 5062
-  register dev-T-0001 pass-1 127.0.20.1 5061
+  register "${creds2[@]}" 127.0.20.2 5062
+  register "${creds1[@]}" 127.0.20.1 5061
   start_uas 127.0.20.2 5062
+  [ "$TSS" = stand-in ] || records0=$(stored_records)
   if [ -n "$PERF" ]; then perf record -q -F 999 ${PERF_GRAPH:--g} -o "$PERF" -p "$tpo" 2>/dev/null & perf=$!; fi
-  before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"; stand_in0=$(cpu_ns $stand_in)
+  before=$(cpu_ns $tpo); threads $tpo > "$work/threads0.txt"; tss0=$(cpu_ns $tss_pid)
   read -r elapsed failed < <(run_uac 127.0.20.10:5060)
   after=$(cpu_ns $tpo); threads $tpo > "$work/threads1.txt"
-  echo "  TSS stand-in (not the TPO's) $(echo "scale=1; ($(cpu_ns $stand_in) - $stand_in0) / 1000 / $CALLS" | bc) us/call during the run" >&2
+  echo "  TSS $TSS (not the TPO's) $(echo "scale=1; ($(cpu_ns $tss_pid) - $tss0) / 1000 / $CALLS" | bc) us/call during the run" >&2
   # CPU per call by thread name, to stderr.
   awk -v calls="$CALLS" 'NR==FNR{b[$1]+=$2; w[$1]+=$3; next} {a[$1]+=$2; x[$1]+=$3}
     END{for(t in a) printf "  %s %.1f us/call, %.1f context switches/call\n", t, (a[t]-b[t])/1000/calls, (x[t]-w[t])/calls}' \
@@ -176,6 +227,13 @@ for _ in $(seq "$RUNS"); do
     sleep 0.1
   done
   echo "  call records still waiting after the run: drained in $(echo "$(date +%s.%N) - $drained" | bc | cut -c1-5) s (left: $waiting)" >&2
+  if [ "$TSS" = real ]; then
+    # Every call SIPp completed ended with a record in the TSS's store (calls the TPO
+    # refused or that failed may have one too, with their outcome).
+    stored=$(( $(stored_records) - records0 ))
+    echo "  call records stored by the TSS: $stored for $((CALLS - failed)) completed calls" >&2
+    [ "$stored" -ge $((CALLS - failed)) ] || echo "  LOST RECORDS: $((CALLS - failed - stored)) completed calls have no record in the TSS" >&2
+  fi
   kill -TERM "$uas"; wait "$uas" 2>/dev/null || true
   kill -TERM "$tpo"; wait "$tpo" 2>/dev/null || true
   printf 'tpo\t%s\t%s\t%s\t%s\t%s\n' "$CALLS" "$(echo "scale=0; $CALLS / $elapsed" | bc)" "$failed" \
@@ -186,8 +244,8 @@ if [ "$MEMORY" = 0 ]; then exit 0; fi
 
 # Memory per established call: 400 calls held 20 s (800 port pairs of the range).
 start_tpo
-register dev-T-0002 pass-2 127.0.20.2 5062
-register dev-T-0001 pass-1 127.0.20.1 5061
+register "${creds2[@]}" 127.0.20.2 5062
+register "${creds1[@]}" 127.0.20.1 5061
 start_uas 127.0.20.2 5062
 sleep 1.5
 heap0=$(metric floorwire_tpo_heap_allocated_bytes); rss0=$(awk '/VmRSS/{print $2}' /proc/$tpo/status)
