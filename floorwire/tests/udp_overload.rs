@@ -101,6 +101,14 @@ struct StuckServer {
 
 impl StuckServer {
     async fn start(ingress_queue: usize) -> Self {
+        Self::start_with(ingress_queue, None).await
+    }
+
+    /// As [`start`](Self::start), with the driver's `floorwire_sip_*` metrics.
+    async fn start_with(
+        ingress_queue: usize,
+        metrics: Option<floorwire::sip::metrics::SipMetrics>,
+    ) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let uas = socket.local_addr().expect("addr");
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
@@ -112,6 +120,7 @@ impl StuckServer {
         };
         let config = UdpConfig {
             ingress_queue,
+            metrics,
             ..UdpConfig::default()
         };
         let shutdown = CancellationToken::new();
@@ -266,6 +275,68 @@ Call-ID: progress-{i}@test\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
         .await
         .is_err(),
         "one answer a request"
+    );
+    stuck.stop().await;
+}
+
+/// While the core is held, the gauge of messages waiting for it counts them, and once
+/// it goes on, the delay histogram has their wait (over the 300 ms held) and the gauge
+/// is back to zero: what an operator watches before 503s start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_queue_and_its_delay_are_metrics() {
+    let registry = prometheus::Registry::new();
+    let metrics = floorwire::sip::metrics::SipMetrics::register(&registry).expect("metrics");
+    let stuck = StuckServer::start_with(100, Some(metrics)).await;
+    let (uas, me, client) = (stuck.uas, stuck.me, &stuck.client);
+    let options = |i: usize| {
+        format!(
+            "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKm{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:m@{me}>;tag=m{i}\r\nTo: <sip:uas@{uas}>\r\n\
+Call-ID: metric-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let sample = |name: &str| -> Option<f64> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("encode");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    client
+        .send_to(options(0).as_bytes(), uas)
+        .await
+        .expect("send");
+    stuck.wait_until_held();
+    for i in 1..=5 {
+        client
+            .send_to(options(i).as_bytes(), uas)
+            .await
+            .expect("send");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sample("floorwire_sip_ingress_queued") != Some(5.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "five messages wait for the held core: {:?}",
+            sample("floorwire_sip_ingress_queued")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stuck.release();
+    for _ in 0..6 {
+        assert!(answer(client).await.starts_with("SIP/2.0 200"));
+    }
+    assert_eq!(sample("floorwire_sip_ingress_queued"), Some(0.0));
+    let batches = sample("floorwire_sip_ingress_delay_seconds_count").expect("count");
+    let quick = sample("floorwire_sip_ingress_delay_seconds_bucket{le=\"0.25\"}").expect("bucket");
+    assert!(
+        batches >= 2.0,
+        "request 0 and what came while it held the core: {batches}"
+    );
+    assert!(
+        quick < batches,
+        "what waited for the held core took over 250 ms: {quick} of {batches} batches under"
     );
     stuck.stop().await;
 }

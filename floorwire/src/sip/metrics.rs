@@ -1,7 +1,7 @@
 //! Prometheus counters for a SIP endpoint, fed from the transaction layer's
 //! [`LayerStats`] by the driver.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use super::transaction::LayerStats;
 
@@ -16,8 +16,16 @@ pub struct SipMetrics {
     rejected_overload: IntCounter,
     timeouts: IntCounter,
     transactions: IntGauge,
+    ingress_queued: IntGauge,
+    ingress_delay: Histogram,
     last: LayerStats,
 }
+
+/// Bounds of `floorwire_sip_ingress_delay_seconds`: from a core keeping up (well under
+/// a millisecond) to one that makes peers retransmit (T1, 500 ms) and beyond.
+const INGRESS_DELAY_BUCKETS: [f64; 11] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
     let c = IntCounter::new(name, help)?;
@@ -30,6 +38,19 @@ impl SipMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let transactions = IntGauge::new("floorwire_sip_transactions", "SIP transactions alive")?;
         registry.register(Box::new(transactions.clone()))?;
+        let ingress_queued = IntGauge::new(
+            "floorwire_sip_ingress_queued",
+            "SIP messages received and parsed, waiting for the SIP core",
+        )?;
+        registry.register(Box::new(ingress_queued.clone()))?;
+        let ingress_delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "floorwire_sip_ingress_delay_seconds",
+                "time from a batch of SIP messages being received to the SIP core taking it",
+            )
+            .buckets(INGRESS_DELAY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(ingress_delay.clone()))?;
         Ok(Self {
             requests: counter(
                 registry,
@@ -67,6 +88,8 @@ impl SipMetrics {
                 "SIP transactions ended by timer B, F, H or an unacknowledged 2xx",
             )?,
             transactions,
+            ingress_queued,
+            ingress_delay,
             last: LayerStats::default(),
         })
     }
@@ -93,6 +116,17 @@ impl SipMetrics {
         self.timeouts.inc_by(d(stats.timeouts, self.last.timeouts));
         self.transactions.set(transactions as i64);
         self.last = *stats;
+    }
+
+    /// Sets how many parsed messages wait for the core.
+    pub fn set_ingress_queued(&self, waiting: usize) {
+        self.ingress_queued
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long a batch waited between its receipt and the core taking it.
+    pub fn ingress_delay(&self, waited: std::time::Duration) {
+        self.ingress_delay.observe(waited.as_secs_f64());
     }
 
     /// Counts a message the socket reader refused as malformed.

@@ -28,6 +28,9 @@ use rsipstack::sip::{Header, Method, headers::untyped::RetryAfter};
 /// identifiers read while checking it (so the core does not read them again).
 type Parsed = (SocketAddr, Inbound, MessageIds);
 
+/// What the reader hands the core: the messages of one receive, and when they came.
+type Received = (Instant, Vec<Parsed>);
+
 /// Decides what to do with what the transaction layer reports.
 pub trait TransactionUser: Send + 'static {
     /// Handles one event; may call any layer method (respond, send_request…).
@@ -91,7 +94,7 @@ pub async fn run_udp<U: TransactionUser>(
 ) -> std::io::Result<LayerStats> {
     // Bounded by `queued`: the reader admits a new request only while fewer than
     // `ingress_queue` are waiting for the core (anything else up to four times that).
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Parsed>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Received>();
     let queued = Arc::new(AtomicUsize::new(0));
     let counters = Arc::new(ReaderCounters::default());
     let mut metrics = config.metrics;
@@ -132,13 +135,16 @@ pub async fn run_udp<U: TransactionUser>(
             received = rx.recv() => {
                 let Some(batch) = received else { break };
                 let now = tokio::time::Instant::now().into_std();
-                feed(&mut layer, &queued, now, batch);
+                feed(&mut layer, &queued, metrics.as_ref(), now, batch);
                 // Take what else is already queued before flushing.
                 for _ in 0..16 {
                     match rx.try_recv() {
-                        Ok(batch) => feed(&mut layer, &queued, now, batch),
+                        Ok(batch) => feed(&mut layer, &queued, metrics.as_ref(), now, batch),
                         Err(_) => break,
                     }
+                }
+                if let Some(m) = &metrics {
+                    m.set_ingress_queued(queued.load(Ordering::Relaxed));
                 }
             }
             _ = sleep_until(deadline) => {}
@@ -310,8 +316,17 @@ const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(100);
 /// this often: a few milliseconds of RTP delay at most, against a 20 ms packet time.
 const YIELD_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
 
-fn feed(layer: &mut TransactionLayer, queued: &AtomicUsize, now: Instant, batch: Vec<Parsed>) {
+fn feed(
+    layer: &mut TransactionLayer,
+    queued: &AtomicUsize,
+    metrics: Option<&SipMetrics>,
+    now: Instant,
+    (received, batch): Received,
+) {
     queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    if let Some(m) = metrics {
+        m.ingress_delay(now.saturating_duration_since(received));
+    }
     for (source, inbound, ids) in batch {
         layer.handle_parsed(now, source, inbound, ids);
     }
@@ -327,7 +342,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// The socket reader: receives, parses, answers what is malformed, sheds what does not
 /// fit, and hands the rest to the core in batches.
 struct Reader {
-    queue: mpsc::UnboundedSender<Vec<Parsed>>,
+    queue: mpsc::UnboundedSender<Received>,
     queued: Arc<AtomicUsize>,
     limit: usize,
     retry_after: u32,
@@ -390,6 +405,7 @@ impl Reader {
                     }
                 }
             }
+            let received_at = Instant::now();
             let mut batch = Vec::with_capacity(received.len());
             for (&(len, source), buffer) in received.iter().zip(&buffers) {
                 // An empty datagram is no SIP: the wake-up at shutdown, or a probe.
@@ -400,8 +416,14 @@ impl Reader {
                     batch.push(item);
                 }
             }
-            if !batch.is_empty() && self.queue.send(batch).is_err() {
+            if batch.is_empty() {
+                continue;
+            }
+            if self.queue.send((received_at, batch)).is_err() {
                 return;
+            }
+            if let Some(m) = &self.metrics {
+                m.set_ingress_queued(self.queued.load(Ordering::Relaxed));
             }
         }
     }
