@@ -21,19 +21,23 @@ done
 if [ -z "${TPO_BIN:-}" ]; then cargo build --quiet --release -p tpo; export TPO_BIN=target/release/tpo; fi
 ulimit -n 20000 2>/dev/null || echo "could not raise the open-file limit to 20000: the TPO binds fewer RTP legs" >&2
 
-# One run of PATH at RATE: sets carried, failed, and ok (yes when under 0.1 % failed).
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+# One run of PATH at RATE: sets ok (yes when under 0.1 % failed) and prints a line:
+# calls placed a second (SIPp's rate over the run), completed a second (the calls
+# that did not fail), failed calls.
 step() { # path rate
-  local line
-  line=$(PATHS=$1 MEMORY=0 bench/tpo-calls.sh "$2" "$SECS" 1 2>/dev/null | awk -v p="$1" '$1==p' | tail -1)
-  [ -n "$line" ] || { echo "bench/tpo-calls.sh gave no result for $1 at $2 calls/s" >&2; exit 1; }
-  carried=$(echo "$line" | cut -f3); failed=$(echo "$line" | cut -f4)
+  local line placed failed
+  line=$(PATHS=$1 MEMORY=0 bench/tpo-calls.sh "$2" "$SECS" 1 2>"$log" | awk -v p="$1" '$1==p' | tail -1) || true
+  [ -n "$line" ] || { echo "bench/tpo-calls.sh gave no result for $1 at $2 calls/s:" >&2; tail -20 "$log" >&2; exit 1; }
+  placed=$(echo "$line" | cut -f3); failed=$(echo "$line" | cut -f4)
   if [ $((failed * 1000)) -lt $(($2 * SECS)) ]; then ok=yes; else ok=no; fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$carried" "$failed" "$ok"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$placed" \
+    "$(( placed * ($2 * SECS - failed) / ($2 * SECS) ))" "$failed" "$ok"
 }
 
 declare -A lo hi done_
 for p in tpo kamailio; do lo[$p]=$LOW; hi[$p]=$HIGH; done_[$p]=; done
-printf 'path\toffered\tcarried\tfailed\tpass\n'
+printf 'path\toffered\tplaced_per_s\tcompleted_per_s\tfailed\tpass\n'
 # The bounds first, each path in turn.
 for bound in "$LOW" "$HIGH"; do
   for p in tpo kamailio; do

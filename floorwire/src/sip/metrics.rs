@@ -46,7 +46,7 @@ impl SipMetrics {
         let ingress_delay = Histogram::with_opts(
             HistogramOpts::new(
                 "floorwire_sip_ingress_delay_seconds",
-                "time from a batch of SIP messages being received to the SIP core taking it",
+                "time a SIP message waited from its receipt to the SIP core taking it",
             )
             .buckets(INGRESS_DELAY_BUCKETS.to_vec()),
         )?;
@@ -118,15 +118,21 @@ impl SipMetrics {
         self.last = *stats;
     }
 
-    /// Sets how many parsed messages wait for the core.
-    pub fn set_ingress_queued(&self, waiting: usize) {
+    /// Counts `messages` more waiting for the core (the socket reader queued them).
+    pub fn ingress_queued(&self, messages: usize) {
         self.ingress_queued
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            .add(i64::try_from(messages).unwrap_or(i64::MAX));
     }
 
-    /// Records how long a batch waited between its receipt and the core taking it.
-    pub fn ingress_delay(&self, waited: std::time::Duration) {
-        self.ingress_delay.observe(waited.as_secs_f64());
+    /// Counts `messages` the core took off the queue, each after waiting `waited` since
+    /// its receipt.
+    pub fn ingress_taken(&self, messages: usize, waited: std::time::Duration) {
+        self.ingress_queued
+            .sub(i64::try_from(messages).unwrap_or(i64::MAX));
+        let seconds = waited.as_secs_f64();
+        for _ in 0..messages {
+            self.ingress_delay.observe(seconds);
+        }
     }
 
     /// Counts a message the socket reader refused as malformed.

@@ -143,9 +143,6 @@ pub async fn run_udp<U: TransactionUser>(
                         Err(_) => break,
                     }
                 }
-                if let Some(m) = &metrics {
-                    m.set_ingress_queued(queued.load(Ordering::Relaxed));
-                }
             }
             _ = sleep_until(deadline) => {}
         }
@@ -325,7 +322,9 @@ fn feed(
 ) {
     queued.fetch_sub(batch.len(), Ordering::Relaxed);
     if let Some(m) = metrics {
-        m.ingress_delay(now.saturating_duration_since(received));
+        // Each message of the batch waited this long (a round takes several batches
+        // with one `now`: the clock is read again for each).
+        m.ingress_taken(batch.len(), received.elapsed());
     }
     for (source, inbound, ids) in batch {
         layer.handle_parsed(now, source, inbound, ids);
@@ -419,11 +418,12 @@ impl Reader {
             if batch.is_empty() {
                 continue;
             }
+            // Counted before it is sent, so the core's count down never comes first.
+            if let Some(m) = &self.metrics {
+                m.ingress_queued(batch.len());
+            }
             if self.queue.send((received_at, batch)).is_err() {
                 return;
-            }
-            if let Some(m) = &self.metrics {
-                m.set_ingress_queued(self.queued.load(Ordering::Relaxed));
             }
         }
     }
