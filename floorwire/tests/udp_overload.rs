@@ -145,6 +145,29 @@ impl StuckServer {
             .expect("the core is now busy with request 0");
     }
 
+    /// An OPTIONS from the client, numbered `i` (in its branch, tag and Call-ID).
+    fn options(&self, i: usize) -> String {
+        let (uas, me) = (self.uas, self.me);
+        format!(
+            "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKq{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:q@{me}>;tag=q{i}\r\nTo: <sip:uas@{uas}>\r\n\
+Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Sends OPTIONS 0, waits until it holds the core, then sends OPTIONS 1 to `more`.
+    async fn hold_core_then_send(&self, more: usize) {
+        for i in 0..=more {
+            self.client
+                .send_to(self.options(i).as_bytes(), self.uas)
+                .await
+                .expect("send");
+            if i == 0 {
+                self.wait_until_held();
+            }
+        }
+    }
+
     /// Lets the held core go on.
     fn release(&self) {
         self.release_tx.send(()).expect("release");
@@ -159,25 +182,8 @@ impl StuckServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_ingress_queue_is_answered_503_by_the_reader() {
     let stuck = StuckServer::start(1).await;
-    let (uas, me, client) = (stuck.uas, stuck.me, &stuck.client);
-    let options = |i: usize| {
-        format!(
-            "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKq{i}\r\n\
-Max-Forwards: 70\r\nFrom: <sip:q@{me}>;tag=q{i}\r\nTo: <sip:uas@{uas}>\r\n\
-Call-ID: queue-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    client
-        .send_to(options(0).as_bytes(), uas)
-        .await
-        .expect("send");
-    stuck.wait_until_held();
-    for i in 1..=10 {
-        client
-            .send_to(options(i).as_bytes(), uas)
-            .await
-            .expect("send");
-    }
+    let client = &stuck.client;
+    stuck.hold_core_then_send(10).await;
     let mut buf = [0u8; 4096];
     let mut answers = Vec::new();
     for _ in 0..9 {
@@ -287,14 +293,7 @@ async fn the_ingress_queue_and_its_delay_are_metrics() {
     let registry = prometheus::Registry::new();
     let metrics = floorwire::sip::metrics::SipMetrics::register(&registry).expect("metrics");
     let stuck = StuckServer::start_with(100, Some(metrics)).await;
-    let (uas, me, client) = (stuck.uas, stuck.me, &stuck.client);
-    let options = |i: usize| {
-        format!(
-            "OPTIONS sip:uas@{uas} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKm{i}\r\n\
-Max-Forwards: 70\r\nFrom: <sip:m@{me}>;tag=m{i}\r\nTo: <sip:uas@{uas}>\r\n\
-Call-ID: metric-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
+    let client = &stuck.client;
     let sample = |name: &str| -> Option<f64> {
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
@@ -302,17 +301,7 @@ Call-ID: metric-{i}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     };
-    client
-        .send_to(options(0).as_bytes(), uas)
-        .await
-        .expect("send");
-    stuck.wait_until_held();
-    for i in 1..=5 {
-        client
-            .send_to(options(i).as_bytes(), uas)
-            .await
-            .expect("send");
-    }
+    stuck.hold_core_then_send(5).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while sample("floorwire_sip_ingress_queued") != Some(5.0) {
         assert!(
