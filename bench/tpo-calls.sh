@@ -114,10 +114,12 @@ env "${tss_env[@]}" "$TSS_BIN" seed "$work/seed.json" > "$work/tss-seed.txt" 2>&
   || { echo "tss seed failed:" >&2; cat "$work/tss-seed.txt" >&2; exit 1; }
 env "${tss_env[@]}" RUST_LOG=warn "$TSS_BIN" serve > "$work/tss.txt" 2>&1 &
 tss_pid=$!
-until grep -q "tss ready:" "$work/tss.txt"; do
+for _ in $(seq 300); do
+  grep -q "tss ready:" "$work/tss.txt" && break
   kill -0 "$tss_pid" 2>/dev/null || { echo "the TSS did not start:" >&2; cat "$work/tss.txt" >&2; exit 1; }
   sleep 0.1
 done
+grep -q "tss ready:" "$work/tss.txt" || { echo "the TSS was not ready in 30 s:" >&2; tail "$work/tss.txt" >&2; exit 1; }
 mint() { # device -> "username password", minted by the TSS
   curl -sf -u admin:bench-admin -X POST "http://127.0.20.9:8080/api/turrets/$1/sip-credential" \
     | python3 -c 'import json,sys; c=json.load(sys.stdin)["credential"]; print(c["username"], c["password"])' \
@@ -141,7 +143,12 @@ start_tpo() {
   TPO__MEDIA__FIRST_PORT=20000 TPO__MEDIA__LAST_PORT=59999 TPO__MEDIA__RTP_TIMEOUT_SECS=0 \
   RUST_LOG=${TPO_LOG:-warn} "$TPO_BIN" serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
-  until grep -q "tpo ready:" "$work/tpo.txt"; do sleep 0.1; done
+  for _ in $(seq 300); do
+    grep -q "tpo ready:" "$work/tpo.txt" && break
+    kill -0 "$tpo" 2>/dev/null || { echo "the TPO ($TPO_BIN) did not start:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q "tpo ready:" "$work/tpo.txt" || { echo "the TPO was not ready in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
   for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] && break; sleep 0.1; done
   [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] || { echo "the TPO got no configuration (revision $revision) in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
 }
