@@ -83,6 +83,16 @@ if floor:
                               for n in range(floor) for k in range(20)])
     json.dump(config, open(sys.argv[1], "w"))
 PY
+wait_ready() { # what pid log ready-line: waits up to 30 s for the line; a process that
+  # dies or never gets there ends the script with its log.
+  for _ in $(seq 300); do
+    grep -q "$4" "$3" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "$1 did not start:" >&2; tail "$3" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "$1 was not ready in 30 s:" >&2; tail "$3" >&2; exit 1
+}
+
 # SIP credentials of the two turrets (username password); the real TSS mints its own.
 creds1=(dev-T-0001 pass-1); creds2=(dev-T-0002 pass-2)
 revision=1  # of the configuration the TPO must have before a run
@@ -114,12 +124,7 @@ env "${tss_env[@]}" "$TSS_BIN" seed "$work/seed.json" > "$work/tss-seed.txt" 2>&
   || { echo "tss seed failed:" >&2; cat "$work/tss-seed.txt" >&2; exit 1; }
 env "${tss_env[@]}" RUST_LOG=warn "$TSS_BIN" serve > "$work/tss.txt" 2>&1 &
 tss_pid=$!
-for _ in $(seq 300); do
-  grep -q "tss ready:" "$work/tss.txt" && break
-  kill -0 "$tss_pid" 2>/dev/null || { echo "the TSS did not start:" >&2; cat "$work/tss.txt" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "tss ready:" "$work/tss.txt" || { echo "the TSS was not ready in 30 s:" >&2; tail "$work/tss.txt" >&2; exit 1; }
+wait_ready "the TSS" "$tss_pid" "$work/tss.txt" "tss ready:"
 mint() { # device -> "username password", minted by the TSS
   curl -sf -u admin:bench-admin -X POST "http://127.0.20.9:8080/api/turrets/$1/sip-credential" \
     | python3 -c 'import json,sys; c=json.load(sys.stdin)["credential"]; print(c["username"], c["password"])' \
@@ -143,12 +148,7 @@ start_tpo() {
   TPO__MEDIA__FIRST_PORT=20000 TPO__MEDIA__LAST_PORT=59999 TPO__MEDIA__RTP_TIMEOUT_SECS=0 \
   RUST_LOG=${TPO_LOG:-warn} "$TPO_BIN" serve > "$work/tpo.txt" 2>&1 &
   tpo=$!
-  for _ in $(seq 300); do
-    grep -q "tpo ready:" "$work/tpo.txt" && break
-    kill -0 "$tpo" 2>/dev/null || { echo "the TPO ($TPO_BIN) did not start:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
-    sleep 0.1
-  done
-  grep -q "tpo ready:" "$work/tpo.txt" || { echo "the TPO was not ready in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
+  wait_ready "the TPO ($TPO_BIN)" "$tpo" "$work/tpo.txt" "tpo ready:"
   for _ in $(seq 300); do [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] && break; sleep 0.1; done
   [ "$(metric floorwire_tpo_config_revision)" = "$revision" ] || { echo "the TPO got no configuration (revision $revision) in 30 s:" >&2; tail "$work/tpo.txt" >&2; exit 1; }
 }
