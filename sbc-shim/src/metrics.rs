@@ -2,7 +2,7 @@
 //! `floorwire_sip_*`.
 
 use floorwire::sip::b2bua::B2buaStats;
-use floorwire::sip::metrics::CallMetrics;
+use floorwire::sip::metrics::{CallMetrics, counter, gauge, registered};
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The SBC's counters and gauges.
@@ -15,29 +15,19 @@ pub struct SbcMetrics {
     reload_failures: IntCounter,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-    let c = IntCounter::new(name, help)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
-    let g = IntGauge::new(name, help)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
 impl SbcMetrics {
     /// Registers every metric in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let rules = IntGaugeVec::new(
-            Opts::new(
-                "floorwire_sbc_rules_info",
-                "normalisation rules in force (1 for the loaded version)",
-            ),
-            &["version"],
+        let rules = registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "floorwire_sbc_rules_info",
+                    "normalisation rules in force (1 for the loaded version)",
+                ),
+                &["version"],
+            )?,
         )?;
-        registry.register(Box::new(rules.clone()))?;
         Ok(Self {
             calls: CallMetrics::register(registry, "floorwire_sbc")?,
             role: gauge(

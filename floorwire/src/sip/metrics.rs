@@ -27,30 +27,52 @@ const INGRESS_DELAY_BUCKETS: [f64; 11] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
 ];
 
-fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
-    let c = IntCounter::new(name, help)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
+/// Registers `metric` in `registry`; returns it (a handle on the registered value).
+pub fn registered<M>(registry: &Registry, metric: M) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// A counter, registered in `registry`.
+pub fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+) -> Result<IntCounter, prometheus::Error> {
+    registered(registry, IntCounter::new(name, help)?)
+}
+
+/// A gauge, registered in `registry`.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    registered(registry, IntGauge::new(name, help)?)
 }
 
 impl SipMetrics {
     /// Registers the counters in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let transactions = IntGauge::new("floorwire_sip_transactions", "SIP transactions alive")?;
-        registry.register(Box::new(transactions.clone()))?;
-        let ingress_queued = IntGauge::new(
+        let transactions = gauge(
+            registry,
+            "floorwire_sip_transactions",
+            "SIP transactions alive",
+        )?;
+        let ingress_queued = gauge(
+            registry,
             "floorwire_sip_ingress_queued",
             "SIP messages received and parsed, waiting for the SIP core",
         )?;
-        registry.register(Box::new(ingress_queued.clone()))?;
-        let ingress_delay = Histogram::with_opts(
-            HistogramOpts::new(
-                "floorwire_sip_ingress_delay_seconds",
-                "time a SIP message waited from its receipt to the SIP core taking it",
-            )
-            .buckets(INGRESS_DELAY_BUCKETS.to_vec()),
+        let ingress_delay = registered(
+            registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "floorwire_sip_ingress_delay_seconds",
+                    "time a SIP message waited from its receipt to the SIP core taking it",
+                )
+                .buckets(INGRESS_DELAY_BUCKETS.to_vec()),
+            )?,
         )?;
-        registry.register(Box::new(ingress_delay.clone()))?;
         Ok(Self {
             requests: counter(
                 registry,
@@ -166,16 +188,16 @@ impl CallMetrics {
     /// Registers `PREFIX_calls_*` in `registry` (`prefix` such as `floorwire_tpo`).
     pub fn register(registry: &Registry, prefix: &str) -> Result<Self, prometheus::Error> {
         let c = |name: &str, help: &str| counter(registry, &format!("{prefix}_calls_{name}"), help);
-        let active = IntGauge::new(
-            format!("{prefix}_calls_active"),
+        let active = gauge(
+            registry,
+            &format!("{prefix}_calls_active"),
             "calls up (ringing or established)",
         )?;
-        registry.register(Box::new(active.clone()))?;
-        let state_entries = IntGauge::new(
-            format!("{prefix}_calls_state_entries"),
+        let state_entries = gauge(
+            registry,
+            &format!("{prefix}_calls_state_entries"),
             "entries in the B2BUA's per-call tables (calls, legs, pending transactions, recordings); near zero when idle",
         )?;
-        registry.register(Box::new(state_entries.clone()))?;
         Ok(Self {
             attempted: c("attempted_total", "INVITEs that opened a call")?,
             answered: c("answered_total", "calls answered by the far side")?,
