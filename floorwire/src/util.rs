@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 /// The hash map of the SIP core's tables (transactions, calls, legs): foldhash, seeded
 /// at random per table like the standard `RandomState`, so keys a peer chooses
@@ -19,6 +20,32 @@ pub const SHRINK_ABOVE: usize = 1024;
 pub fn shrink_map<K: Eq + Hash, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
     if map.capacity() > SHRINK_ABOVE && map.len() * 4 < map.capacity() {
         map.shrink_to(map.len() * 2);
+    }
+}
+
+/// How often, at most, a SIP core checks its tables for room to give back.
+pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
+
+/// Paces [`shrink_map`]: a table whose size swings with the traffic (calls in flight
+/// double in a burst and drain after it) would otherwise be rehashed down and grown
+/// again at every swing. Checks run at most once per [`SHRINK_EVERY`], and at once
+/// when the tables are empty, so an idle core still gives its peak back.
+#[derive(Debug, Default)]
+pub struct ShrinkPace {
+    last: Option<Instant>,
+}
+
+impl ShrinkPace {
+    /// Whether the tables may be checked now (and the check counted as done).
+    pub fn due(&mut self, now: Instant, empty: bool) -> bool {
+        let due = empty
+            || self
+                .last
+                .is_none_or(|last| now.saturating_duration_since(last) >= SHRINK_EVERY);
+        if due {
+            self.last = Some(now);
+        }
+        due
     }
 }
 
@@ -71,5 +98,18 @@ mod tests {
         let cap = small.capacity();
         super::shrink_map(&mut small);
         assert_eq!(small.capacity(), cap);
+    }
+
+    #[test]
+    fn shrink_checks_run_once_a_second_or_when_the_tables_are_empty() {
+        let start = std::time::Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        let mut pace = super::ShrinkPace::default();
+        assert!(pace.due(at(0), false), "the first check runs");
+        assert!(!pace.due(at(10), false));
+        assert!(!pace.due(at(999), false));
+        assert!(pace.due(at(10), true), "empty tables are checked at once");
+        assert!(!pace.due(at(1009), false), "a second after the last check");
+        assert!(pace.due(at(1010), false));
     }
 }

@@ -474,7 +474,9 @@ pub struct B2bua<R, M> {
     router: R,
     media: M,
     next_call: u64,
-    calls: FastMap<u64, Call>,
+    /// Boxed: a call is a couple of kilobytes, and the table moves its values
+    /// whenever it grows or gives room back.
+    calls: FastMap<u64, Box<Call>>,
     /// (Call-ID, our tag) of each leg → call and side.
     legs: FastMap<(String, String), (u64, Side)>,
     /// Leg A INVITE server transactions still unanswered → call.
@@ -495,6 +497,7 @@ pub struct B2bua<R, M> {
     recording_legs: FastMap<(String, String), (u64, usize)>,
     /// The current one-second admission window and the calls admitted in it.
     admission: Option<(Instant, u32)>,
+    shrink_pace: crate::util::ShrinkPace,
 }
 
 /// Names the [`Fork::party`] that answered, on the 2xx to leg A; read back from a
@@ -509,7 +512,7 @@ const CSEQ_MARGIN: u32 = 100;
 
 /// Recording `index` of `call`, if both are still there.
 fn recording_mut(
-    calls: &mut FastMap<u64, Call>,
+    calls: &mut FastMap<u64, Box<Call>>,
     call: u64,
     index: usize,
 ) -> Option<&mut Recording> {
@@ -683,6 +686,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             recently_cancelled: VecDeque::new(),
             recording_legs: FastMap::default(),
             admission: None,
+            shrink_pace: Default::default(),
         }
     }
 
@@ -718,7 +722,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 
     /// Every established call now (for a standby that has just connected).
     pub fn snapshots(&self) -> Vec<CallSnapshot> {
-        self.calls.values().filter_map(Call::snapshot).collect()
+        self.calls.values().filter_map(|c| c.snapshot()).collect()
     }
 
     /// Takes over an established call from a snapshot: its dialogs answer in-dialog
@@ -796,7 +800,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             awaiting_ack: None,
         };
         tracing::info!(call = call.id, "call taken over from the replicated table");
-        self.calls.insert(call.id, call);
+        self.calls.insert(call.id, Box::new(call));
         Ok(())
     }
 
@@ -808,7 +812,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if !self.config.replicate {
             return;
         }
-        if let Some(snapshot) = self.calls.get(&call).and_then(Call::snapshot) {
+        if let Some(snapshot) = self.calls.get(&call).and_then(|c| c.snapshot()) {
             self.changes.push_back(Change::Upsert(Box::new(snapshot)));
         }
     }
@@ -889,9 +893,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 notices,
             });
         }
-        crate::util::shrink_map(&mut self.calls);
-        crate::util::shrink_map(&mut self.legs);
-        crate::util::shrink_map(&mut self.client);
+        if self.shrink_pace.due(now, self.calls.is_empty()) {
+            crate::util::shrink_map(&mut self.calls);
+            crate::util::shrink_map(&mut self.legs);
+            crate::util::shrink_map(&mut self.client);
+        }
         if c.phase == Phase::Answered {
             self.stats.calls_ended += 1;
             if self.config.replicate {
@@ -1499,7 +1505,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 }
             }
         }
-        self.calls.insert(call, c);
+        self.calls.insert(call, Box::new(c));
         if sent == 0 {
             self.fail_a(now, layer, call, 500);
         }

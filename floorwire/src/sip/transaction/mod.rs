@@ -322,6 +322,7 @@ pub struct TransactionLayer {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: LayerStats,
+    shrink_pace: crate::util::ShrinkPace,
 }
 
 /// How a CANCEL request fared (§9.1).
@@ -350,6 +351,7 @@ impl TransactionLayer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: LayerStats::default(),
+            shrink_pace: Default::default(),
         }
     }
 
@@ -918,7 +920,9 @@ impl TransactionLayer {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.shrink_tables();
+        if self.shrink_pace.due(now, self.transactions.is_empty()) {
+            self.shrink_tables();
+        }
         while let Some((at, (id, timer))) = self.timers.pop_due(now) {
             let live = self
                 .transactions
