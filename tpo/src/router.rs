@@ -14,7 +14,7 @@
 //!
 //! Every call's end becomes a call record ([`CallRecord`]) on the spool channel.
 
-use std::collections::HashMap;
+use floorwire::util::FastMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -160,7 +160,7 @@ pub struct TpoRouter {
     /// Recorders for calls whose user's site names none.
     pub default_recorders: Vec<SocketAddr>,
     /// Calls being routed or up, by leg A's Call-ID.
-    routed: HashMap<String, Routed>,
+    routed: FastMap<String, Routed>,
     next_record: u64,
 }
 
@@ -201,7 +201,7 @@ impl TpoRouter {
             name,
             records,
             default_recorders: Vec::new(),
-            routed: HashMap::new(),
+            routed: FastMap::default(),
             next_record: u64::from(rand::random::<u32>()),
         }
     }

@@ -23,7 +23,7 @@
 //! worker busy with the SIP core, ended calls' relays waiting to run held every leg
 //! and new calls got 503), where the old task cannot run alongside the new relay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,7 +192,7 @@ pub struct RelayAnchor {
     idle: VecDeque<LegSockets>,
     /// How long an idle leg rests before reuse (while unbound ports remain).
     rest: Duration,
-    calls: HashMap<u64, AnchoredCall>,
+    calls: crate::util::FastMap<u64, AnchoredCall>,
     shutdown: CancellationToken,
     totals: RelayTotals,
     /// Port pairs bound at most (in calls and resting): what the open-file limit
@@ -225,7 +225,7 @@ impl RelayAnchor {
             pool,
             idle: VecDeque::new(),
             rest: LEG_REST,
-            calls: HashMap::new(),
+            calls: Default::default(),
             shutdown,
             totals: RelayTotals::default(),
             max_bound,
