@@ -223,8 +223,10 @@ drain_records() { # TPO address...
   for _ in $(seq 1200); do
     waiting=0
     for ip in "$@"; do
+      # Each TPO's own count, never below 0 (one restarted on a spool delivers records
+      # it did not count as spooled): it must not hide the other's backlog.
       waiting=$((waiting + $(curl -s "http://$ip:9100/metrics" | awk '$1 ~ /^floorwire_tpo_call_records_total/ {
-        if ($1 ~ /"spooled"/) w += $2; else if ($1 ~ /"(delivered|rejected)"/) w -= $2 } END {print w+0}')))
+        if ($1 ~ /"spooled"/) w += $2; else if ($1 ~ /"(delivered|rejected)"/) w -= $2 } END {print (w > 0 ? w : 0)}')))
     done
     [ "$waiting" -le 0 ] && break
     sleep 0.1
@@ -279,7 +281,8 @@ for _ in $(seq "$RUNS"); do
   records0=$(stored_records); before0=$(cpu_ns $tpo0); before1=$(cpu_ns $tpo1); tss0=$(cpu_ns $tss_pid)
   run_uac 127.0.20.10:5060 127.0.20.1 7101 "" "$uas0" > "$work/run.txt" & run0=$!
   run_uac 127.0.20.11:5060 127.0.20.3 7102 1 "$uas1" > "$work/run1.txt" & run1=$!
-  wait "$run0" "$run1"
+  wait "$run0" || { echo "the first SIPp uac's run failed:" >&2; tail "$work/uac.txt" >&2; exit 1; }
+  wait "$run1" || { echo "the second SIPp uac's run failed:" >&2; tail "$work/uac1.txt" >&2; exit 1; }
   read -r elapsed0 failed0 < "$work/run.txt"; read -r elapsed1 failed1 < "$work/run1.txt"
   after0=$(cpu_ns $tpo0); after1=$(cpu_ns $tpo1)
   echo "  TSS real (not the TPOs') $(echo "scale=1; ($(cpu_ns $tss_pid) - $tss0) / 1000 / (2 * $CALLS)" | bc) us/call of the pair during the run" >&2

@@ -29,14 +29,18 @@ pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
 /// Paces [`shrink_map`]: a table whose size swings with the traffic (calls in flight
 /// double in a burst and drain after it) would otherwise be rehashed down and grown
 /// again at every swing. Checks run at most once per [`SHRINK_EVERY`], and at once
-/// when the tables are empty, so an idle core still gives its peak back.
+/// when the tables are empty. A check put off is owed: [`ShrinkPace::owed_at`] says
+/// when to run it, so tables left oversized by a burst that ended inside the
+/// interval (and nothing after it to ask again) still give their room back.
 #[derive(Debug, Default)]
 pub struct ShrinkPace {
     last: Option<Instant>,
+    owed: bool,
 }
 
 impl ShrinkPace {
-    /// Whether the tables may be checked now (and the check counted as done).
+    /// Whether the tables may be checked now (and the check counted as done); when
+    /// not, the check is owed.
     pub fn due(&mut self, now: Instant, empty: bool) -> bool {
         let due = empty
             || self
@@ -45,7 +49,15 @@ impl ShrinkPace {
         if due {
             self.last = Some(now);
         }
+        self.owed = !due;
         due
+    }
+
+    /// When the check put off last should run, if one was.
+    pub fn owed_at(&self) -> Option<Instant> {
+        self.last
+            .filter(|_| self.owed)
+            .map(|last| last + SHRINK_EVERY)
     }
 }
 
@@ -111,5 +123,18 @@ mod tests {
         assert!(pace.due(at(10), true), "empty tables are checked at once");
         assert!(!pace.due(at(1009), false), "a second after the last check");
         assert!(pace.due(at(1010), false));
+    }
+
+    #[test]
+    fn a_check_put_off_is_owed_until_it_runs() {
+        let start = std::time::Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        let mut pace = super::ShrinkPace::default();
+        assert!(pace.due(at(0), false));
+        assert_eq!(pace.owed_at(), None, "nothing put off");
+        assert!(!pace.due(at(300), false));
+        assert_eq!(pace.owed_at(), Some(at(1000)));
+        assert!(pace.due(at(1000), false));
+        assert_eq!(pace.owed_at(), None, "paid");
     }
 }

@@ -808,6 +808,16 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         Header::Contact(format!("<sip:{}@{}>", self.config.contact_user, self.local_text).into())
     }
 
+    /// Gives back the room a burst left in the call tables, paced
+    /// ([`crate::util::ShrinkPace`]: a check put off comes back through `on_timer`).
+    fn shrink_tables(&mut self, now: Instant) {
+        if self.shrink_pace.due(now, self.calls.is_empty()) {
+            crate::util::shrink_map(&mut self.calls);
+            crate::util::shrink_map(&mut self.legs);
+            crate::util::shrink_map(&mut self.client);
+        }
+    }
+
     fn changed(&mut self, call: u64) {
         if !self.config.replicate {
             return;
@@ -893,11 +903,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 notices,
             });
         }
-        if self.shrink_pace.due(now, self.calls.is_empty()) {
-            crate::util::shrink_map(&mut self.calls);
-            crate::util::shrink_map(&mut self.legs);
-            crate::util::shrink_map(&mut self.client);
-        }
+        self.shrink_tables(now);
         if c.phase == Phase::Answered {
             self.stats.calls_ended += 1;
             if self.config.replicate {
@@ -2203,7 +2209,12 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
 impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUser for B2bua<R, M> {
     fn next_timer(&self) -> Option<Instant> {
         let probe = self.recording_probes.front().map(|&(at, _, _)| at);
-        self.next_media_check.into_iter().chain(probe).min()
+        let shrink = self.shrink_pace.owed_at();
+        self.next_media_check
+            .into_iter()
+            .chain(probe)
+            .chain(shrink)
+            .min()
     }
 
     /// Asks the recorders that are due whether they still have their recordings, and
@@ -2212,6 +2223,9 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
         self.probe_recordings(now, layer);
         if self.next_media_check.is_some_and(|at| at <= now) {
             self.check_media(now, layer);
+        }
+        if self.shrink_pace.owed_at().is_some_and(|at| at <= now) {
+            self.shrink_tables(now);
         }
     }
 
@@ -3034,6 +3048,51 @@ Call-ID: a-leg-call\nCSeq: {cseq} INVITE\nContact: <sip:a@{A}>\n"
         assert!(requests(&out, R2).is_empty() && requests(&out, R3).is_empty());
         let summary = h.core.router_mut().summaries.pop().expect("summary");
         assert_eq!(summary.recordings, vec![call_ids[0].clone()]);
+    }
+
+    /// Calls ending all at once, within the shrink interval and with one call left up:
+    /// the check each end would make is put off, and the core owes it as a timer, so
+    /// the table a burst grew gives its room back though no call ends after it.
+    #[test]
+    fn a_burst_of_calls_ending_at_once_gives_its_room_back_a_second_later() {
+        let mut h = Harness::new();
+        let mut b_invites = Vec::new();
+        for i in 0..2_000 {
+            let invite = invite_from_a()
+                .replace("a-leg-call", &format!("a-leg-call-{i}"))
+                .replace("branch=z9hG4bKa1", &format!("branch=z9hG4bKa1-{i}"))
+                .replace("tag=at", &format!("tag=at{i}"));
+            let out = h.deliver(A, &invite);
+            let b_invite = requests(&out, B1)[0].clone();
+            h.deliver(B1, &b_response(&b_invite, 200, "bt", Some(SDP_B)));
+            b_invites.push(b_invite);
+        }
+        assert_eq!(h.core.stats().calls_active, 2_000);
+        let grown = h.core.calls.capacity();
+        assert_eq!(h.core.next_timer(), None, "nothing owed yet");
+        for (i, b_invite) in b_invites.iter().enumerate().skip(1) {
+            h.deliver(B1, &bye_from_b(b_invite, "bt", &format!("z9hG4bKbye{i}")));
+        }
+        assert_eq!(h.core.stats().calls_active, 1);
+        // Not shrunk yet (deleted slots count against `capacity` until a rehash).
+        assert!(
+            h.core.calls.capacity() > grown / 2,
+            "checks within the second put off: {grown} -> {}",
+            h.core.calls.capacity()
+        );
+        let owed = h
+            .core
+            .next_timer()
+            .expect("the put-off check is owed as a timer");
+        assert_eq!(owed, h.now + crate::util::SHRINK_EVERY);
+        h.now = owed;
+        h.core.on_timer(h.now, &mut h.layer);
+        assert!(
+            h.core.calls.capacity() < grown / 4,
+            "{grown} -> {}",
+            h.core.calls.capacity()
+        );
+        assert_eq!(h.core.next_timer(), None, "the check is paid");
     }
 
     #[test]

@@ -920,9 +920,6 @@ impl TransactionLayer {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.shrink_pace.due(now, self.transactions.is_empty()) {
-            self.shrink_tables();
-        }
         while let Some((at, (id, timer))) = self.timers.pop_due(now) {
             let live = self
                 .transactions
@@ -931,6 +928,11 @@ impl TransactionLayer {
             if live {
                 self.fire(at, id, timer);
             }
+        }
+        // After the timers: the one that ends the last transaction finds the tables
+        // empty and gives their room back at once (no timer may come after it).
+        if self.shrink_pace.due(now, self.transactions.is_empty()) {
+            self.shrink_tables();
         }
     }
 

@@ -341,6 +341,32 @@ fn lingering_transactions_are_bounded_by_the_total() {
     assert_eq!(layer.len(), 2);
 }
 
+/// A burst's room is given back once it is over: the timer that ends the last
+/// lingering transaction finds the tables empty and shrinks them, although no timer
+/// comes after it to look again.
+#[test]
+fn the_last_transaction_to_end_gives_the_tables_room_back() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    for i in 0..5_000 {
+        answer_options(&mut layer, t0, &format!("z9hG4bKburst{i}"));
+    }
+    assert!(layer.transactions.capacity() > crate::util::SHRINK_ABOVE);
+    // Every Timer J fires in this one call.
+    layer.handle_timeout(t0 + Duration::from_secs(33));
+    assert_eq!(layer.len(), 0);
+    assert_eq!(layer.poll_timeout(), None, "no timer left to look again");
+    for (table, capacity) in [
+        ("transactions", layer.transactions.capacity()),
+        ("by_key", layer.by_key.capacity()),
+    ] {
+        assert!(
+            capacity <= crate::util::SHRINK_ABOVE,
+            "{table} kept room for {capacity}"
+        );
+    }
+}
+
 /// Delivers an OPTIONS with `branch` and answers it 200 (its transaction lingers for
 /// Timer J); returns what the layer sent on delivery.
 fn answer_options(layer: &mut TransactionLayer, now: Instant, branch: &str) -> Vec<Transmit> {
