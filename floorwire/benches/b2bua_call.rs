@@ -21,7 +21,7 @@ use floorwire::rtp::{MediaAnchor, MediaMapping};
 use floorwire::sdp::Codec;
 use floorwire::sip::b2bua::{B2bua, B2buaConfig, Outbound, RouteRefusal, Router};
 use floorwire::sip::msg::Request;
-use floorwire::sip::transaction::{LayerConfig, TransactionLayer};
+use floorwire::sip::transaction::{LayerConfig, TransactionLayer, Transmit};
 use floorwire::sip::udp::TransactionUser;
 
 const CALLER: &str = "127.0.0.1:5061";
@@ -137,10 +137,7 @@ impl Core {
         let start = Instant::now();
         self.layer
             .handle_datagram(self.now, addr(source), text.as_bytes());
-        while let Some(event) = self.layer.poll_event() {
-            self.b2bua.on_event(self.now, event, &mut self.layer);
-        }
-        let sent: Vec<_> = std::iter::from_fn(|| self.layer.poll_transmit()).collect();
+        let sent = self.run_events();
         self.spent += start.elapsed();
         sent.into_iter()
             .map(|t| {
@@ -160,11 +157,17 @@ impl Core {
         if self.b2bua.next_timer().is_some_and(|at| at <= self.now) {
             self.b2bua.on_timer(self.now, &mut self.layer);
         }
+        self.run_events();
+        self.spent += start.elapsed();
+    }
+
+    /// Hands the layer's events to the B2BUA, as the UDP driver does; returns what
+    /// was sent meanwhile.
+    fn run_events(&mut self) -> Vec<Transmit> {
         while let Some(event) = self.layer.poll_event() {
             self.b2bua.on_event(self.now, event, &mut self.layer);
         }
-        while self.layer.poll_transmit().is_some() {}
-        self.spent += start.elapsed();
+        std::iter::from_fn(|| self.layer.poll_transmit()).collect()
     }
 
     /// One whole call, `n` making its identifiers unique.
