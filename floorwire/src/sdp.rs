@@ -332,6 +332,57 @@ pub fn anchor(session: &mut Session, anchor: SocketAddr) {
     session.origin.sess_version = session.origin.sess_version.wrapping_add(1);
 }
 
+/// What [`anchor`] then [`to_bytes`] make of `session`, with `session` left as it was:
+/// the B2BUA relays the offer and the answer anchored while keeping the original.
+/// A clone to anchor was a dozen allocations an SDP (every string of the session);
+/// here the few fields [`anchor`] writes are swapped out and back.
+pub fn anchored_bytes(session: &mut Session, at: SocketAddr) -> Vec<u8> {
+    /// An address's type and text, swapped out of a `c=` or `o=` line.
+    type Saved = (sdp_types::AddrType, String);
+    fn take_connection(c: &mut Connection) -> Saved {
+        (
+            std::mem::replace(&mut c.addrtype, sdp_types::AddrType::Ip4),
+            std::mem::take(&mut c.connection_address),
+        )
+    }
+    fn put_connection(c: &mut Connection, (addrtype, address): Saved) {
+        c.addrtype = addrtype;
+        c.connection_address = address;
+    }
+    let origin: Saved = (
+        std::mem::replace(&mut session.origin.addrtype, sdp_types::AddrType::Ip4),
+        std::mem::take(&mut session.origin.unicast_address),
+    );
+    let version = session.origin.sess_version;
+    let connection = session.connection.as_mut().map(take_connection);
+    // (the media's index, its port, its own c= lines) for each one anchor rewrites.
+    let medias: Vec<(usize, u16, Vec<Saved>)> = session
+        .medias
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, m)| m.media == "audio" && m.port != 0)
+        .map(|(i, m)| {
+            let connections = m.connections.iter_mut().map(take_connection).collect();
+            (i, m.port, connections)
+        })
+        .collect();
+    anchor(session, at);
+    let bytes = to_bytes(session);
+    (session.origin.addrtype, session.origin.unicast_address) = origin;
+    session.origin.sess_version = version;
+    if let (Some(c), Some(saved)) = (session.connection.as_mut(), connection) {
+        put_connection(c, saved);
+    }
+    for (i, port, connections) in medias {
+        let m = &mut session.medias[i];
+        m.port = port;
+        for (c, saved) in m.connections.iter_mut().zip(connections) {
+            put_connection(c, saved);
+        }
+    }
+    bytes
+}
+
 /// Puts every audio stream on hold (RFC 3264 §8.4): sendrecv → sendonly,
 /// recvonly → inactive.
 pub fn hold(session: &mut Session) {
@@ -361,6 +412,31 @@ pub fn hold(session: &mut Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Anchored bytes are what a clone, anchored and written, gives, and the session
+    /// is left as it was: with and without session- and media-level `c=` lines, a
+    /// held stream (port 0) and a video stream, over IPv4 and IPv6.
+    #[test]
+    fn anchored_bytes_match_a_clone_anchored_and_leave_the_session_as_it_was() {
+        let media_level = "v=0\r\no=- 7 7 IN IP6 2001:db8::1\r\ns=-\r\nt=0 0\r\n\
+m=audio 5004 RTP/AVP 0\r\nc=IN IP6 2001:db8::2\r\nc=IN IP4 192.0.2.9\r\n\
+m=audio 0 RTP/AVP 8\r\nc=IN IP4 192.0.2.7\r\nm=video 6000 RTP/AVP 31\r\nc=IN IP4 192.0.2.8\r\n";
+        for text in [OFFER, media_level] {
+            for at in ["127.0.0.1:20000", "[::1]:20002"] {
+                let at: SocketAddr = at.parse().expect("address");
+                let mut session = parse(text.as_bytes()).expect("SDP");
+                let original = session.clone();
+                let mut anchored = session.clone();
+                anchor(&mut anchored, at);
+                assert_eq!(
+                    anchored_bytes(&mut session, at),
+                    to_bytes(&anchored),
+                    "{text}"
+                );
+                assert_eq!(session, original, "{text}");
+            }
+        }
+    }
 
     const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
 m=audio 49170 RTP/AVP 9 0 8 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\

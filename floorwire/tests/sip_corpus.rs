@@ -335,7 +335,7 @@ fn rfc4475_every_file_gets_its_verdict() {
                 from_tag,
                 "{file} From tag"
             );
-            assert_eq!(m.cseq, Some((cseq, method.to_owned())), "{file} CSeq");
+            assert_eq!(m.cseq, Some((cseq, method.into())), "{file} CSeq");
             assert_eq!(
                 m.branch.as_ref().map(|b| b.as_str()),
                 branch,
@@ -533,11 +533,7 @@ fn rfc5118_every_file_gets_its_verdict() {
         );
         let cseq = header("CSeq");
         let (n, m) = cseq.split_once(' ').expect("cseq");
-        assert_eq!(
-            ids.cseq,
-            Some((n.parse().expect("n"), m.to_owned())),
-            "{file}"
-        );
+        assert_eq!(ids.cseq, Some((n.parse().expect("n"), m.into())), "{file}");
         assert!(ids.from_tag.is_some() && ids.branch.is_some(), "{file}");
     }
     let get = |f: &str| {

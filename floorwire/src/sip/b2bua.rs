@@ -1375,7 +1375,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 }
             }
         };
-        let Some(offer) = offer else {
+        let Some(mut offer) = offer else {
             let refusal = RouteRefusal {
                 status: 488,
                 reason: "an INVITE without an SDP offer is not supported".into(),
@@ -1423,13 +1423,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 return self.refuse(now, layer, id, &request, &refusal);
             }
         };
-        let b_session = match &outbound.codecs {
-            Some(codecs) => sdp::offer(codecs, b_local, rand::random::<u32>() as u64),
-            None => {
-                let mut s = offer.clone();
-                sdp::anchor(&mut s, b_local);
-                s
+        let b_offer = match &outbound.codecs {
+            Some(codecs) => {
+                sdp::to_bytes(&sdp::offer(codecs, b_local, rand::random::<u32>() as u64))
             }
+            None => sdp::anchored_bytes(&mut offer, b_local),
         };
         let mapping = MediaMapping {
             a_local,
@@ -1479,7 +1477,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             b_call_id: CallIdValue::generate(&self.local_host).as_str().to_owned(),
             b_tag: Tag::generate(),
             b_cseq: 1,
-            b_offer: sdp::to_bytes(&b_session),
+            b_offer,
             b_dialog: None,
             b_ack: None,
             media: Some(mapping),
@@ -1832,7 +1830,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     /// The SDP for leg A built from leg B's: anchored at our A-side address; when the
     /// router chose codecs for leg B, an answer to leg A's own offer with the codecs
     /// leg B accepted (through transcoding).
-    fn sdp_for_a(&self, c: &Call, b_sdp: &Session) -> Option<Vec<u8>> {
+    fn sdp_for_a(&self, c: &Call, b_sdp: &mut Session) -> Option<Vec<u8>> {
         let mapping = c.media.as_ref()?;
         if c.outbound.codecs.is_some()
             && let Some(offer) = &c.a_offer
@@ -1859,9 +1857,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             .ok()
             .map(|s| sdp::to_bytes(&s));
         }
-        let mut s = b_sdp.clone();
-        sdp::anchor(&mut s, mapping.a_local);
-        Some(sdp::to_bytes(&s))
+        Some(sdp::anchored_bytes(b_sdp, mapping.a_local))
     }
 
     fn on_b_invite_response(
@@ -1876,7 +1872,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let b_sdp = if response.body.is_empty() {
+        let mut b_sdp = if response.body.is_empty() {
             None
         } else {
             sdp::parse(&response.body).ok()
@@ -1888,7 +1884,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     return;
                 }
                 let mut body = None;
-                if let Some(b_sdp) = &b_sdp {
+                if let Some(b_sdp) = &mut b_sdp {
                     self.learn_endpoint(call, Side::B, b_sdp);
                     body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
                 }
@@ -1942,7 +1938,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         call: u64,
         branch: usize,
         response: Response,
-        b_sdp: Option<Session>,
+        mut b_sdp: Option<Session>,
     ) {
         let local = self.local_text.clone();
         let Some(c) = self.calls.get_mut(&call) else {
@@ -2009,7 +2005,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         }
         let mut body = None;
-        if let Some(b_sdp) = &b_sdp {
+        if let Some(b_sdp) = &mut b_sdp {
             self.learn_endpoint(call, Side::B, b_sdp);
             body = self.calls.get(&call).and_then(|c| self.sdp_for_a(c, b_sdp));
         }

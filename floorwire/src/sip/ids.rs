@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use rsipstack::sip::{HasHeaders, Header};
+use compact_str::{CompactString, format_compact};
+
+use rsipstack::sip::{HasHeaders, Header, Method};
 
 /// RFC 3261 magic cookie opening every compliant branch (§8.1.1.7).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -14,11 +16,11 @@ macro_rules! id_newtype {
             Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
         )]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(CompactString);
 
         impl $name {
             /// Wraps a value taken from the wire.
-            pub fn new(value: impl Into<String>) -> Self {
+            pub fn new(value: impl Into<CompactString>) -> Self {
                 Self(value.into())
             }
             /// The value as sent on the wire.
@@ -51,7 +53,10 @@ id_newtype!(
 impl Branch {
     /// A fresh RFC 3261 branch: magic cookie plus 64 random bits.
     pub fn generate() -> Self {
-        Self(format!("{MAGIC_COOKIE}{:016x}", rand::random::<u64>()))
+        Self(format_compact!(
+            "{MAGIC_COOKIE}{:016x}",
+            rand::random::<u64>()
+        ))
     }
     /// True when the branch carries the RFC 3261 magic cookie *and* an identifier
     /// after it; a bare `z9hG4bK` (RFC 4475 `badbranch`) is treated as RFC 2543.
@@ -63,14 +68,14 @@ impl Branch {
 impl Tag {
     /// A fresh local tag (32 random bits are enough, §19.3).
     pub fn generate() -> Self {
-        Self(format!("{:08x}", rand::random::<u32>()))
+        Self(format_compact!("{:08x}", rand::random::<u32>()))
     }
 }
 
 impl CallId {
     /// A fresh Call-ID at `host`.
     pub fn generate(host: &str) -> Self {
-        Self(format!("{:016x}@{host}", rand::random::<u64>()))
+        Self(format_compact!("{:016x}@{host}", rand::random::<u64>()))
     }
 }
 
@@ -81,11 +86,11 @@ pub struct MessageIds {
     pub from_tag: Option<Tag>,
     pub to_tag: Option<Tag>,
     /// CSeq sequence number and method text.
-    pub cseq: Option<(u32, String)>,
+    pub cseq: Option<(u32, CompactString)>,
     /// Branch of the top Via value.
     pub branch: Option<Branch>,
     /// sent-by of the top Via value (host[:port]), whitespace removed.
-    pub sent_by: Option<String>,
+    pub sent_by: Option<CompactString>,
 }
 
 impl MessageIds {
@@ -104,11 +109,11 @@ impl MessageIds {
     /// The branch and sent-by of a Via header's first value, split as
     /// [`check_via`](super::syntax::check_via) splits it
     /// ([`split_via_value`](super::syntax::split_via_value)), without its checks.
-    pub fn read_via(value: &str) -> (Option<Branch>, Option<String>) {
+    pub fn read_via(value: &str) -> (Option<Branch>, Option<CompactString>) {
         let (protocol, params) = top_via(value);
         let sent_by = protocol
             .and_then(|[_, _, rest]| rest.split_whitespace().nth(1))
-            .map(str::to_owned);
+            .map(CompactString::from);
         (branch_in(params), sent_by)
     }
 
@@ -199,21 +204,49 @@ pub fn tag_of(value: &str) -> Option<Tag> {
         .map(Tag::new)
 }
 
+/// A method's name as on the wire, without formatting it into a new `String`.
+pub fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Info => "INFO",
+        Method::Invite => "INVITE",
+        Method::Message => "MESSAGE",
+        Method::Notify => "NOTIFY",
+        Method::Options => "OPTIONS",
+        Method::PRack => "PRACK",
+        Method::Publish => "PUBLISH",
+        Method::Refer => "REFER",
+        Method::Register => "REGISTER",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Update => "UPDATE",
+    }
+}
+
 /// `CSeq: number method`, with leading zeros allowed and numbers above 2^32-1 refused
 /// (RFC 4475 `scalar02`).
-pub fn parse_cseq(value: &str) -> Option<(u32, String)> {
+pub fn parse_cseq(value: &str) -> Option<(u32, CompactString)> {
     let mut words = value.split_whitespace();
     let number = words.next()?.parse::<u32>().ok()?;
     let method = words.next()?;
     if words.next().is_some() || !super::syntax::is_token(method) {
         return None;
     }
-    Some((number, method.to_owned()))
+    Some((number, CompactString::from(method)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every method's name is what rsipstack writes for it.
+    #[test]
+    fn method_names_are_what_rsipstack_writes() {
+        for method in Method::all() {
+            assert_eq!(method_name(method), method.to_string());
+        }
+    }
 
     /// The quick scan finds the tag the full name-addr split finds, in every form a
     /// From/To value takes (RFC 4475 `wsinv`'s `tag = x` included).
@@ -249,14 +282,11 @@ mod tests {
     fn only_the_first_via_is_read_and_split_as_checked() {
         assert_eq!(
             MessageIds::read_via("SIP/2.0/UDP h/x:5060"),
-            (None, Some("h/x:5060".to_owned()))
+            (None, Some("h/x:5060".into()))
         );
         assert_eq!(
             MessageIds::read_via("SIP / 2.0 / UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP b"),
-            (
-                Some(Branch::new("z9hG4bK1")),
-                Some("10.0.0.1:5060".to_owned())
-            )
+            (Some(Branch::new("z9hG4bK1")), Some("10.0.0.1:5060".into()))
         );
         let message = b"OPTIONS sip:tpo SIP/2.0\r\n\
 Via: SIP/2.0/UDP h/x:5060\r\n\

@@ -299,7 +299,7 @@ fn check_headers(headers: &rsipstack::sip::Headers) -> Result<MessageIds, String
                 let top = check_via(v.value())?;
                 if counts[0] == 1 {
                     ids.branch = branch_in(top.params);
-                    ids.sent_by = Some(top.sent_by.to_owned());
+                    ids.sent_by = Some(top.sent_by.into());
                 }
             }
             Header::From(v) => {

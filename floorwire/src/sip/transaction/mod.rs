@@ -22,6 +22,7 @@ mod tests;
 
 use crate::util::FastMap;
 use deadlines::Deadlines;
+use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use rsipstack::sip::{
 };
 
 use super::framing::{MAX_DATAGRAM, ToWire};
-use super::ids::{MessageIds, Tag};
+use super::ids::{CallId, MessageIds, Tag, method_name};
 use super::ingress::{Inbound, parse_datagram_with_ids};
 use super::reply::{response_head, response_to, with_header};
 use crate::error::Error;
@@ -161,30 +162,38 @@ pub struct LayerStats {
 ///
 /// One string holding side, method (a token, ended by NUL), sent-by (after its
 /// length) and branch, and the hash of that string, computed once: under call load
-/// the key map holds a million transactions (those lingering for 64·T1 included), and
-/// each time it grows hashbrown moves every entry to where its hash says. Small
-/// entries (a key of three `String`s made them 88 bytes; now 32) and a hash read from
-/// the entry, not from a string elsewhere in memory, keep that move short: rehashing
-/// strings stalled the SIP core for over 100 ms at 10,000 calls/s, long enough for
-/// the ingress queue to fill and new calls to be refused. The hash is seeded per
-/// process, so a sender cannot choose colliding branches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the key table holds a million transactions (those lingering for 64·T1 included),
+/// and each time it grows hashbrown moves every entry to where its hash says. Small
+/// entries (a key of three `String`s made them 88 bytes; with its id now 32) and a
+/// hash read from the entry, not from a string elsewhere in memory, keep that move
+/// short: rehashing strings stalled the SIP core for over 100 ms at 10,000 calls/s,
+/// long enough for the ingress queue to fill and new calls to be refused. The hash is
+/// seeded per process, so a sender cannot choose colliding branches.
+///
+/// A message's key is written into the layer's scratch buffer ([`KeyText`]) and
+/// looked up from there; only a new transaction's key is copied into the table, and
+/// the transaction keeps just its hash (its entry is found again by hash and id).
+#[derive(Debug)]
 struct Key {
     hash: u64,
     text: Box<str>,
 }
 
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
+/// A message's transaction key, written in a reused buffer: what is looked up.
+#[derive(Debug, Default)]
+struct KeyText {
+    text: String,
+    hash: u64,
 }
 
-impl Key {
-    fn of(ids: &MessageIds, method: &str, server: bool) -> Option<Self> {
+impl KeyText {
+    /// Writes the key of a message with `ids` and `method`, on the server or client
+    /// side; false (and nothing usable written) when `ids` lack what the key needs.
+    fn write(&mut self, ids: &MessageIds, method: &str, server: bool) -> bool {
         use std::fmt::Write as _;
+        let key = &mut self.text;
+        key.clear();
         let method = if method == "ACK" { "INVITE" } else { method };
-        let mut key = String::with_capacity(96);
         key.push(if server { 'S' } else { 'C' });
         key.push_str(method);
         key.push('\0');
@@ -195,27 +204,45 @@ impl Key {
         } else {
             ""
         };
+        // Writing into a String cannot fail.
         let _ = write!(key, "{}:", sent_by.len());
         key.extend(sent_by.chars().map(|c| c.to_ascii_lowercase()));
         match &ids.branch {
             Some(b) if b.is_rfc3261() => key.push_str(b.as_str()),
             _ => {
-                // Writing into a String cannot fail.
+                let (Some(call_id), Some((cseq, _))) = (&ids.call_id, &ids.cseq) else {
+                    return false;
+                };
                 let _ = write!(
                     key,
                     "rfc2543;{};{};{}",
-                    ids.call_id.as_ref()?.as_str(),
+                    call_id.as_str(),
                     ids.from_tag.as_ref().map(Tag::as_str).unwrap_or(""),
-                    ids.cseq.as_ref()?.0
+                    cseq
                 );
             }
         }
         static SEED: std::sync::LazyLock<foldhash::fast::RandomState> =
             std::sync::LazyLock::new(foldhash::fast::RandomState::default);
-        Some(Self {
-            hash: std::hash::BuildHasher::hash_one(&*SEED, key.as_str()),
-            text: key.into_boxed_str(),
-        })
+        self.hash = std::hash::BuildHasher::hash_one(&*SEED, key.as_str());
+        true
+    }
+
+    /// The transaction in `table` with this key.
+    fn find(&self, table: &HashTable<(Key, TransactionId)>) -> Option<TransactionId> {
+        table
+            .find(self.hash, |(key, _)| {
+                key.hash == self.hash && *key.text == *self.text
+            })
+            .map(|&(_, id)| id)
+    }
+
+    /// The key, owned, for the table.
+    fn to_key(&self) -> Key {
+        Key {
+            hash: self.hash,
+            text: self.text.as_str().into(),
+        }
     }
 }
 
@@ -271,7 +298,8 @@ impl Armed {
 
 #[derive(Debug)]
 struct Transaction {
-    key: Key,
+    /// Its key's hash: its entry in the key table is found by hash and id.
+    key_hash: u64,
     role: Role,
     invite: bool,
     /// Where our messages for this transaction go.
@@ -285,7 +313,7 @@ struct Transaction {
     /// took; with its timers as stamps it takes 212).
     request: Option<Box<Request>>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
-    accepted_key: Option<(String, u32)>,
+    accepted_key: Option<(CallId, u32)>,
     /// What to resend: the request (client, until a final) or its ACK (client INVITE
     /// after a non-2xx final), the last response (server).
     last_sent: Option<Vec<u8>>,
@@ -311,9 +339,11 @@ pub struct TransactionLayer {
     /// Boxed: a transaction is a few hundred bytes, and the table moves its values
     /// whenever it grows.
     transactions: FastMap<TransactionId, Box<Transaction>>,
-    by_key: FastMap<Key, TransactionId>,
+    by_key: HashTable<(Key, TransactionId)>,
+    /// Scratch for the key of the message at hand.
+    key_text: KeyText,
     /// Accepted server INVITEs by (Call-ID, CSeq number), to match the 2xx's ACK.
-    accepted: FastMap<(String, u32), TransactionId>,
+    accepted: FastMap<(CallId, u32), TransactionId>,
     /// Server transactions still waiting for the TU's final response.
     server_pending: usize,
     timers: Deadlines<(TransactionId, Timer)>,
@@ -343,7 +373,8 @@ impl TransactionLayer {
             config,
             next_id: 1,
             transactions: FastMap::default(),
-            by_key: FastMap::default(),
+            by_key: HashTable::new(),
+            key_text: KeyText::default(),
             accepted: FastMap::default(),
             server_pending: 0,
             timers: Deadlines::default(),
@@ -360,7 +391,12 @@ impl TransactionLayer {
     /// transactions are big, so a busy minute would hold its peak for good.
     fn shrink_tables(&mut self) {
         crate::util::shrink_map(&mut self.transactions);
-        crate::util::shrink_map(&mut self.by_key);
+        if self.by_key.capacity() > crate::util::SHRINK_ABOVE
+            && self.by_key.len() * 4 < self.by_key.capacity()
+        {
+            self.by_key
+                .shrink_to(self.by_key.len() * 2, |(key, _)| key.hash);
+        }
         crate::util::shrink_map(&mut self.accepted);
         self.timers.shrink();
     }
@@ -459,11 +495,10 @@ impl TransactionLayer {
         ids: MessageIds,
     ) {
         self.stats.requests_received += 1;
-        let method = request.method.to_string();
-        let Some(key) = Key::of(&ids, &method, true) else {
+        if !self.key_text.write(&ids, method_name(request.method), true) {
             return;
-        };
-        let matched = self.by_key.get(&key).copied();
+        }
+        let matched = self.key_text.find(&self.by_key);
         // An ACK outside any transaction is the ACK for a 2xx. So is one that matches an
         // Accepted INVITE (an RFC 2543 peer, or a UA reusing the INVITE's branch): RFC
         // 6026 §7.1 hands it to the TU.
@@ -504,25 +539,29 @@ impl TransactionLayer {
         }
         let invite = request.method == Method::Invite;
         let is_cancel = request.method == Method::Cancel;
-        let id = self.insert(Transaction {
+        let key = self.key_text.to_key();
+        let id = self.insert(
             key,
-            role: Role::Server(if invite {
-                ServerState::Proceeding
-            } else {
-                ServerState::Trying
-            }),
-            invite,
-            peer: source,
-            request: Some(Box::new(response_head(&request))),
-            accepted_key: None,
-            last_sent: None,
-            last_status: 0,
-            interval: self.config.timers.t1,
-            armed: Armed::default(),
-            cancel_pending: false,
-            cancel_sent: false,
-            local_tag: None,
-        });
+            Transaction {
+                key_hash: 0,
+                role: Role::Server(if invite {
+                    ServerState::Proceeding
+                } else {
+                    ServerState::Trying
+                }),
+                invite,
+                peer: source,
+                request: Some(Box::new(response_head(&request))),
+                accepted_key: None,
+                last_sent: None,
+                last_status: 0,
+                interval: self.config.timers.t1,
+                armed: Armed::default(),
+                cancel_pending: false,
+                cancel_sent: false,
+                local_tag: None,
+            },
+        );
         if is_cancel {
             self.server_cancel(now, id, &ids);
             return;
@@ -543,8 +582,11 @@ impl TransactionLayer {
     /// §9.2: CANCEL matches the INVITE server transaction with the same key. The 200
     /// to the CANCEL goes out first, then the INVITE's 487 (the order peers expect).
     fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
-        let invite_key = Key::of(ids, "INVITE", true);
-        let invite_id = invite_key.and_then(|k| self.by_key.get(&k).copied());
+        let invite_id = self
+            .key_text
+            .write(ids, "INVITE", true)
+            .then(|| self.key_text.find(&self.by_key))
+            .flatten();
         let invite_tag = invite_id
             .and_then(|id| self.transactions.get(&id))
             .and_then(|t| t.local_tag.clone());
@@ -579,7 +621,7 @@ impl TransactionLayer {
         let (Some(call_id), Some((cseq, _))) = (&ids.call_id, &ids.cseq) else {
             return false;
         };
-        let Some(id) = self.accepted.remove(&(call_id.as_str().to_owned(), *cseq)) else {
+        let Some(id) = self.accepted.remove(&(call_id.clone(), *cseq)) else {
             return false;
         };
         if let Some(t) = self.transactions.get_mut(&id) {
@@ -631,7 +673,11 @@ impl TransactionLayer {
             return;
         };
         let status = response.status_code.code();
-        let id = Key::of(&ids, method, false).and_then(|k| self.by_key.get(&k).copied());
+        let id = self
+            .key_text
+            .write(&ids, method, false)
+            .then(|| self.key_text.find(&self.by_key))
+            .flatten();
         let Some(id) = id else {
             if method == "INVITE" && (200..300).contains(&status) {
                 self.events.push_back(Event::Stray2xx { response, ids });
@@ -760,31 +806,39 @@ impl TransactionLayer {
             },
             _ => MessageIds::of(&request),
         };
-        let method = request.method.to_string();
-        let key = Key::of(&ids, &method, false).ok_or_else(|| {
-            Error::MalformedSip("request lacks Via branch, Call-ID or CSeq".into())
-        })?;
+        if !self
+            .key_text
+            .write(&ids, method_name(request.method), false)
+        {
+            return Err(Error::MalformedSip(
+                "request lacks Via branch, Call-ID or CSeq".into(),
+            ));
+        }
+        let key = self.key_text.to_key();
         let invite = request.method == Method::Invite;
         let t1 = self.config.timers.t1;
-        let id = self.insert(Transaction {
+        let id = self.insert(
             key,
-            role: Role::Client(if invite {
-                ClientState::Calling
-            } else {
-                ClientState::Trying
-            }),
-            invite,
-            peer: destination,
-            request: Some(Box::new(request)),
-            accepted_key: None,
-            last_sent: Some(bytes.clone()),
-            last_status: 0,
-            interval: t1,
-            armed: Armed::default(),
-            cancel_pending: false,
-            cancel_sent: false,
-            local_tag: None,
-        });
+            Transaction {
+                key_hash: 0,
+                role: Role::Client(if invite {
+                    ClientState::Calling
+                } else {
+                    ClientState::Trying
+                }),
+                invite,
+                peer: destination,
+                request: Some(Box::new(request)),
+                accepted_key: None,
+                last_sent: Some(bytes.clone()),
+                last_status: 0,
+                interval: t1,
+                armed: Armed::default(),
+                cancel_pending: false,
+                cancel_sent: false,
+                local_tag: None,
+            },
+        );
         self.transmit(destination, bytes);
         if invite {
             self.schedule(id, Timer::A, now, t1);
@@ -891,7 +945,7 @@ impl TransactionLayer {
                 .as_deref()
                 .and_then(crate::sip::ids::call_id_and_seq)
         {
-            let key = (call_id.as_str().to_owned(), cseq);
+            let key = (call_id, cseq);
             t.accepted_key = Some(key.clone());
             self.accepted.insert(key, id);
         }
@@ -979,13 +1033,25 @@ impl TransactionLayer {
         }
     }
 
-    fn insert(&mut self, t: Transaction) -> TransactionId {
+    /// Takes `t` on under `key` (its `key_hash` is set from it).
+    fn insert(&mut self, key: Key, mut t: Transaction) -> TransactionId {
         let id = TransactionId(self.next_id);
         self.next_id += 1;
         if t.role.is_server_in_progress() {
             self.server_pending += 1;
         }
-        self.by_key.insert(t.key.clone(), id);
+        t.key_hash = key.hash;
+        // A key already taken (a request reusing a branch that a transaction still
+        // holds, which lookups send elsewhere first) points to the newest, as a map's
+        // insert left it.
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(key.hash, |(k, _)| k.hash == key.hash && k.text == key.text)
+        {
+            entry.remove();
+        }
+        self.by_key
+            .insert_unique(key.hash, (key, id), |(k, _)| k.hash);
         self.transactions.insert(id, Box::new(t));
         id
     }
@@ -995,7 +1061,12 @@ impl TransactionLayer {
             if t.role.is_server_in_progress() {
                 self.server_pending -= 1;
             }
-            self.by_key.remove(&t.key);
+            if let Ok(entry) = self
+                .by_key
+                .find_entry(t.key_hash, |&(_, entry_id)| entry_id == id)
+            {
+                entry.remove();
+            }
             if let Some(k) = t.accepted_key
                 && self.accepted.get(&k) == Some(&id)
             {

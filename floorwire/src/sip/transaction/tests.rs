@@ -937,3 +937,38 @@ fn timer_stamps_tell_deadlines_apart_by_the_millisecond() {
     armed.clear(Timer::G);
     assert!(!armed.is(Timer::G, stamp) && !armed.is_set(Timer::G));
 }
+
+/// A request sent with a branch a live transaction still holds takes the key over;
+/// when the older transaction ends, the newer one keeps it and still gets its
+/// response (the older one's end once dropped the key from the table).
+#[test]
+fn a_transaction_ending_leaves_a_newer_one_with_the_same_key_matched() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let first = request("OPTIONS", "z9hG4bKreused", 1);
+    let old = layer
+        .send_request(t0, addr(UAS), first)
+        .expect("first OPTIONS");
+    let second = request("OPTIONS", "z9hG4bKreused", 2);
+    let later = t0 + Duration::from_secs(20);
+    let new = layer
+        .send_request(later, addr(UAS), second.clone())
+        .expect("second OPTIONS");
+    drain(&mut layer);
+    // The first times out (Timer F, 64·T1) and ends; the second has 20 s to go.
+    layer.handle_timeout(t0 + Duration::from_secs(33));
+    let (_, events) = drain(&mut layer);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Timeout { id } if *id == old)),
+        "{events:?}"
+    );
+    let ok = crate::sip::reply::response_to(&second, 200, Some(&crate::sip::Tag::new("u")));
+    layer.handle_datagram(t0 + Duration::from_secs(34), addr(UAS), &ok.to_bytes());
+    let (_, events) = drain(&mut layer);
+    assert!(
+        matches!(events.as_slice(), [Event::Response { id, .. }] if *id == new),
+        "{events:?}"
+    );
+}
