@@ -213,17 +213,15 @@ impl Dialog {
             .route_set
             .first()
             .is_some_and(|r| parse_name_addr(r).is_ok_and(|n| !has_lr(n.uri)));
-        let (uri_text, routes): (String, Vec<String>) = if strict {
-            let first = parse_name_addr(&self.route_set[0])
-                .map(|n| n.uri.to_owned())
-                .unwrap_or_default();
+        let (uri_text, routes): (&str, std::borrow::Cow<'_, [String]>) = if strict {
+            let first = parse_name_addr(&self.route_set[0]).map_or("", |n| n.uri);
             let mut rest = self.route_set[1..].to_vec();
             rest.push(format!("<{}>", self.remote_target));
-            (first, rest)
+            (first, rest.into())
         } else {
-            (self.remote_target.clone(), self.route_set.clone())
+            (&self.remote_target, self.route_set.as_slice().into())
         };
-        let uri = Uri::try_from(uri_text.as_str())
+        let uri = Uri::try_from(uri_text)
             .map_err(|e| Error::Dialog(format!("remote target {uri_text:?}: {e}")))?;
         let mut headers = crate::sip::framing::headers_with_room();
         headers.push(Header::Via(Via::new(format!(
@@ -231,8 +229,8 @@ impl Dialog {
             Branch::generate()
         ))));
         headers.push(Header::MaxForwards(MaxForwards::new("70")));
-        for route in routes {
-            headers.push(Header::Route(Route::new(route)));
+        for route in routes.iter() {
+            headers.push(Header::Route(Route::new(route.as_str())));
         }
         headers.push(Header::From(From::new(self.local_party.clone())));
         headers.push(Header::To(To::new(self.remote_party.clone())));

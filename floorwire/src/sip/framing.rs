@@ -17,9 +17,9 @@ pub const MAX_STREAM_HEAD: usize = 64 * 1024;
 /// Largest body accepted on a stream.
 pub const MAX_STREAM_BODY: usize = 1024 * 1024;
 
-/// Room reserved for a message's start line and headers when serialising: a B2BUA's
-/// INVITE head is ~500 bytes, so one allocation usually holds the whole message.
-const HEAD_ROOM: usize = 1024;
+/// Room reserved for a message's start line when serialising (the headers and body
+/// are counted): a start line longer than this grows the buffer once.
+const START_LINE_ROOM: usize = 160;
 
 /// Headers room for a message we build: a B2BUA's requests and responses carry ten
 /// to fourteen, and a `Headers::default()` grown by pushes reallocated twice a
@@ -43,7 +43,18 @@ pub trait ToWire {
 
 fn wire(start: std::fmt::Arguments<'_>, headers: &rsipstack::sip::Headers, body: &[u8]) -> Vec<u8> {
     use std::fmt::Write as _;
-    let mut head = String::with_capacity(HEAD_ROOM + body.len());
+    // Sized for what is written: `Name: value\r\n` a header, the empty line, the
+    // body, and the start line within `START_LINE_ROOM` (a longer one grows it once).
+    // A fixed room for the head was twice what a message takes, and each message
+    // sent is kept for retransmission.
+    let size = START_LINE_ROOM
+        + headers
+            .iter()
+            .map(|h| h.name().len() + h.value().len() + 4)
+            .sum::<usize>()
+        + 2
+        + body.len();
+    let mut head = String::with_capacity(size);
     // Writing into a String cannot fail.
     let _ = head.write_fmt(start);
     // Each header as `Name: value` — what rsipstack's Display writes, without its
