@@ -18,6 +18,7 @@
 use crate::util::FastMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rsipstack::sip::{
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::dialog::Dialog;
 use super::framing::ToWire;
 use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
-use super::reply::{request_with_body, response_to, with_body, with_header};
+use super::reply::{request_with_body, response_to, response_wire, with_header};
 use super::siprec;
 use super::syntax::{name_addr_user, parse_name_addr, sip_uri_user};
 use super::transaction::{CancelOutcome, Event, TransactionId, TransactionLayer};
@@ -329,7 +330,7 @@ struct Recording {
     tag: Tag,
     /// The keepalive OPTIONS sent and not answered yet.
     probe: Option<TransactionId>,
-    invite: Request,
+    invite: Arc<Request>,
     tx: Option<TransactionId>,
     dialog: Option<Dialog>,
     state: RecordingState,
@@ -352,7 +353,8 @@ struct Branch {
     cseq: u32,
     /// Its INVITE and client transaction once sent; kept after its final response so a
     /// late 2xx can still be ACKed and hung up.
-    invite: Option<(TransactionId, Request)>,
+    /// The INVITE sent on this branch, shared with its client transaction.
+    invite: Option<(TransactionId, Arc<Request>)>,
     /// Its final status once it came (408 when it timed out).
     status: Option<u16>,
 }
@@ -457,7 +459,7 @@ enum Pending {
     Recording {
         call: u64,
         index: usize,
-        invite: Box<Request>,
+        invite: Arc<Request>,
     },
     /// A keepalive OPTIONS in a recording session.
     Probe { call: u64, index: usize },
@@ -556,28 +558,31 @@ fn endpoint_of(session: &Session) -> Option<SocketAddr> {
     sdp::audio_endpoint(session).filter(|a| !a.ip().is_unspecified())
 }
 
-/// A dialog-forming response of ours to leg A: Record-Route copied from the request
-/// (§12.1.1), our Contact, and the SDP if any.
+/// A dialog-forming response of ours to leg A, written for the wire: Record-Route
+/// copied from the request (§12.1.1), our Contact, `extra` (the party who answered,
+/// say), and the SDP if any.
 fn dialog_response(
     request: &Request,
     status: u16,
     tag: &Tag,
-    contact: Header,
-    body: Option<Vec<u8>>,
-) -> Response {
-    let mut response = response_to(request, status, Some(tag));
-    for rr in request
+    contact: &Header,
+    extra: Option<&Header>,
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut headers: Vec<&Header> = request
         .headers
         .iter()
         .filter(|h| matches!(h, Header::RecordRoute(_)))
-    {
-        response = with_header(response, rr.clone());
-    }
-    response = with_header(response, contact);
-    match body {
-        Some(body) => with_body(response, "application/sdp", body),
-        None => response,
-    }
+        .collect();
+    headers.push(contact);
+    headers.extend(extra);
+    response_wire(
+        request,
+        status,
+        Some(tag),
+        &headers,
+        body.map(|b| ("application/sdp", b)),
+    )
 }
 
 /// The methods the B2BUA handles, for `Allow`.
@@ -878,7 +883,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         }
         for server in unanswered {
             if let Some(request) = layer.server_response_head(server) {
-                let _ = layer.respond(now, server, response_to(&request, 487, None));
+                let _ = layer.respond_to(now, server, &request, 487, None);
             }
         }
         if c.cancelled && c.winner.is_none() && !c.outbound.forks.is_empty() {
@@ -958,7 +963,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             let Ok(uri) = Uri::try_from(format!("sip:srs@{recorder}").as_str()) else {
                 continue;
             };
-            let invite = request_with_body(
+            let invite = Arc::new(request_with_body(
                 Request {
                     method: Method::Invite,
                     uri,
@@ -968,7 +973,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 },
                 &content_type,
                 body.clone(),
-            );
+            ));
             let index = recordings.len();
             let sent = layer.send_request(now, recorder, invite.clone());
             let (tx, state) = match sent {
@@ -978,7 +983,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                         Pending::Recording {
                             call,
                             index,
-                            invite: Box::new(invite.clone()),
+                            invite: invite.clone(),
                         },
                     );
                     self.recording_legs
@@ -1235,7 +1240,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Method::Invite => 488,
             _ => 200,
         };
-        let _ = layer.respond(now, id, response_to(request, status, None));
+        let _ = layer.respond_to(now, id, request, status, None);
     }
 
     /// Sends BYE on `side` of `call`, if that leg has a dialog.
@@ -1540,7 +1545,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         for (name, value) in c.outbound.headers.iter().chain(&b.fork.headers) {
             headers.push(Header::Other(name.clone(), value.clone()));
         }
-        let invite = request_with_body(
+        let invite = Arc::new(request_with_body(
             Request {
                 method: Method::Invite,
                 uri,
@@ -1550,7 +1555,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             },
             "application/sdp",
             c.b_offer.clone(),
-        );
+        ));
         let tx = layer.send_request(now, b.fork.destination, invite.clone())?;
         self.client
             .insert(tx, Pending::Invite { call: c.id, branch });
@@ -1788,7 +1793,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         {
             self.a_invites.remove(&tx);
             c.a_status = Some(status);
-            let _ = layer.respond(now, tx, response_to(&request, status, Some(&c.a_tag)));
+            let _ = layer.respond_to(now, tx, &request, status, Some(&c.a_tag));
         }
         self.end(now, layer, call, "leg B failed");
     }
@@ -1893,8 +1898,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                     return;
                 };
                 if let Some((tx, request)) = &c.a_invite {
-                    let r = dialog_response(request, status, &c.a_tag, contact, body);
-                    let _ = layer.respond(now, *tx, r);
+                    let r =
+                        dialog_response(request, status, &c.a_tag, &contact, None, body.as_deref());
+                    let _ = layer.respond_wire(now, *tx, status, Some(c.a_tag.clone()), r);
                 }
             }
             200..=299 => self.on_b_answer(now, layer, call, branch, response, b_sdp),
@@ -2022,12 +2028,18 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             Ok(d) => c.a_dialog = Some(d),
             Err(e) => tracing::warn!(error = %e, "leg A's dialog"),
         }
-        let mut ok = dialog_response(&request, 200, &c.a_tag, contact, body);
         let party = &c.branches[branch].fork.party;
-        if !party.is_empty() {
-            ok = with_header(ok, Header::Other(ANSWERED_BY.into(), party.clone()));
-        }
-        if let Err(e) = layer.respond(now, tx, ok) {
+        let answered_by =
+            (!party.is_empty()).then(|| Header::Other(ANSWERED_BY.into(), party.clone()));
+        let ok = dialog_response(
+            &request,
+            200,
+            &c.a_tag,
+            &contact,
+            answered_by.as_ref(),
+            body.as_deref(),
+        );
+        if let Err(e) = layer.respond_wire(now, tx, 200, Some(c.a_tag.clone()), ok) {
             // Leg A's INVITE is over already (a CANCEL crossed leg B's 200 in the same
             // batch): nobody to connect leg B to.
             tracing::info!(call, error = %e, "leg A gone as leg B answered: hanging leg B up");
@@ -2065,19 +2077,19 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     ) {
         let local = self.local_text.clone();
         let Some(c) = self.calls.get_mut(&call) else {
-            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            let _ = layer.respond_to(now, id, &request, 481, None);
             return;
         };
         let Some(dialog) = c.dialog_mut(side) else {
-            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            let _ = layer.respond_to(now, id, &request, 481, None);
             return;
         };
         if let Err(status) = dialog.receive_request(&request) {
-            let _ = layer.respond(now, id, response_to(&request, status, None));
+            let _ = layer.respond_to(now, id, &request, status, None);
             return;
         }
         if request.method == Method::Bye {
-            let _ = layer.respond(now, id, response_to(&request, 200, None));
+            let _ = layer.respond_to(now, id, &request, 200, None);
             self.send_bye(now, layer, call, side.other());
             self.end(
                 now,
@@ -2105,14 +2117,14 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let other = side.other();
         let peer = c.peer(other);
         let Some(dialog) = c.dialog_mut(other) else {
-            let _ = layer.respond(now, id, response_to(&request, 481, None));
+            let _ = layer.respond_to(now, id, &request, 481, None);
             return;
         };
         let mut relayed = match dialog.request(request.method, &local, None) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "could not relay in-dialog request");
-                let _ = layer.respond(now, id, response_to(&request, 500, None));
+                let _ = layer.respond_to(now, id, &request, 500, None);
                 return;
             }
         };
@@ -2142,7 +2154,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not relay in-dialog request");
-                let _ = layer.respond(now, id, response_to(&request, 500, None));
+                let _ = layer.respond_to(now, id, &request, 500, None);
             }
         }
         self.changed(call);
@@ -2165,7 +2177,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         }
         let local = self.local_text.clone();
-        let contact = self.contact();
+        let contact_header = self.contact();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -2190,14 +2202,17 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let Some(request) = layer.server_response_head(server) else {
             return;
         };
-        let mut r = response_to(&request, status, None);
-        if (200..300).contains(&status) && method == Method::Invite {
-            r = with_header(r, contact);
-        }
-        if !body.is_empty() {
-            r = with_body(r, "application/sdp", body);
-        }
-        let _ = layer.respond(now, server, r);
+        let with_contact = [&contact_header];
+        let contact = (200..300).contains(&status) && method == Method::Invite;
+        let r = response_wire(
+            &request,
+            status,
+            None,
+            if contact { &with_contact } else { &[] },
+            (!body.is_empty()).then_some(("application/sdp", body.as_slice())),
+        );
+        let tag = crate::sip::ids::to_tag(&*request);
+        let _ = layer.respond_wire(now, server, status, tag, r);
         self.changed(call);
     }
 }
@@ -2249,7 +2264,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                             }
                         }
                         None => {
-                            let _ = layer.respond(now, id, response_to(&request, 481, None));
+                            let _ = layer.respond_to(now, id, &request, 481, None);
                         }
                     }
                 }
@@ -2262,12 +2277,10 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 (None, Method::Message)
                     if self.relay_taken_notice(now, layer, source, &request) =>
                 {
-                    let _ =
-                        layer.respond(now, id, response_to(&request, 200, Some(&Tag::generate())));
+                    let _ = layer.respond_to(now, id, &request, 200, Some(&Tag::generate()));
                 }
                 (None, Method::Bye) => {
-                    let _ =
-                        layer.respond(now, id, response_to(&request, 481, Some(&Tag::generate())));
+                    let _ = layer.respond_to(now, id, &request, 481, Some(&Tag::generate()));
                 }
                 (None, _) => {
                     let refused =
@@ -2409,7 +2422,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                 }
                 Some(Pending::Relayed { server, .. }) => {
                     if let Some(request) = layer.server_response_head(server) {
-                        let _ = layer.respond(now, server, response_to(&request, 408, None));
+                        let _ = layer.respond_to(now, server, &request, 408, None);
                     }
                 }
                 Some(Pending::Recording { call, index, .. }) => {

@@ -25,6 +25,7 @@ use deadlines::Deadlines;
 use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::{
@@ -35,7 +36,7 @@ use rsipstack::sip::{
 use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{CallId, MessageIds, Tag, method_name};
 use super::ingress::{Inbound, parse_datagram_with_ids};
-use super::reply::{response_head, response_to, with_header};
+use super::reply::{response_head, response_to, response_wire, with_header};
 use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
 
@@ -311,7 +312,7 @@ struct Transaction {
     /// ACK), so 64·T1 of lingering state stays small; boxed, so a lingering
     /// transaction does not carry the room of one (216 bytes of the 576 a transaction
     /// took; with its timers as stamps it takes 212).
-    request: Option<Box<Request>>,
+    request: Option<Arc<Request>>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
     accepted_key: Option<(CallId, u32)>,
     /// What to resend: the request (client, until a final) or its ACK (client INVITE
@@ -551,7 +552,7 @@ impl TransactionLayer {
                 }),
                 invite,
                 peer: source,
-                request: Some(Box::new(response_head(&request))),
+                request: Some(Arc::new(response_head(&request))),
                 accepted_key: None,
                 last_sent: None,
                 last_status: 0,
@@ -567,9 +568,9 @@ impl TransactionLayer {
             return;
         }
         if invite && self.config.auto_trying {
-            let trying = response_to(&request, 100, None);
+            let trying = response_wire(&request, 100, None, &[], None);
             // Cannot fail: 100 Trying to a request that fitted in a datagram.
-            let _ = self.respond(now, id, trying);
+            let _ = self.respond_wire(now, id, 100, None, trying);
         }
         self.events.push_back(Event::Request {
             id,
@@ -596,22 +597,21 @@ impl TransactionLayer {
         if let Some(request) = self
             .transactions
             .get(&cancel_id)
-            .and_then(|t| t.request.as_deref().cloned())
+            .and_then(|t| t.request.clone())
         {
-            let _ = self.respond(now, cancel_id, response_to(&request, status, Some(&tag)));
+            let _ = self.respond_to(now, cancel_id, &request, status, Some(&tag));
         }
         let Some(invite_id) = invite_id else {
             return;
         };
-        let terminated = match self.transactions.get(&invite_id) {
-            Some(invite) if matches!(invite.role, Role::Server(ServerState::Proceeding)) => invite
-                .request
-                .as_ref()
-                .map(|r| response_to(r, 487, Some(&tag))),
+        let invite = match self.transactions.get(&invite_id) {
+            Some(invite) if matches!(invite.role, Role::Server(ServerState::Proceeding)) => {
+                invite.request.clone()
+            }
             _ => None,
         };
-        if let Some(terminated) = terminated {
-            let _ = self.respond(now, invite_id, terminated);
+        if let Some(invite) = invite {
+            let _ = self.respond_to(now, invite_id, &invite, 487, Some(&tag));
             self.events
                 .push_back(Event::Cancelled { invite: invite_id });
         }
@@ -775,21 +775,25 @@ impl TransactionLayer {
     /// What a response to a server transaction's request copies (its response head:
     /// Via, From, To, Call-ID, CSeq; no body, Contact or Record-Route), while the
     /// transaction has not sent its final response yet.
-    pub fn server_response_head(&self, id: TransactionId) -> Option<Request> {
+    pub fn server_response_head(&self, id: TransactionId) -> Option<Arc<Request>> {
         let t = self.transactions.get(&id)?;
         match t.role {
-            Role::Server(_) => t.request.as_deref().cloned(),
+            Role::Server(_) => t.request.clone(),
             Role::Client(_) => None,
         }
     }
 
     /// Starts a client transaction for `request` (not ACK: see [`Self::send_stateless`]).
+    /// A TU that keeps the request too (a B2BUA keeps its INVITE, to build the dialog
+    /// from its answer) passes an `Arc` and shares it with the transaction instead of
+    /// copying it.
     pub fn send_request(
         &mut self,
         now: Instant,
         destination: SocketAddr,
-        request: Request,
+        request: impl Into<Arc<Request>>,
     ) -> Result<TransactionId, Error> {
+        let request: Arc<Request> = request.into();
         let bytes = request.to_wire();
         if bytes.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLarge {
@@ -799,12 +803,12 @@ impl TransactionLayer {
         }
         // Our own request: its branch is all a client key needs (§17.1.3); a request
         // without an RFC 3261 branch is keyed the long way.
-        let ids = match crate::sip::ids::top_branch(&request) {
+        let ids = match crate::sip::ids::top_branch(&*request) {
             Some(branch) if branch.is_rfc3261() => MessageIds {
                 branch: Some(branch),
                 ..MessageIds::default()
             },
-            _ => MessageIds::of(&request),
+            _ => MessageIds::of(&*request),
         };
         if !self
             .key_text
@@ -828,7 +832,7 @@ impl TransactionLayer {
                 }),
                 invite,
                 peer: destination,
-                request: Some(Box::new(request)),
+                request: Some(request),
                 accepted_key: None,
                 last_sent: Some(bytes.clone()),
                 last_status: 0,
@@ -897,14 +901,47 @@ impl TransactionLayer {
         id: TransactionId,
         response: Response,
     ) -> Result<(), Error> {
+        let status = response.status_code.code();
         let bytes = response.to_wire();
+        let tag = crate::sip::ids::to_tag(&response);
+        self.respond_wire(now, id, status, tag, bytes)
+    }
+
+    /// Answers a server transaction's `request` with `status` and nothing more than
+    /// a response copies of it (§8.2.6.2; `to_tag` added when its To has none):
+    /// [`Self::respond`] with [`response_to`], written straight to bytes.
+    pub fn respond_to(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        request: &Request,
+        status: u16,
+        to_tag: Option<&Tag>,
+    ) -> Result<(), Error> {
+        let bytes = response_wire(request, status, to_tag, &[], None);
+        // The To tag the response carries: the request's, else the one added.
+        let tag =
+            crate::sip::ids::to_tag(request).or_else(|| to_tag.filter(|_| status > 100).cloned());
+        self.respond_wire(now, id, status, tag, bytes)
+    }
+
+    /// [`Self::respond`] with a response already written for the wire
+    /// ([`response_wire`](crate::sip::reply::response_wire)): its status and its To tag
+    /// (which a CANCEL's 487 reuses) given alongside.
+    pub fn respond_wire(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        status: u16,
+        to_tag: Option<Tag>,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
         if bytes.len() > MAX_DATAGRAM {
             return Err(Error::MessageTooLarge {
                 size: bytes.len(),
                 limit: MAX_DATAGRAM,
             });
         }
-        let status = response.status_code.code();
         let timers = self.config.timers;
         let Some(t) = self.transactions.get_mut(&id) else {
             return Err(Error::MalformedSip(format!("no transaction {id:?}")));
@@ -933,7 +970,7 @@ impl TransactionLayer {
         }
         t.role = Role::Server(next);
         if t.local_tag.is_none() {
-            t.local_tag = crate::sip::ids::to_tag(&response);
+            t.local_tag = to_tag;
         }
         t.last_sent = Some(bytes.clone());
         t.last_status = status;
