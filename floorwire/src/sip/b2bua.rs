@@ -28,7 +28,6 @@ use rsipstack::sip::{
 use serde::{Deserialize, Serialize};
 
 use super::dialog::Dialog;
-use super::framing::ToWire;
 use super::ids::{Branch as ViaBranch, CallId as CallIdValue, MessageIds, Tag};
 use super::reply::{request_with_body, response_to, response_wire, with_header};
 use super::siprec;
@@ -480,7 +479,7 @@ pub struct B2bua<R, M> {
     /// whenever it grows or gives room back.
     calls: FastMap<u64, Box<Call>>,
     /// (Call-ID, our tag) of each leg → call and side.
-    legs: FastMap<(String, String), (u64, Side)>,
+    legs: FastMap<(CallIdValue, Tag), (u64, Side)>,
     /// Leg A INVITE server transactions still unanswered → call.
     a_invites: FastMap<TransactionId, u64>,
     /// Leg A INVITEs answered 2xx whose ACK has not come → call.
@@ -496,7 +495,7 @@ pub struct B2bua<R, M> {
     /// Forked calls their caller cancelled, newest last.
     recently_cancelled: VecDeque<Cancelled>,
     /// (Call-ID, our tag) of each recording session → call and its index.
-    recording_legs: FastMap<(String, String), (u64, usize)>,
+    recording_legs: FastMap<(CallIdValue, Tag), (u64, usize)>,
     /// The current one-second admission window and the calls admitted in it.
     admission: Option<(Instant, u32)>,
     shrink_pace: crate::util::ShrinkPace,
@@ -743,17 +742,11 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let a = &snapshot.a_dialog.id;
         let b = &snapshot.b_dialog.id;
         self.legs.insert(
-            (
-                a.call_id.as_str().to_owned(),
-                a.local_tag.as_str().to_owned(),
-            ),
+            (a.call_id.clone(), a.local_tag.clone()),
             (snapshot.call, Side::A),
         );
         self.legs.insert(
-            (
-                b.call_id.as_str().to_owned(),
-                b.local_tag.as_str().to_owned(),
-            ),
+            (b.call_id.clone(), b.local_tag.clone()),
             (snapshot.call, Side::B),
         );
         self.router.restored(&snapshot.label);
@@ -844,9 +837,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let mut c = c;
         self.stop_recordings(now, layer, &mut c);
         self.legs
-            .remove(&(c.b_call_id.clone(), c.b_tag.as_str().to_owned()));
+            .remove(&(CallIdValue::new(c.b_call_id.as_str()), c.b_tag.clone()));
         self.legs
-            .remove(&(c.a_call_id.clone(), c.a_tag.as_str().to_owned()));
+            .remove(&(CallIdValue::new(c.a_call_id.as_str()), c.a_tag.clone()));
         if let Some((tx, _)) = &c.a_invite {
             self.a_invites.remove(tx);
         }
@@ -986,8 +979,10 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                             invite: invite.clone(),
                         },
                     );
-                    self.recording_legs
-                        .insert((call_id.clone(), tag.as_str().to_owned()), (call, index));
+                    self.recording_legs.insert(
+                        (CallIdValue::new(call_id.as_str()), tag.clone()),
+                        (call, index),
+                    );
                     (Some(tx), RecordingState::Offered)
                 }
                 Err(e) => {
@@ -1131,8 +1126,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
                 && let Ok(mut late) = Dialog::from_uac(invite, &response)
             {
                 let hop = next_hop(&late, recorder);
-                if let Ok(ack) = late.ack(1, &local) {
-                    let _ = layer.send_stateless(hop, ack.to_wire());
+                if let Ok(ack) = late.ack_wire(1, &local) {
+                    let _ = layer.send_stateless(hop, ack);
                 }
                 if let Ok(bye) = late.request(Method::Bye, &local, None)
                     && let Ok(tx) = layer.send_request(now, hop, bye)
@@ -1149,18 +1144,18 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         }
         if let Some(dialog) = &mut r.dialog {
             // A retransmitted 2xx: our ACK got lost.
-            if let Ok(ack) = dialog.ack(1, &local) {
-                let _ = layer.send_stateless(next_hop(dialog, r.recorder), ack.to_wire());
+            if let Ok(ack) = dialog.ack_wire(1, &local) {
+                let _ = layer.send_stateless(next_hop(dialog, r.recorder), ack);
             }
             return;
         }
-        let Ok(mut dialog) = Dialog::from_uac(&r.invite, &response) else {
+        let Ok(dialog) = Dialog::from_uac(&r.invite, &response) else {
             r.state = RecordingState::Failed;
             tracing::warn!(call, recorder = %r.recorder, "recorder's 2xx unusable");
             return;
         };
-        if let Ok(ack) = dialog.ack(1, &local) {
-            let _ = layer.send_stateless(next_hop(&dialog, r.recorder), ack.to_wire());
+        if let Ok(ack) = dialog.ack_wire(1, &local) {
+            let _ = layer.send_stateless(next_hop(&dialog, r.recorder), ack);
         }
         let streams = sdp::parse(&response.body)
             .map_err(|e| e.to_string())
@@ -1196,7 +1191,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let local = self.local_text.clone();
         for r in &mut c.recordings {
             self.recording_legs
-                .remove(&(r.call_id.clone(), r.tag.as_str().to_owned()));
+                .remove(&(CallIdValue::new(r.call_id.as_str()), r.tag.clone()));
             match r.state {
                 RecordingState::Confirmed => {
                     let recorder = r.recorder;
@@ -1498,9 +1493,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             awaiting_ack: None,
         };
         self.legs
-            .insert((a_call_id, tag.as_str().to_owned()), (call, Side::A));
+            .insert((CallIdValue::new(a_call_id), tag.clone()), (call, Side::A));
         self.legs.insert(
-            (c.b_call_id.clone(), c.b_tag.as_str().to_owned()),
+            (CallIdValue::new(c.b_call_id.as_str()), c.b_tag.clone()),
             (call, Side::B),
         );
         self.a_invites.insert(id, call);
@@ -1926,8 +1921,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             return;
         };
         if let Ok(mut extra) = Dialog::from_uac(invite, response) {
-            if let Ok(ack) = extra.ack(cseq, &local) {
-                let _ = layer.send_stateless(next_hop(&extra, peer), ack.to_wire());
+            if let Ok(ack) = extra.ack_wire(cseq, &local) {
+                let _ = layer.send_stateless(next_hop(&extra, peer), ack);
             }
             if let Ok(bye) = extra.request(Method::Bye, &local, None)
                 && let Ok(tx) = layer.send_request(now, next_hop(&extra, peer), bye)
@@ -1972,7 +1967,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let dialog = Dialog::from_uac(invite, &response);
         b.status = Some(response.status_code.code());
         let (destination, cseq) = (b.fork.destination, b.cseq);
-        let mut dialog = match dialog {
+        let dialog = match dialog {
             Ok(d) => d,
             Err(e) => {
                 // No To tag or no Contact: no dialog to ACK or hang up.
@@ -1988,8 +1983,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         c.winner = Some(branch);
         c.b_peer = destination;
         c.b_cseq = cseq;
-        if let Ok(ack) = dialog.ack(cseq, &local) {
-            let bytes = ack.to_wire();
+        if let Ok(bytes) = dialog.ack_wire(cseq, &local) {
             let _ = layer.send_stateless(next_hop(&dialog, destination), bytes.clone());
             c.b_ack = Some(bytes);
         }
@@ -2186,9 +2180,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         if method == Method::Invite && (200..300).contains(&status) {
             let peer = c.peer(other);
             if let Some(dialog) = c.dialog_mut(other)
-                && let Ok(ack) = dialog.ack(cseq, &local)
+                && let Ok(ack) = dialog.ack_wire(cseq, &local)
             {
-                let _ = layer.send_stateless(next_hop(dialog, peer), ack.to_wire());
+                let _ = layer.send_stateless(next_hop(dialog, peer), ack);
             }
         }
         // The answer comes from the side the request was relayed to.
@@ -2250,11 +2244,8 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
             } => match (&ids.to_tag, request.method) {
                 (Some(tag), _) => {
                     let key = (
-                        ids.call_id
-                            .as_ref()
-                            .map(|c| c.as_str().to_owned())
-                            .unwrap_or_default(),
-                        tag.as_str().to_owned(),
+                        ids.call_id.clone().unwrap_or_else(|| CallIdValue::new("")),
+                        tag.clone(),
                     );
                     match self.legs.get(&key).copied() {
                         Some((call, side)) => self.in_dialog(now, layer, id, request, call, side),
@@ -2290,10 +2281,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
             },
             Event::Ack { ids, .. } => {
                 if let (Some(call_id), Some(tag)) = (ids.call_id, ids.to_tag)
-                    && let Some((call, Side::A)) = self
-                        .legs
-                        .get(&(call_id.as_str().to_owned(), tag.as_str().to_owned()))
-                        .copied()
+                    && let Some((call, Side::A)) = self.legs.get(&(call_id, tag)).copied()
                     && let Some(tx) = self
                         .calls
                         .get_mut(&call)
@@ -2406,10 +2394,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
             Event::Stray2xx { ids, .. } => {
                 // A late 2xx retransmission for leg B: ACK it again.
                 if let (Some(call_id), Some(tag)) = (ids.call_id, ids.from_tag)
-                    && let Some((call, Side::B)) = self
-                        .legs
-                        .get(&(call_id.as_str().to_owned(), tag.as_str().to_owned()))
-                        .copied()
+                    && let Some((call, Side::B)) = self.legs.get(&(call_id, tag)).copied()
                     && let Some(c) = self.calls.get(&call)
                     && let (Some(ack), Some(dialog)) = (&c.b_ack, &c.b_dialog)
                 {

@@ -207,22 +207,7 @@ impl Dialog {
                 self.local_seq
             }
         };
-        // Loose routing: R-URI = remote target, Route = route set. Strict routing
-        // (first route without ;lr): R-URI = first route, target appended last.
-        let strict = self
-            .route_set
-            .first()
-            .is_some_and(|r| parse_name_addr(r).is_ok_and(|n| !has_lr(n.uri)));
-        let (uri_text, routes): (&str, std::borrow::Cow<'_, [String]>) = if strict {
-            let first = parse_name_addr(&self.route_set[0]).map_or("", |n| n.uri);
-            let mut rest = self.route_set[1..].to_vec();
-            rest.push(format!("<{}>", self.remote_target));
-            (first, rest.into())
-        } else {
-            (&self.remote_target, self.route_set.as_slice().into())
-        };
-        let uri = Uri::try_from(uri_text)
-            .map_err(|e| Error::Dialog(format!("remote target {uri_text:?}: {e}")))?;
+        let (uri, routes) = self.target()?;
         let mut headers = crate::sip::framing::headers_with_room();
         headers.push(Header::Via(Via::new(format!(
             "SIP/2.0/UDP {via_sent_by};branch={};rport",
@@ -249,16 +234,70 @@ impl Dialog {
         })
     }
 
+    /// The Request-URI and the Route values of a request in the dialog. Loose
+    /// routing: the remote target, and the route set. Strict routing (first route
+    /// without ;lr): the first route, and the rest with the target appended last.
+    fn target(&self) -> Result<(Uri, std::borrow::Cow<'_, [String]>), Error> {
+        let strict = self
+            .route_set
+            .first()
+            .is_some_and(|r| parse_name_addr(r).is_ok_and(|n| !has_lr(n.uri)));
+        let (uri_text, routes): (&str, std::borrow::Cow<'_, [String]>) = if strict {
+            let first = parse_name_addr(&self.route_set[0]).map_or("", |n| n.uri);
+            let mut rest = self.route_set[1..].to_vec();
+            rest.push(format!("<{}>", self.remote_target));
+            (first, rest.into())
+        } else {
+            (&self.remote_target, self.route_set.as_slice().into())
+        };
+        let uri = Uri::try_from(uri_text)
+            .map_err(|e| Error::Dialog(format!("remote target {uri_text:?}: {e}")))?;
+        Ok((uri, routes))
+    }
+
     /// The ACK for a 2xx to the INVITE with CSeq `invite_seq` (§13.2.2.4): a new
     /// transaction-less request with the INVITE's CSeq number.
     pub fn ack(&mut self, invite_seq: u32, via_sent_by: &str) -> Result<Request, Error> {
         self.request(Method::Ack, via_sent_by, Some(invite_seq))
+    }
+
+    /// [`Self::ack`] written straight to its bytes for the wire, as `to_wire` writes
+    /// it. An ACK goes out once, stateless, and is kept only as bytes (to answer a
+    /// retransmitted 2xx): building its headers one heap block each was for nothing.
+    pub fn ack_wire(&self, invite_seq: u32, via_sent_by: &str) -> Result<Vec<u8>, Error> {
+        use std::io::Write as _;
+        let (uri, routes) = self.target()?;
+        let size = 256
+            + routes.iter().map(|r| r.len() + 9).sum::<usize>()
+            + self.local_party.len()
+            + self.remote_party.len()
+            + self.id.call_id.as_str().len();
+        let mut out = Vec::with_capacity(size);
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "ACK {uri} {}\r\nVia: SIP/2.0/UDP {via_sent_by};branch={};rport\r\nMax-Forwards: 70\r\n",
+            Version::V2,
+            Branch::generate()
+        );
+        for route in routes.iter() {
+            let _ = write!(out, "Route: {route}\r\n");
+        }
+        let _ = write!(
+            out,
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {invite_seq} ACK\r\nContent-Length: 0\r\n\r\n",
+            self.local_party,
+            self.remote_party,
+            self.id.call_id.as_str()
+        );
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::framing::ToWire;
     use crate::sip::ingress::{Inbound, parse_datagram};
 
     fn req(text: &str) -> Request {
@@ -304,6 +343,18 @@ Content-Length: 0
         let mut d = Dialog::from_uac(&invite, &ok).expect("dialog");
         assert_eq!(d.id.remote_tag.as_str(), "b1");
         assert_eq!(d.state, DialogState::Confirmed);
+        // The ACK written straight to bytes is the one built and serialised (but for
+        // the Via branch, fresh each time).
+        let branchless = |bytes: Vec<u8>| {
+            let text = String::from_utf8(bytes).expect("UTF-8");
+            let at = text.find("branch=").expect("branch") + "branch=".len();
+            let end = at + text[at..].find(';').expect("rport");
+            format!("{}{}", &text[..at], &text[end..])
+        };
+        assert_eq!(
+            branchless(d.ack_wire(10, "10.0.0.1:5060").expect("ack")),
+            branchless(d.ack(10, "10.0.0.1:5060").expect("ack").to_wire())
+        );
         let ack = d.ack(10, "10.0.0.1:5060").expect("ack");
         assert_eq!(MessageIds::of(&ack).cseq, Some((10, "ACK".into())));
         let bye = d.request(Method::Bye, "10.0.0.1:5060", None).expect("bye");
