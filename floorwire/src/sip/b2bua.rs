@@ -1248,10 +1248,10 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         let Some(dialog) = c.dialog_mut(side) else {
             return;
         };
-        match dialog.request(Method::Bye, &local, None) {
-            Ok(bye) => {
+        match dialog.request_wire(Method::Bye, &local) {
+            Ok((bye, branch)) => {
                 let hop = next_hop(dialog, peer);
-                match layer.send_request(now, hop, bye) {
+                match layer.send_request_wire(now, hop, Method::Bye, branch, bye) {
                     Ok(tx) => {
                         self.client.insert(tx, Pending::Own);
                     }

@@ -265,31 +265,60 @@ impl Dialog {
     /// it. An ACK goes out once, stateless, and is kept only as bytes (to answer a
     /// retransmitted 2xx): building its headers one heap block each was for nothing.
     pub fn ack_wire(&self, invite_seq: u32, via_sent_by: &str) -> Result<Vec<u8>, Error> {
+        self.write_request(Method::Ack, invite_seq, via_sent_by, &Branch::generate())
+    }
+
+    /// [`Self::request`] written straight to its bytes for the wire, with the branch
+    /// of its Via: what a transaction for a request other than INVITE takes
+    /// ([`TransactionLayer::send_request_wire`](crate::sip::transaction::TransactionLayer::send_request_wire)).
+    pub fn request_wire(
+        &mut self,
+        method: Method,
+        via_sent_by: &str,
+    ) -> Result<(Vec<u8>, Branch), Error> {
+        self.local_seq = self.local_seq.wrapping_add(1);
+        let branch = Branch::generate();
+        let bytes = self.write_request(method, self.local_seq, via_sent_by, &branch)?;
+        Ok((bytes, branch))
+    }
+
+    /// The bytes of the request [`Self::request`] builds, with `seq` and `branch`.
+    fn write_request(
+        &self,
+        method: Method,
+        seq: u32,
+        via_sent_by: &str,
+        branch: &Branch,
+    ) -> Result<Vec<u8>, Error> {
         use std::io::Write as _;
         let (uri, routes) = self.target()?;
         let size = 256
             + routes.iter().map(|r| r.len() + 9).sum::<usize>()
             + self.local_party.len()
             + self.remote_party.len()
-            + self.id.call_id.as_str().len();
+            + self.id.call_id.as_str().len()
+            + self.local_contact.len();
         let mut out = Vec::with_capacity(size);
         // Writing to a Vec cannot fail.
         let _ = write!(
             out,
-            "ACK {uri} {}\r\nVia: SIP/2.0/UDP {via_sent_by};branch={};rport\r\nMax-Forwards: 70\r\n",
+            "{method} {uri} {}\r\nVia: SIP/2.0/UDP {via_sent_by};branch={branch};rport\r\nMax-Forwards: 70\r\n",
             Version::V2,
-            Branch::generate()
         );
         for route in routes.iter() {
             let _ = write!(out, "Route: {route}\r\n");
         }
         let _ = write!(
             out,
-            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {invite_seq} ACK\r\nContent-Length: 0\r\n\r\n",
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} {method}\r\n",
             self.local_party,
             self.remote_party,
             self.id.call_id.as_str()
         );
+        if !self.local_contact.is_empty() && method != Method::Ack {
+            let _ = write!(out, "Contact: <{}>\r\n", self.local_contact);
+        }
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         Ok(out)
     }
 }
@@ -354,6 +383,20 @@ Content-Length: 0
         assert_eq!(
             branchless(d.ack_wire(10, "10.0.0.1:5060").expect("ack")),
             branchless(d.ack(10, "10.0.0.1:5060").expect("ack").to_wire())
+        );
+        let mut twin = d.clone();
+        let (bye, branch) = twin
+            .request_wire(Method::Bye, "10.0.0.1:5060")
+            .expect("bye");
+        assert!(branch.is_rfc3261());
+        assert_eq!(
+            branchless(bye),
+            branchless(
+                d.clone()
+                    .request(Method::Bye, "10.0.0.1:5060", None)
+                    .expect("bye")
+                    .to_wire()
+            )
         );
         let ack = d.ack(10, "10.0.0.1:5060").expect("ack");
         assert_eq!(MessageIds::of(&ack).cseq, Some((10, "ACK".into())));

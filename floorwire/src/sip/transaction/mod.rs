@@ -795,12 +795,6 @@ impl TransactionLayer {
     ) -> Result<TransactionId, Error> {
         let request: Arc<Request> = request.into();
         let bytes = request.to_wire();
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(Error::MessageTooLarge {
-                size: bytes.len(),
-                limit: MAX_DATAGRAM,
-            });
-        }
         // Our own request: its branch is all a client key needs (§17.1.3); a request
         // without an RFC 3261 branch is keyed the long way.
         let ids = match crate::sip::ids::top_branch(&*request) {
@@ -810,16 +804,59 @@ impl TransactionLayer {
             },
             _ => MessageIds::of(&*request),
         };
-        if !self
-            .key_text
-            .write(&ids, method_name(request.method), false)
-        {
+        let method = request.method;
+        self.start_client(now, destination, method, &ids, bytes, Some(request))
+    }
+
+    /// Starts a client transaction for a request other than INVITE, already written
+    /// for the wire with an RFC 3261 `branch` in its top Via (a BYE of a dialog,
+    /// [`Dialog::request_wire`](crate::sip::dialog::Dialog::request_wire)). Only an
+    /// INVITE's transaction needs the request itself (to build its CANCEL and the ACK
+    /// of a non-2xx), so none is built for the others.
+    pub fn send_request_wire(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        method: Method,
+        branch: crate::sip::Branch,
+        bytes: Vec<u8>,
+    ) -> Result<TransactionId, Error> {
+        if matches!(method, Method::Invite | Method::Ack) || !branch.is_rfc3261() {
+            return Err(Error::MalformedSip(format!(
+                "send_request_wire takes requests other than INVITE and ACK, with an RFC 3261 branch: {method} with {branch}"
+            )));
+        }
+        let ids = MessageIds {
+            branch: Some(branch),
+            ..MessageIds::default()
+        };
+        self.start_client(now, destination, method, &ids, bytes, None)
+    }
+
+    /// Opens a client transaction for `bytes` (keyed by `ids`), sends them and sets its
+    /// timers.
+    fn start_client(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        method: Method,
+        ids: &MessageIds,
+        bytes: Vec<u8>,
+        request: Option<Arc<Request>>,
+    ) -> Result<TransactionId, Error> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(Error::MessageTooLarge {
+                size: bytes.len(),
+                limit: MAX_DATAGRAM,
+            });
+        }
+        if !self.key_text.write(ids, method_name(method), false) {
             return Err(Error::MalformedSip(
                 "request lacks Via branch, Call-ID or CSeq".into(),
             ));
         }
         let key = self.key_text.to_key();
-        let invite = request.method == Method::Invite;
+        let invite = method == Method::Invite;
         let t1 = self.config.timers.t1;
         let id = self.insert(
             key,
@@ -832,7 +869,7 @@ impl TransactionLayer {
                 }),
                 invite,
                 peer: destination,
-                request: Some(request),
+                request,
                 accepted_key: None,
                 last_sent: Some(bytes.clone()),
                 last_status: 0,

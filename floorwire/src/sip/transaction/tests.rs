@@ -972,3 +972,42 @@ fn a_transaction_ending_leaves_a_newer_one_with_the_same_key_matched() {
         "{events:?}"
     );
 }
+
+/// A request written for the wire opens its client transaction like one built: it is
+/// retransmitted on Timer E and its response matches it. INVITE and ACK are refused
+/// (an INVITE's transaction needs the request for its CANCEL and ACK).
+#[test]
+fn a_request_written_for_the_wire_opens_a_client_transaction() {
+    let mut layer = TransactionLayer::new(LayerConfig::default());
+    let t0 = Instant::now();
+    let bye = request("BYE", "z9hG4bKwire1", 2);
+    let branch = crate::sip::Branch::new("z9hG4bKwire1");
+    let id = layer
+        .send_request_wire(t0, addr(UAS), Method::Bye, branch.clone(), bye.to_bytes())
+        .expect("BYE");
+    let (sent, _) = drain(&mut layer);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(method_of(&sent[0].bytes), Some(Method::Bye));
+    layer.handle_timeout(t0 + Duration::from_millis(500));
+    let (resent, _) = drain(&mut layer);
+    assert_eq!(resent.len(), 1, "Timer E retransmits it");
+    let ok = crate::sip::reply::response_to(&bye, 200, Some(&crate::sip::Tag::new("u")));
+    layer.handle_datagram(t0 + Duration::from_millis(600), addr(UAS), &ok.to_bytes());
+    let (_, events) = drain(&mut layer);
+    assert!(
+        matches!(events.as_slice(), [Event::Response { id: got, .. }] if *got == id),
+        "{events:?}"
+    );
+    let invite = request("INVITE", "z9hG4bKwire2", 1);
+    assert!(
+        layer
+            .send_request_wire(
+                t0,
+                addr(UAS),
+                Method::Invite,
+                crate::sip::Branch::new("z9hG4bKwire2"),
+                invite.to_bytes(),
+            )
+            .is_err()
+    );
+}
