@@ -297,7 +297,8 @@ impl Dialog {
             + self.local_party.len()
             + self.remote_party.len()
             + self.id.call_id.as_str().len()
-            + self.local_contact.len();
+            + self.local_contact.len()
+            + self.remote_target.len();
         let mut out = Vec::with_capacity(size);
         // Writing to a Vec cannot fail.
         let _ = write!(

@@ -305,11 +305,13 @@ struct Transaction {
     invite: bool,
     /// Where our messages for this transaction go.
     peer: SocketAddr,
-    /// The request: whole for a client (CANCEL and ACK are built from it), what a
-    /// response copies for a server ([`response_head`]). A transaction lets go of it
-    /// once its final response is sent (server) or received (client): what lingers for
-    /// Timers J/L/M/D/K is the key and at most the bytes to resend (a response, an
-    /// ACK), so 64·T1 of lingering state stays small; boxed, so a lingering
+    /// The request: whole for a client (CANCEL and ACK are built from it; shared with
+    /// the TU that keeps it too; `None` for a request sent already written,
+    /// [`TransactionLayer::send_request_wire`], which no INVITE is), what a response
+    /// copies for a server ([`response_head`]). A transaction lets go of it once its
+    /// final response is sent (server) or received (client): what lingers for Timers
+    /// J/L/M/D/K is the key's hash and at most the bytes to resend (a response, an
+    /// ACK), so 64·T1 of lingering state stays small; behind a pointer, so a lingering
     /// transaction does not carry the room of one (216 bytes of the 576 a transaction
     /// took; with its timers as stamps it takes 212).
     request: Option<Arc<Request>>,
@@ -330,6 +332,35 @@ struct Transaction {
     /// Server: the To tag of the responses sent so far, reused for the 487 that a
     /// CANCEL triggers so the caller sees one early dialog, not two.
     local_tag: Option<Tag>,
+}
+
+impl Transaction {
+    /// A transaction in `role` with `peer`, keeping `request` and what it sent last,
+    /// retransmitting first after `interval`; its key's hash is set as it is inserted.
+    fn new(
+        role: Role,
+        invite: bool,
+        peer: SocketAddr,
+        request: Option<Arc<Request>>,
+        last_sent: Option<Vec<u8>>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            key_hash: 0,
+            role,
+            invite,
+            peer,
+            request,
+            accepted_key: None,
+            last_sent,
+            last_status: 0,
+            interval,
+            armed: Armed::default(),
+            cancel_pending: false,
+            cancel_sent: false,
+            local_tag: None,
+        }
+    }
 }
 
 /// The transaction layer. See the module docs for how to drive it.
@@ -541,36 +572,21 @@ impl TransactionLayer {
         let invite = request.method == Method::Invite;
         let is_cancel = request.method == Method::Cancel;
         let key = self.key_text.to_key();
-        let id = self.insert(
-            key,
-            Transaction {
-                key_hash: 0,
-                role: Role::Server(if invite {
-                    ServerState::Proceeding
-                } else {
-                    ServerState::Trying
-                }),
-                invite,
-                peer: source,
-                request: Some(Arc::new(response_head(&request))),
-                accepted_key: None,
-                last_sent: None,
-                last_status: 0,
-                interval: self.config.timers.t1,
-                armed: Armed::default(),
-                cancel_pending: false,
-                cancel_sent: false,
-                local_tag: None,
-            },
-        );
+        let role = Role::Server(if invite {
+            ServerState::Proceeding
+        } else {
+            ServerState::Trying
+        });
+        let head = Some(Arc::new(response_head(&request)));
+        let t1 = self.config.timers.t1;
+        let id = self.insert(key, Transaction::new(role, invite, source, head, None, t1));
         if is_cancel {
             self.server_cancel(now, id, &ids);
             return;
         }
         if invite && self.config.auto_trying {
-            let trying = response_wire(&request, 100, None, &[], None);
             // Cannot fail: 100 Trying to a request that fitted in a datagram.
-            let _ = self.respond_wire(now, id, 100, None, trying);
+            let _ = self.respond_to(now, id, &request, 100, None);
         }
         self.events.push_back(Event::Request {
             id,
@@ -858,27 +874,15 @@ impl TransactionLayer {
         let key = self.key_text.to_key();
         let invite = method == Method::Invite;
         let t1 = self.config.timers.t1;
+        let role = Role::Client(if invite {
+            ClientState::Calling
+        } else {
+            ClientState::Trying
+        });
+        let sent = Some(bytes.clone());
         let id = self.insert(
             key,
-            Transaction {
-                key_hash: 0,
-                role: Role::Client(if invite {
-                    ClientState::Calling
-                } else {
-                    ClientState::Trying
-                }),
-                invite,
-                peer: destination,
-                request,
-                accepted_key: None,
-                last_sent: Some(bytes.clone()),
-                last_status: 0,
-                interval: t1,
-                armed: Armed::default(),
-                cancel_pending: false,
-                cancel_sent: false,
-                local_tag: None,
-            },
+            Transaction::new(role, invite, destination, request, sent, t1),
         );
         self.transmit(destination, bytes);
         if invite {
@@ -945,7 +949,8 @@ impl TransactionLayer {
     }
 
     /// Answers a server transaction's `request` with `status` and nothing more than
-    /// a response copies of it (§8.2.6.2; `to_tag` added when its To has none):
+    /// a response copies of it (§8.2.6.2; `to_tag` added, for a status above 100,
+    /// when its To has none):
     /// [`Self::respond`] with [`response_to`], written straight to bytes.
     pub fn respond_to(
         &mut self,
