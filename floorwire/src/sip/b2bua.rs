@@ -875,9 +875,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             self.client.remove(&tx);
         }
         for server in unanswered {
-            if let Some(request) = layer.server_response_head(server) {
-                let _ = layer.respond_to(now, server, &request, 487, None);
-            }
+            let _ = layer.respond_from_head(now, server, 487, None, &[], None);
         }
         if c.cancelled && c.winner.is_none() && !c.outbound.forks.is_empty() {
             let notices = c
@@ -2192,21 +2190,20 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         {
             body = anchored;
         }
-        // The server transaction still holds the request's response head; answer from it.
-        let Some(request) = layer.server_response_head(server) else {
-            return;
-        };
+        // The server transaction still holds what a response copies of the request;
+        // answer from it.
         let with_contact = [&contact_header];
         let contact = (200..300).contains(&status) && method == Method::Invite;
-        let r = response_wire(
-            &request,
+        if let Err(e) = layer.respond_from_head(
+            now,
+            server,
             status,
             None,
             if contact { &with_contact } else { &[] },
             (!body.is_empty()).then_some(("application/sdp", body.as_slice())),
-        );
-        let tag = crate::sip::ids::to_tag(&*request);
-        let _ = layer.respond_wire(now, server, status, tag, r);
+        ) {
+            tracing::debug!(call, status, error = %e, "relayed answer not sent");
+        }
         self.changed(call);
     }
 }
@@ -2406,9 +2403,7 @@ impl<R: Router + Send + 'static, M: MediaAnchor + Send + 'static> TransactionUse
                     self.branch_failed(now, layer, call, branch, 408);
                 }
                 Some(Pending::Relayed { server, .. }) => {
-                    if let Some(request) = layer.server_response_head(server) {
-                        let _ = layer.respond_to(now, server, &request, 408, None);
-                    }
+                    let _ = layer.respond_from_head(now, server, 408, None, &[], None);
                 }
                 Some(Pending::Recording { call, index, .. }) => {
                     if let Some(r) = recording_mut(&mut self.calls, call, index)

@@ -53,25 +53,104 @@ pub fn response_wire(
     extra: &[&Header],
     body: Option<(&str, &[u8])>,
 ) -> Vec<u8> {
+    let copied = || {
+        request
+            .headers
+            .iter()
+            .filter(|h| is_copied(h))
+            .map(|h| (h.name(), h.value()))
+    };
+    write_response(copied, status, to_tag, extra, body)
+}
+
+/// The headers a response copies from its request (§8.2.6.2).
+fn is_copied(header: &Header) -> bool {
+    matches!(
+        header,
+        Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
+    )
+}
+
+/// What a server transaction keeps of its request to answer it later: the headers a
+/// response copies (Via, From, To, Call-ID, CSeq), names and values, in one block
+/// (each as its name's length, one byte, the name, its value's length, four bytes,
+/// little-endian, the value). A `Request` of copied headers was a heap block a
+/// header for every INVITE and BYE received; this is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead(Box<[u8]>);
+
+impl ResponseHead {
+    /// The head of `request`.
+    pub fn of(request: &Request) -> Self {
+        let copied = || request.headers.iter().filter(|h| is_copied(h));
+        let size = copied()
+            .map(|h| 5 + h.name().len() + h.value().len())
+            .sum::<usize>();
+        let mut block = Vec::with_capacity(size);
+        for header in copied() {
+            let (name, value) = (header.name(), header.value());
+            // Header names are short tokens; values fit in a datagram.
+            block.push(name.len().min(u8::MAX as usize) as u8);
+            block.extend_from_slice(&name.as_bytes()[..name.len().min(u8::MAX as usize)]);
+            block.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            block.extend_from_slice(value.as_bytes());
+        }
+        Self(block.into_boxed_slice())
+    }
+
+    /// The (name, value) of each header kept, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut rest: &[u8] = &self.0;
+        std::iter::from_fn(move || {
+            let (&name_len, after) = rest.split_first()?;
+            let (name, after) = after.split_at_checked(name_len as usize)?;
+            let (len, after) = after.split_first_chunk::<4>()?;
+            let (value, after) = after.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+            rest = after;
+            // Written from `str`s above: always UTF-8.
+            Some((
+                std::str::from_utf8(name).unwrap_or_default(),
+                std::str::from_utf8(value).unwrap_or_default(),
+            ))
+        })
+    }
+
+    /// The value of the first header called `name`.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// What [`response_wire`] gives for the request this is the head of.
+    pub fn response_wire(
+        &self,
+        status: u16,
+        to_tag: Option<&Tag>,
+        extra: &[&Header],
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        write_response(|| self.headers(), status, to_tag, extra, body)
+    }
+}
+
+/// A response with `status` to a request whose copied headers `copied` gives (read
+/// twice: to size the buffer, then to write).
+fn write_response<'a, I: Iterator<Item = (&'a str, &'a str)>>(
+    copied: impl Fn() -> I,
+    status: u16,
+    to_tag: Option<&Tag>,
+    extra: &[&Header],
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     use std::io::Write as _;
     let code = StatusCode::from(status);
-    let copied = |h: &&Header| {
-        matches!(
-            h,
-            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
-        )
-    };
-    let line_len = |h: &Header| h.name().len() + h.value().len() + 4;
     // Start line, a To tag, Content-Type and -Length lines: within this much.
     const ROOM: usize = 160;
     let size = ROOM
-        + request
-            .headers
+        + copied().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
+        + extra
             .iter()
-            .filter(copied)
-            .map(line_len)
+            .map(|h| h.name().len() + h.value().len() + 4)
             .sum::<usize>()
-        + extra.iter().map(|h| line_len(h)).sum::<usize>()
         + body.map_or(0, |(kind, bytes)| kind.len() + bytes.len());
     let mut out = Vec::with_capacity(size);
     let line = |out: &mut Vec<u8>, name: &str, value: &str| {
@@ -82,11 +161,11 @@ pub fn response_wire(
     };
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{} {} {}\r\n", Version::V2, code.code(), code.text());
-    for header in request.headers.iter().filter(copied) {
-        line(&mut out, header.name(), header.value());
-        if let Header::To(to) = header
+    for (name, value) in copied() {
+        line(&mut out, name, value);
+        if name == "To"
             && status > 100
-            && tag_of(to.value()).is_none()
+            && tag_of(value).is_none()
             && let Some(tag) = to_tag
         {
             // The tag goes on the To line just written, before its CRLF.
@@ -108,28 +187,6 @@ pub fn response_wire(
         None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
     }
     out
-}
-
-/// What of `request` a response to it copies (§8.2.6.2): method, Request-URI and
-/// version, and its Via, From, To, Call-ID and CSeq headers; no body. A server
-/// transaction keeps this much to answer later, not the whole request.
-pub fn response_head(request: &Request) -> Request {
-    let mut headers = crate::sip::framing::headers_with_room();
-    for header in request.headers.iter() {
-        if matches!(
-            header,
-            Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_)
-        ) {
-            headers.push(header.clone());
-        }
-    }
-    Request {
-        method: request.method,
-        uri: request.uri.clone(),
-        version: request.version,
-        headers,
-        body: Vec::new(),
-    }
 }
 
 /// Adds a header to a response, before Content-Length.
@@ -184,6 +241,27 @@ Record-Route: <sip:p1;lr>\r\nContent-Length: 0\r\n\r\n"
         }
     }
 
+    /// The head keeps the copied headers, names and values, in order (two Vias),
+    /// and nothing else.
+    #[test]
+    fn a_response_head_keeps_the_copied_headers_in_order() {
+        let head = ResponseHead::of(&invite("<sip:7101@127.0.0.1>"));
+        let kept: Vec<_> = head.headers().collect();
+        assert_eq!(
+            kept,
+            [
+                ("Via", "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1"),
+                ("Via", "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-0"),
+                ("From", "<sip:a@127.0.0.1>;tag=f1"),
+                ("To", "<sip:7101@127.0.0.1>"),
+                ("Call-ID", "c1@127.0.0.1"),
+                ("CSeq", "1 INVITE"),
+            ]
+        );
+        assert_eq!(head.value("CSeq"), Some("1 INVITE"));
+        assert_eq!(head.value("Contact"), None);
+    }
+
     /// The bytes are those of the `Response` built and serialised, for a 100 (no
     /// tag), provisional and final responses (tag added, or kept when To has one),
     /// with and without extra headers and a body.
@@ -213,6 +291,12 @@ Record-Route: <sip:p1;lr>\r\nContent-Length: 0\r\n\r\n"
                         String::from_utf8_lossy(&written),
                         String::from_utf8_lossy(&built.to_wire()),
                         "{status} to {to}"
+                    );
+                    let head = ResponseHead::of(&request);
+                    assert_eq!(
+                        head.response_wire(status, Some(&tag), &extra, body),
+                        written,
+                        "{status} to {to}, from the head"
                     );
                 }
             }

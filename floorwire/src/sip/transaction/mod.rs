@@ -36,7 +36,7 @@ use rsipstack::sip::{
 use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{CallId, MessageIds, Tag, method_name};
 use super::ingress::{Inbound, parse_datagram_with_ids};
-use super::reply::{response_head, response_to, response_wire, with_header};
+use super::reply::{ResponseHead, response_to, response_wire, with_header};
 use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
 
@@ -305,16 +305,18 @@ struct Transaction {
     invite: bool,
     /// Where our messages for this transaction go.
     peer: SocketAddr,
-    /// The request: whole for a client (CANCEL and ACK are built from it; shared with
-    /// the TU that keeps it too; `None` for a request sent already written,
-    /// [`TransactionLayer::send_request_wire`], which no INVITE is), what a response
-    /// copies for a server ([`response_head`]). A transaction lets go of it once its
-    /// final response is sent (server) or received (client): what lingers for Timers
+    /// A client's request, whole (CANCEL and ACK are built from it; shared with the TU
+    /// that keeps it too; `None` for a request sent already written,
+    /// [`TransactionLayer::send_request_wire`], which no INVITE is). The transaction
+    /// lets go of it once its final response is received: what lingers for Timers
     /// J/L/M/D/K is the key's hash and at most the bytes to resend (a response, an
     /// ACK), so 64·T1 of lingering state stays small; behind a pointer, so a lingering
     /// transaction does not carry the room of one (216 bytes of the 576 a transaction
     /// took; with its timers as stamps it takes 212).
     request: Option<Arc<Request>>,
+    /// A server's: what a response copies of its request ([`ResponseHead`]), until its
+    /// final response is sent.
+    head: Option<ResponseHead>,
     /// Accepted server INVITE: its (Call-ID, CSeq) entry in `accepted`.
     accepted_key: Option<(CallId, u32)>,
     /// What to resend: the request (client, until a final) or its ACK (client INVITE
@@ -351,6 +353,7 @@ impl Transaction {
             invite,
             peer,
             request,
+            head: None,
             accepted_key: None,
             last_sent,
             last_status: 0,
@@ -577,9 +580,10 @@ impl TransactionLayer {
         } else {
             ServerState::Trying
         });
-        let head = Some(Arc::new(response_head(&request)));
         let t1 = self.config.timers.t1;
-        let id = self.insert(key, Transaction::new(role, invite, source, head, None, t1));
+        let mut t = Transaction::new(role, invite, source, None, None, t1);
+        t.head = Some(ResponseHead::of(&request));
+        let id = self.insert(key, t);
         if is_cancel {
             self.server_cancel(now, id, &ids);
             return;
@@ -610,24 +614,15 @@ impl TransactionLayer {
         // §9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
         let tag = invite_tag.unwrap_or_else(Tag::generate);
         let status = if invite_id.is_some() { 200 } else { 481 };
-        if let Some(request) = self
-            .transactions
-            .get(&cancel_id)
-            .and_then(|t| t.request.clone())
-        {
-            let _ = self.respond_to(now, cancel_id, &request, status, Some(&tag));
-        }
+        let _ = self.respond_from_head(now, cancel_id, status, Some(&tag), &[], None);
         let Some(invite_id) = invite_id else {
             return;
         };
-        let invite = match self.transactions.get(&invite_id) {
-            Some(invite) if matches!(invite.role, Role::Server(ServerState::Proceeding)) => {
-                invite.request.clone()
-            }
-            _ => None,
-        };
-        if let Some(invite) = invite {
-            let _ = self.respond_to(now, invite_id, &invite, 487, Some(&tag));
+        let proceeding = self.transactions.get(&invite_id).is_some_and(|invite| {
+            matches!(invite.role, Role::Server(ServerState::Proceeding)) && invite.head.is_some()
+        });
+        if proceeding {
+            let _ = self.respond_from_head(now, invite_id, 487, Some(&tag), &[], None);
             self.events
                 .push_back(Event::Cancelled { invite: invite_id });
         }
@@ -788,15 +783,33 @@ impl TransactionLayer {
         }
     }
 
-    /// What a response to a server transaction's request copies (its response head:
-    /// Via, From, To, Call-ID, CSeq; no body, Contact or Record-Route), while the
-    /// transaction has not sent its final response yet.
-    pub fn server_response_head(&self, id: TransactionId) -> Option<Arc<Request>> {
-        let t = self.transactions.get(&id)?;
-        match t.role {
-            Role::Server(_) => t.request.clone(),
-            Role::Client(_) => None,
-        }
+    /// Answers a server transaction from what it keeps of its request (the headers a
+    /// response copies, §8.2.6.2), while it has not sent its final response: `status`,
+    /// `to_tag` added (above 100) when the request's To has none, then `extra`
+    /// headers and `body` (content type, bytes). For answers decided after the
+    /// request's event (a relayed answer, a 487 or a 408). Fails when the transaction
+    /// is gone, or keeps no request (a client's, or one answered finally).
+    pub fn respond_from_head(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        status: u16,
+        to_tag: Option<&Tag>,
+        extra: &[&Header],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(), Error> {
+        let Some(head) = self.transactions.get(&id).and_then(|t| t.head.as_ref()) else {
+            return Err(Error::MalformedSip(format!(
+                "transaction {id:?} keeps no request to answer"
+            )));
+        };
+        let bytes = head.response_wire(status, to_tag, extra, body);
+        // The To tag the response carries: the request's, else the one added.
+        let tag = head
+            .value("To")
+            .and_then(crate::sip::ids::tag_of)
+            .or_else(|| to_tag.filter(|_| status > 100).cloned());
+        self.respond_wire(now, id, status, tag, bytes)
     }
 
     /// Starts a client transaction for `request` (not ACK: see [`Self::send_stateless`]).
@@ -1019,17 +1032,19 @@ impl TransactionLayer {
         let peer = t.peer;
         if next == Accepted
             && state != Accepted
-            && let Some((call_id, cseq)) = t
-                .request
-                .as_deref()
-                .and_then(crate::sip::ids::call_id_and_seq)
+            && let Some(head) = &t.head
+            && let (Some(call_id), Some((cseq, _))) = (
+                head.value("Call-ID"),
+                head.value("CSeq").and_then(crate::sip::ids::parse_cseq),
+            )
         {
+            let call_id = CallId::new(call_id.trim_ascii());
             let key = (call_id, cseq);
             t.accepted_key = Some(key.clone());
             self.accepted.insert(key, id);
         }
         if matches!(next, Accepted | Completed) {
-            t.request = None;
+            t.head = None;
         }
         if state != next || next == Completed {
             match next {
