@@ -19,10 +19,7 @@ pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Resp
             }
             Header::To(to) => {
                 let mut value = to.value().to_owned();
-                if status > 100
-                    && tag_of(&value).is_none()
-                    && let Some(tag) = to_tag
-                {
+                if let Some(tag) = tag_to_add(status, &value, to_tag) {
                     value.push_str(";tag=");
                     value.push_str(tag.as_str());
                 }
@@ -39,6 +36,17 @@ pub fn response_to(request: &Request, status: u16, to_tag: Option<&Tag>) -> Resp
         headers,
         body: Vec::new(),
     }
+}
+
+/// The tag a response with `status` adds to its request's To, `to`: `tag`, for any
+/// status but 100, when `to` has none (§8.2.6.2).
+pub fn tag_to_add<'t>(status: u16, to: &str, tag: Option<&'t Tag>) -> Option<&'t Tag> {
+    tag.filter(|_| status > 100 && tag_of(to).is_none())
+}
+
+/// The To tag that response carries: the request's own, else the one added.
+pub fn carried_tag(status: u16, to: &str, tag: Option<&Tag>) -> Option<Tag> {
+    tag_of(to).or_else(|| tag_to_add(status, to, tag).cloned())
 }
 
 /// What [`response_to`] gives for `request`, `status` and `to_tag`, with `extra`
@@ -164,9 +172,7 @@ fn write_response<'a, I: Iterator<Item = (&'a str, &'a str)>>(
     for (name, value) in copied() {
         line(&mut out, name, value);
         if name == "To"
-            && status > 100
-            && tag_of(value).is_none()
-            && let Some(tag) = to_tag
+            && let Some(tag) = tag_to_add(status, value, to_tag)
         {
             // The tag goes on the To line just written, before its CRLF.
             out.truncate(out.len() - 2);

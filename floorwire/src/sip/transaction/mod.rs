@@ -36,7 +36,7 @@ use rsipstack::sip::{
 use super::framing::{MAX_DATAGRAM, ToWire};
 use super::ids::{CallId, MessageIds, Tag, method_name};
 use super::ingress::{Inbound, parse_datagram_with_ids};
-use super::reply::{ResponseHead, response_to, response_wire, with_header};
+use super::reply::{ResponseHead, carried_tag, response_to, response_wire, with_header};
 use crate::error::Error;
 pub use state::{ClientState, ServerState, Timer};
 
@@ -804,11 +804,7 @@ impl TransactionLayer {
             )));
         };
         let bytes = head.response_wire(status, to_tag, extra, body);
-        // The To tag the response carries: the request's, else the one added.
-        let tag = head
-            .value("To")
-            .and_then(crate::sip::ids::tag_of)
-            .or_else(|| to_tag.filter(|_| status > 100).cloned());
+        let tag = carried_tag(status, head.value("To").unwrap_or_default(), to_tag);
         self.respond_wire(now, id, status, tag, bytes)
     }
 
@@ -974,9 +970,11 @@ impl TransactionLayer {
         to_tag: Option<&Tag>,
     ) -> Result<(), Error> {
         let bytes = response_wire(request, status, to_tag, &[], None);
-        // The To tag the response carries: the request's, else the one added.
-        let tag =
-            crate::sip::ids::to_tag(request).or_else(|| to_tag.filter(|_| status > 100).cloned());
+        let to = request.headers.iter().find_map(|h| match h {
+            Header::To(to) => Some(to.value()),
+            _ => None,
+        });
+        let tag = carried_tag(status, to.unwrap_or_default(), to_tag);
         self.respond_wire(now, id, status, tag, bytes)
     }
 
