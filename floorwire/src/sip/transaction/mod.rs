@@ -229,6 +229,22 @@ impl KeyText {
         true
     }
 
+    /// Writes the key of a message (as [`Self::write`]) and finds its transaction in
+    /// `table`; `None` as well when `ids` lack what the key needs.
+    fn lookup(
+        &mut self,
+        ids: &MessageIds,
+        method: &str,
+        server: bool,
+        table: &HashTable<(Key, TransactionId)>,
+    ) -> Option<TransactionId> {
+        if self.write(ids, method, server) {
+            self.find(table)
+        } else {
+            None
+        }
+    }
+
     /// The transaction in `table` with this key.
     fn find(&self, table: &HashTable<(Key, TransactionId)>) -> Option<TransactionId> {
         table
@@ -603,11 +619,7 @@ impl TransactionLayer {
     /// §9.2: CANCEL matches the INVITE server transaction with the same key. The 200
     /// to the CANCEL goes out first, then the INVITE's 487 (the order peers expect).
     fn server_cancel(&mut self, now: Instant, cancel_id: TransactionId, ids: &MessageIds) {
-        let invite_id = self
-            .key_text
-            .write(ids, "INVITE", true)
-            .then(|| self.key_text.find(&self.by_key))
-            .flatten();
+        let invite_id = self.key_text.lookup(ids, "INVITE", true, &self.by_key);
         let invite_tag = invite_id
             .and_then(|id| self.transactions.get(&id))
             .and_then(|t| t.local_tag.clone());
@@ -684,11 +696,7 @@ impl TransactionLayer {
             return;
         };
         let status = response.status_code.code();
-        let id = self
-            .key_text
-            .write(&ids, method, false)
-            .then(|| self.key_text.find(&self.by_key))
-            .flatten();
+        let id = self.key_text.lookup(&ids, method, false, &self.by_key);
         let Some(id) = id else {
             if method == "INVITE" && (200..300).contains(&status) {
                 self.events.push_back(Event::Stray2xx { response, ids });
