@@ -276,7 +276,7 @@ struct Call {
     label: String,
     cancelled: bool,
     a_peer: SocketAddr,
-    a_call_id: String,
+    a_call_id: CallIdValue,
     a_tag: Tag,
     /// Leg A's INVITE and its server transaction, until its final response.
     a_invite: Option<(TransactionId, Request)>,
@@ -291,7 +291,7 @@ struct Call {
     winner: Option<usize>,
     /// Where leg B's in-dialog requests go: the answering branch's destination.
     b_peer: SocketAddr,
-    b_call_id: String,
+    b_call_id: CallIdValue,
     b_tag: Tag,
     /// The answering branch's INVITE CSeq (its ACK's).
     b_cseq: u32,
@@ -430,7 +430,7 @@ struct Notice {
 #[derive(Debug)]
 struct Cancelled {
     at: Instant,
-    a_call_id: String,
+    a_call_id: CallIdValue,
     a_peer: SocketAddr,
     notices: Vec<Notice>,
 }
@@ -597,7 +597,7 @@ fn allow() -> Header {
 fn summary_of(c: &Call, ended_unix_ms: u64) -> CallSummary {
     CallSummary {
         call: c.id,
-        call_id: c.a_call_id.clone(),
+        call_id: c.a_call_id.as_str().to_owned(),
         label: c.label.clone(),
         calling: c.calling.clone(),
         called: c.called.clone(),
@@ -758,7 +758,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             label: snapshot.label,
             cancelled: false,
             a_peer: snapshot.a_peer,
-            a_call_id: snapshot.a_dialog.id.call_id.as_str().to_owned(),
+            a_call_id: snapshot.a_dialog.id.call_id.clone(),
             a_tag: snapshot.a_dialog.id.local_tag.clone(),
             a_invite: None,
             a_offer: None,
@@ -776,7 +776,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             },
             b_next: VecDeque::new(),
             b_peer: snapshot.b_peer,
-            b_call_id: snapshot.b_dialog.id.call_id.as_str().to_owned(),
+            b_call_id: snapshot.b_dialog.id.call_id.clone(),
             b_tag: snapshot.b_dialog.id.local_tag.clone(),
             b_cseq: snapshot.b_dialog.local_seq,
             b_offer: Vec::new(),
@@ -836,10 +836,8 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
         self.router.call_ended(&summary_of(&c, unix_ms()));
         let mut c = c;
         self.stop_recordings(now, layer, &mut c);
-        self.legs
-            .remove(&(CallIdValue::new(c.b_call_id.as_str()), c.b_tag.clone()));
-        self.legs
-            .remove(&(CallIdValue::new(c.a_call_id.as_str()), c.a_tag.clone()));
+        self.legs.remove(&(c.b_call_id.clone(), c.b_tag.clone()));
+        self.legs.remove(&(c.a_call_id.clone(), c.a_tag.clone()));
         if let Some((tx, _)) = &c.a_invite {
             self.a_invites.remove(tx);
         }
@@ -1435,11 +1433,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             transcode: outbound.transcode,
         };
         self.media.update(call, &mapping);
-        let a_call_id = ids
-            .call_id
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default();
+        let a_call_id = ids.call_id.clone().unwrap_or_else(|| CallIdValue::new(""));
         let (calling, called) = numbers_of(&request);
         let (branches, b_next): (Vec<Branch>, VecDeque<SocketAddr>) = if outbound.forks.is_empty() {
             let mut destinations: VecDeque<SocketAddr> =
@@ -1472,7 +1466,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             b_peer: branches[0].fork.destination,
             branches,
             winner: None,
-            b_call_id: CallIdValue::generate(&self.local_host).as_str().to_owned(),
+            b_call_id: CallIdValue::generate(&self.local_host),
             b_tag: Tag::generate(),
             b_cseq: 1,
             b_offer,
@@ -1490,12 +1484,9 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             relayed: Vec::new(),
             awaiting_ack: None,
         };
+        self.legs.insert((a_call_id, tag.clone()), (call, Side::A));
         self.legs
-            .insert((CallIdValue::new(a_call_id), tag.clone()), (call, Side::A));
-        self.legs.insert(
-            (CallIdValue::new(c.b_call_id.as_str()), c.b_tag.clone()),
-            (call, Side::B),
-        );
+            .insert((c.b_call_id.clone(), c.b_tag.clone()), (call, Side::B));
         self.a_invites.insert(id, call);
         let mut sent = 0;
         for branch in 0..c.branches.len() {
@@ -1529,7 +1520,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             max_forwards,
             &format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
             &c.outbound.to,
-            &c.b_call_id,
+            c.b_call_id.as_str(),
             b.cseq,
             Method::Invite,
         );
@@ -1591,7 +1582,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
             request_uri: branch.fork.request_uri.clone(),
             from: format!("{};tag={}", c.outbound.from, c.b_tag.as_str()),
             to: c.outbound.to.clone(),
-            call_id: c.b_call_id.clone(),
+            call_id: c.b_call_id.as_str().to_owned(),
             cseq: branch.cseq + 1,
         }
     }
@@ -1655,8 +1646,7 @@ impl<R: Router, M: MediaAnchor> B2bua<R, M> {
     ) -> bool {
         let call_id = MessageIds::of(request)
             .call_id
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default();
+            .unwrap_or_else(|| CallIdValue::new(""));
         // Still ringing down here: each branch gets it once its INVITE is over.
         let live = self
             .calls
