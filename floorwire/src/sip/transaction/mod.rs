@@ -888,6 +888,12 @@ impl TransactionLayer {
                 "request lacks Via branch, Call-ID or CSeq".into(),
             ));
         }
+        // A branch a live transaction still holds (a TU reusing it) points to the
+        // newest from now on, as a map's insert left it. The server side needs no such
+        // check: it opens a transaction only for a key it found none for.
+        if let Some(older) = self.key_text.find(&self.by_key) {
+            self.unlink_key(self.key_text.hash, older);
+        }
         let key = self.key_text.to_key();
         let invite = method == Method::Invite;
         let t1 = self.config.timers.t1;
@@ -1133,7 +1139,8 @@ impl TransactionLayer {
         }
     }
 
-    /// Takes `t` on under `key` (its `key_hash` is set from it).
+    /// Takes `t` on under `key` (its `key_hash` is set from it), a key no
+    /// transaction holds.
     fn insert(&mut self, key: Key, mut t: Transaction) -> TransactionId {
         let id = TransactionId(self.next_id);
         self.next_id += 1;
@@ -1141,19 +1148,20 @@ impl TransactionLayer {
             self.server_pending += 1;
         }
         t.key_hash = key.hash;
-        // A key already taken (a request reusing a branch that a transaction still
-        // holds, which lookups send elsewhere first) points to the newest, as a map's
-        // insert left it.
-        if let Ok(entry) = self
-            .by_key
-            .find_entry(key.hash, |(k, _)| k.hash == key.hash && k.text == key.text)
-        {
-            entry.remove();
-        }
         self.by_key
             .insert_unique(key.hash, (key, id), |(k, _)| k.hash);
         self.transactions.insert(id, Box::new(t));
         id
+    }
+
+    /// Takes transaction `id`'s entry, under its key's `hash`, out of the key table.
+    fn unlink_key(&mut self, hash: u64, id: TransactionId) {
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(hash, |&(_, entry_id)| entry_id == id)
+        {
+            entry.remove();
+        }
     }
 
     fn remove(&mut self, id: TransactionId) {
@@ -1161,12 +1169,7 @@ impl TransactionLayer {
             if t.role.is_server_in_progress() {
                 self.server_pending -= 1;
             }
-            if let Ok(entry) = self
-                .by_key
-                .find_entry(t.key_hash, |&(_, entry_id)| entry_id == id)
-            {
-                entry.remove();
-            }
+            self.unlink_key(t.key_hash, id);
             if let Some(k) = t.accepted_key
                 && self.accepted.get(&k) == Some(&id)
             {
