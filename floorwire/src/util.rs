@@ -18,9 +18,16 @@ pub const SHRINK_ABOVE: usize = 1024;
 /// the values of the call tables are large, so a busy minute would hold its peak for
 /// good. Cheap to call often: it only rehashes when the map is that oversized.
 pub fn shrink_map<K: Eq + Hash, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
-    if map.capacity() > SHRINK_ABOVE && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
+    if let Some(capacity) = shrunk_capacity(map.len(), map.capacity()) {
+        map.shrink_to(capacity);
     }
+}
+
+/// The capacity a table (map, queue) holding `len` in room for `capacity` is shrunk
+/// to, when it is oversized: above [`SHRINK_ABOVE`] and four times larger than what it
+/// holds, twice that; `None` otherwise. [`shrink_map`]'s rule, for any table.
+pub fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > SHRINK_ABOVE && len * 4 < capacity).then_some(len * 2)
 }
 
 /// How often, at most, a SIP core checks its tables for room to give back.

@@ -101,8 +101,8 @@ impl<E: Copy + Ord> Deadlines<E> {
     /// is shrunk to twice that.
     pub fn shrink(&mut self) {
         for (_, queue) in &mut self.queues {
-            if queue.capacity() > crate::util::SHRINK_ABOVE && queue.len() * 4 < queue.capacity() {
-                queue.shrink_to(queue.len() * 2);
+            if let Some(capacity) = crate::util::shrunk_capacity(queue.len(), queue.capacity()) {
+                queue.shrink_to(capacity);
             }
         }
     }

@@ -442,11 +442,10 @@ impl TransactionLayer {
     /// transactions are big, so a busy minute would hold its peak for good.
     fn shrink_tables(&mut self) {
         crate::util::shrink_map(&mut self.transactions);
-        if self.by_key.capacity() > crate::util::SHRINK_ABOVE
-            && self.by_key.len() * 4 < self.by_key.capacity()
+        if let Some(capacity) =
+            crate::util::shrunk_capacity(self.by_key.len(), self.by_key.capacity())
         {
-            self.by_key
-                .shrink_to(self.by_key.len() * 2, |(key, _)| key.hash);
+            self.by_key.shrink_to(capacity, |(key, _)| key.hash);
         }
         crate::util::shrink_map(&mut self.accepted);
         self.timers.shrink();
